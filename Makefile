@@ -1,0 +1,48 @@
+# logmm: two commands set everything up on a machine with only python3.
+#   make demo    create .venv, install logmm, run `logmm multiply` on sample_data/
+#   make test    create .venv if needed, install with test extras, lint, run the suite
+#   make bench   run benchmarks/ and print ratio tables
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_OUT := demo_output
+
+.PHONY: demo test test-slow lint bench sample-data clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	mkdir -p $(DEMO_OUT)
+	$(BIN)/logmm multiply sample_data/a.h5:/a sample_data/b.h5:/b -o $(DEMO_OUT)/ab.h5 --overwrite
+	$(BIN)/logmm multiply sample_data/a.npy sample_data/b.zarr:b -o $(DEMO_OUT)/ab.zarr --overwrite
+	$(BIN)/logmm multiply sample_data/adversarial.h5:/a sample_data/adversarial.h5:/b -o $(DEMO_OUT)/adversarial.npy --overwrite
+	@echo "demo results are in $(DEMO_OUT)/"
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check core cli tests benchmarks sample_data
+
+test: lint
+	$(BIN)/python -m pytest
+
+test-slow: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -m slow
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_logmatmul.py
+
+sample-data: $(VENV)/.installed
+	$(BIN)/python sample_data/make_sample_data.py --out sample_data
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) *.egg-info .pytest_cache .ruff_cache .hypothesis
