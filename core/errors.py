@@ -1,0 +1,40 @@
+"""logmm's exceptions. Each carries the exit code the command line uses for it."""
+
+from __future__ import annotations
+
+__all__ = [
+    "FormatError",
+    "InputError",
+    "LogmmError",
+    "MissingInputError",
+    "OutputExistsError",
+    "UsageError",
+]
+
+
+class LogmmError(Exception):
+    """Base class: a problem logmm reports as one line, with ``exit_code``."""
+
+    exit_code: int = 1
+
+
+class InputError(LogmmError, ValueError):
+    """Bad data: shape mismatch, unsupported dtype, ``+inf`` in a log-probability input."""
+
+
+class MissingInputError(LogmmError, FileNotFoundError):
+    """A file or a dataset inside a file does not exist."""
+
+
+class FormatError(LogmmError):
+    """A file that cannot be read as the format its name promises (corrupt, truncated)."""
+
+
+class OutputExistsError(LogmmError, FileExistsError):
+    """The output exists and ``overwrite`` was not requested."""
+
+
+class UsageError(LogmmError):
+    """A malformed option or argument (exit code 2, like Click's own usage errors)."""
+
+    exit_code = 2

@@ -1,0 +1,433 @@
+"""``log(exp(A) @ exp(B))`` without overflow, underflow or an n·k·m temporary.
+
+Tiers of ``method="auto"`` (see :func:`logmatmulexp` for the error argument):
+
+1. *fast*: the row/column-shifted GEMM. ``ma_i = max_k A[i,k]``, ``mb_j = max_k B[k,j]``,
+   ``S = exp(A - ma) @ exp(B - mb)``, ``C = ma + mb + log(S)``. Every factor lies in
+   [0, 1], so ``S`` is as accurate as a GEMM except where underflow has eaten it: an entry
+   is vouched for when ``S_ij >= tau`` (``tau = 8 tiny / eps``).
+2. *blocked*: for the rows and columns that hold untrusted entries, the contraction axis is
+   cut into blocks of ``b`` with block-local shifts, one batched GEMM over all blocks, and
+   the blocks are combined per entry by a logsumexp. An entry is vouched for when its
+   combined value is at least ``2 tau`` in units of its largest block shift.
+3. *exact*: what is still untrusted is recomputed per entry, exactly
+   (``logsumexp_k(A[i,k] + B[k,j])``, accumulated in float64).
+
+Entries whose every term has a ``-inf`` factor are exactly ``-inf`` and need no repair;
+NaN reaches every entry whose sum it enters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from .accumulate import LogSumAccumulator, finite_or_zero, logsumexp
+from .errors import InputError
+
+__all__ = ["METHODS", "ProductReport", "logmatmulexp", "logmatmulexp_report"]
+
+METHODS = ("auto", "fast", "exact")
+
+# Working-set targets (elements) that keep temporaries cache- and memory-friendly.
+_FAST_BLOCK_ELEMENTS = 1 << 20      # rows of A per fast-path block: ~this many of A and C
+_REPAIR_CHUNK_ELEMENTS = 1 << 18    # per-entry repair: entries x K per chunk
+_BLOCKED_TIER_ELEMENTS = 1 << 22    # blocked tier: blocks x rows x cols per group
+_REBALANCE_TILE_ENTRIES = 1 << 14   # rebalanced tier: output entries per tile
+_REBALANCE_TILE_COLS = 128          # rebalanced tier: at most this many columns per tile
+_EXACT_TILE_ELEMENTS = 1 << 17      # exact method: rows x cols x K-chunk per tile
+
+
+@dataclass
+class ProductReport:
+    """How many output entries each tier produced.
+
+    ``fast``: vouched for by the shifted GEMM (including exact ``-inf`` and NaN entries);
+    ``rebalanced``: resolved by a tile's rebalanced GEMM; ``blocked``: resolved by the
+    contraction-blocked tier; ``exact``: recomputed per entry (or by ``method="exact"``);
+    ``unchecked``: returned by ``method="fast"`` unverified.
+    """
+
+    entries: int = 0
+    fast: int = 0
+    rebalanced: int = 0
+    blocked: int = 0
+    exact: int = 0
+    unchecked: int = 0
+
+    @property
+    def repaired(self) -> int:
+        """Entries the fast path could not vouch for and that were recomputed."""
+        return self.rebalanced + self.blocked + self.exact
+
+    def __iadd__(self, other: ProductReport) -> ProductReport:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        return self
+
+    def as_dict(self) -> dict[str, int]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["repaired"] = self.repaired
+        return out
+
+
+def _log_tau(dtype: np.dtype) -> float:
+    """log of the fast-path trust threshold tau = 8 * tiny / eps for ``dtype``.
+
+    float64: about -670.3; float32: about -69.7.
+    """
+    info = np.finfo(dtype)
+    return math.log(8.0 * float(info.tiny) / float(info.eps))
+
+
+def _as_log_operand(x: np.ndarray, name: str) -> np.ndarray:
+    """Validate a log-space operand: real floating (ints/bools become float64)."""
+    x = np.asarray(x)
+    if x.dtype.kind in "biu":
+        x = x.astype(np.float64)
+    elif x.dtype == np.float16:
+        x = x.astype(np.float32)
+    elif x.dtype not in (np.float32, np.float64):
+        raise InputError(f"{name} has dtype {x.dtype}; logmatmulexp needs float32 or float64")
+    if x.ndim == 0:
+        raise InputError(f"{name} is a scalar; logmatmulexp needs at least 1-D arrays")
+    return x
+
+
+def _raise_on_posinf(max_values: np.ndarray, name: str) -> None:
+    """``max_values`` are fmax reductions, so any +inf in the operand shows up here."""
+    if max_values.size and np.isposinf(max_values).any():
+        raise InputError(
+            f"{name} contains +inf, which is not a log-probability "
+            "(log(0) is -inf; +inf would be an infinite probability)"
+        )
+
+
+def logmatmulexp(A: np.ndarray, B: np.ndarray, *, method: str = "auto",
+                 dtype: np.dtype | type | str | None = None) -> np.ndarray:
+    """Stable ``log(exp(A) @ exp(B))``.
+
+    Parameters
+    ----------
+    A : array_like, shape (..., n, k)
+        Log-values (float32 or float64; integers are promoted to float64).
+    B : array_like, shape (..., k, m)
+        Log-values. Batch dimensions broadcast as in ``np.matmul``; 1-D operands are
+        promoted and the added dimension removed, as ``np.matmul`` does.
+    method : {"auto", "fast", "exact"}
+        ``auto``: shifted GEMM plus repair of every entry it cannot vouch for (accurate to
+        the bound below, at GEMM speed when little needs repair). ``fast``: the shifted
+        GEMM alone; possibly inexact, even ``-inf``, where the row maximum of ``A`` and
+        the column maximum of ``B`` sit on different ``k`` far apart in scale.
+        ``exact``: blocked exact logsumexp over every term (memory bounded by tiles,
+        independent of n·k·m; slower).
+    dtype : float32 or float64, optional
+        Result dtype; default ``np.result_type(A, B)``. float32 inputs are computed in
+        float32 (repairs accumulate in float64).
+
+    Returns
+    -------
+    C : ndarray, shape (..., n, m)
+        ``C[..., i, j] = log sum_k exp(A[..., i, k] + B[..., k, j])``; ``-inf`` where every
+        term is ``-inf`` (including ``k == 0``), NaN where a NaN enters the sum.
+
+    Error bound
+    -----------
+    With ``u = eps/2`` of the result dtype and ``M = max|A| + max|B|`` over finite
+    entries, every entry of ``auto`` and ``exact`` satisfies, to first order,
+    ``|C - C_exact| <= 4 u (K + M)``. Argument for the fast tier: the shifted exponents
+    ``A - ma`` carry absolute rounding error at most ``u |A - ma| <= 2 u max|A|`` (same
+    for B), each factor then has relative error ``<= 2u max|A| + u`` from exp, each
+    product of factors adds ``u``, and the GEMM's sum of K non-negative terms adds
+    relative error ``<= (K - 1) u``. Underflow costs each term an absolute error of at
+    most ``2 tiny`` (factors are <= 1), so a sum ``S >= tau = 8 tiny/eps`` loses at most
+    ``K u / 2`` relative to it. log turns relative error into absolute error and adding
+    the shifts back rounds by ``u |C|``. Entries with ``S < tau`` are not trusted and go
+    to the blocked tier, whose blocks satisfy the same argument with block-local shifts
+    (trusted when the combined sum is ``>= 2 tau`` times the largest block shift's
+    weight), and then to the per-entry exact tier (two-pass logsumexp in float64).
+
+    Raises
+    ------
+    InputError (a ValueError)
+        ``+inf`` in either operand, non-float dtype, mismatched contraction sizes or
+        batch shapes that do not broadcast, unknown ``method``.
+
+    Examples
+    --------
+    >>> import numpy as np, logmm
+    >>> A = np.array([[-500.0, 900.0]]); B = np.array([[900.0], [-500.0]])
+    >>> float(logmm.logmatmulexp(A, B)[0, 0])   # row/column-max recipes give -inf
+    400.6931471805599
+    """
+    return logmatmulexp_report(A, B, method=method, dtype=dtype)[0]
+
+
+def logmatmulexp_report(A: np.ndarray, B: np.ndarray, *, method: str = "auto",
+                        dtype: np.dtype | type | str | None = None,
+                        ) -> tuple[np.ndarray, ProductReport]:
+    """:func:`logmatmulexp`, also returning a :class:`ProductReport` of the tiers used."""
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    A = _as_log_operand(A, "A")
+    B = _as_log_operand(B, "B")
+    out_dtype = np.dtype(dtype) if dtype is not None else np.result_type(A.dtype, B.dtype)
+    if out_dtype not in (np.float32, np.float64):
+        raise InputError(f"dtype {out_dtype} is not supported; use float32 or float64")
+    A = A.astype(out_dtype, copy=False)
+    B = B.astype(out_dtype, copy=False)
+
+    squeeze_a, squeeze_b = A.ndim == 1, B.ndim == 1
+    if squeeze_a:
+        A = A[np.newaxis, :]
+    if squeeze_b:
+        B = B[:, np.newaxis]
+    if A.shape[-1] != B.shape[-2]:
+        raise InputError(
+            f"shape mismatch: A is {_shape_str(A.shape)} and B is {_shape_str(B.shape)}; "
+            f"A's last dimension ({A.shape[-1]}) must equal B's second-to-last ({B.shape[-2]})"
+        )
+    try:
+        batch = np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
+    except ValueError:
+        raise InputError(
+            f"batch dimensions of A {_shape_str(A.shape)} and B {_shape_str(B.shape)} "
+            "do not broadcast"
+        ) from None
+
+    n, k, m = A.shape[-2], A.shape[-1], B.shape[-1]
+    C = np.empty(batch + (n, m), dtype=out_dtype)
+    report = ProductReport()
+    A_b = np.broadcast_to(A, batch + (n, k))
+    B_b = np.broadcast_to(B, batch + (k, m))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        for idx in np.ndindex(*batch):
+            report += _product_2d(A_b[idx], B_b[idx], C[idx], method)
+    if squeeze_b:
+        C = C[..., 0]
+    if squeeze_a:
+        C = C[..., 0, :] if not squeeze_b else C[..., 0]
+    return C, report
+
+
+def _shape_str(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+class _ShiftedFactor:
+    """``exp(X - shift)`` with the shift taken as the maximum along ``axis``.
+
+    ``max`` keeps the raw maxima (-inf for an all--inf line, which is then exactly log 0);
+    ``shift`` is the same with non-finite values replaced by 0; ``E`` lies in [0, 1].
+    """
+
+    __slots__ = ("E", "max", "shift")
+
+    def __init__(self, X: np.ndarray, axis: int, name: str) -> None:
+        self.max = np.fmax.reduce(X, axis=axis)
+        _raise_on_posinf(self.max, name)
+        self.shift = finite_or_zero(self.max.copy())
+        self.E = X - np.expand_dims(self.shift, axis)
+        np.exp(self.E, out=self.E)
+
+
+def _shifted_gemm(fa: _ShiftedFactor, fb: _ShiftedFactor, out: np.ndarray,
+                  check: bool) -> np.ndarray | None:
+    """``out = fa.shift + fb.shift + log(fa.E @ fb.E)``: the one GEMM every tier uses.
+
+    ``fa`` shifts rows of a (r, k), ``fb`` columns of b (k, q); ``out`` is (r, q). With
+    ``check``, returns the mask of entries the error argument cannot vouch for: shifted
+    sum below tau, excluding exact -inf lines and NaN entries.
+    """
+    S = np.matmul(fa.E, fb.E, out=out)
+    untrusted = None
+    if check:
+        untrusted = S < math.exp(_log_tau(out.dtype))   # NaN compares False
+        untrusted[~np.isfinite(fa.max)] = False
+        untrusted[:, ~np.isfinite(fb.max)] = False
+    np.log(S, out=S)
+    S += fa.shift[:, None]
+    S += fb.shift[None, :]
+    return untrusted
+
+
+def _product_2d(A: np.ndarray, B: np.ndarray, out: np.ndarray, method: str) -> ProductReport:
+    """Fill ``out`` (n, m) with the log-product of A (n, k) and B (k, m); return the report."""
+    n, k = A.shape
+    m = B.shape[1]
+    report = ProductReport(entries=n * m)
+    if k == 0 or n * m == 0:
+        out.fill(-np.inf)
+        report.fast = n * m
+        return report
+    if method == "exact":
+        _raise_on_posinf(np.fmax.reduce(A, axis=1), "A")
+        _raise_on_posinf(np.fmax.reduce(B, axis=0), "B")
+        _exact_product(A, B, out)
+        report.exact = n * m
+        return report
+
+    fb = _ShiftedFactor(B, 0, "B")
+    rows_per_block = max(1, min(n, _FAST_BLOCK_ELEMENTS // max(k, m)))
+    untrusted_blocks: list[tuple[int, np.ndarray]] = []
+    for start in range(0, n, rows_per_block):
+        stop = min(n, start + rows_per_block)
+        untrusted = _shifted_gemm(_ShiftedFactor(A[start:stop], 1, "A"), fb, out[start:stop],
+                                  check=method == "auto")
+        if untrusted is not None and untrusted.any():
+            untrusted_blocks.append((start, untrusted))
+    if untrusted_blocks:
+        # One repair over all rows, so that tiles gather like rows from the whole matrix.
+        mask = np.zeros((n, m), dtype=bool)
+        for start, untrusted in untrusted_blocks:
+            mask[start:start + untrusted.shape[0]] = untrusted
+        del untrusted_blocks
+        report += _repair(A, B, out, mask)
+    if method == "fast":
+        report.unchecked = n * m
+    else:
+        report.fast = n * m - report.repaired
+    return report
+
+
+def _repair(a: np.ndarray, B: np.ndarray, C: np.ndarray, untrusted: np.ndarray) -> ProductReport:
+    """Recompute the ``untrusted`` entries of ``C`` (r, m) in place, cheapest tier first.
+
+    Rows and columns holding untrusted entries are sorted by the position of their maximum
+    and cut into tiles, so that each tile's rows (and columns) peak at nearby ``k``. Each
+    tile gets one *rebalanced* shifted GEMM: ``a - e`` and ``b + e`` with ``e_k`` half the
+    difference of the tile's column maxima of ``a`` and row maxima of ``b`` (which leaves
+    every term ``a + b`` unchanged but lines the maxima up). What that cannot vouch for
+    goes to the contraction-blocked tier, and what is left to the per-entry exact tier.
+    """
+    report = ProductReport()
+    rows = np.flatnonzero(untrusted.any(axis=1))
+    cols = np.flatnonzero(untrusted.any(axis=0))
+    rows = rows[np.argsort(np.argmax(a[rows], axis=1), kind="stable")]
+    cols = cols[np.argsort(np.argmax(B[:, cols], axis=0), kind="stable")]
+    tile_cols = min(_REBALANCE_TILE_COLS, max(8, -(-cols.size // 4)))
+    tile_rows = max(128, _REBALANCE_TILE_ENTRIES // tile_cols)
+    k = a.shape[1]
+    B_cols = B[:, cols]          # one gather; tiles below are contiguous column ranges
+    for r0 in range(0, rows.size, tile_rows):
+        R = rows[r0:r0 + tile_rows]
+        a_tile = a[R]
+        a_colmax = np.fmax.reduce(a_tile, axis=0)
+        untrusted_rows = untrusted[R]
+        for c0 in range(0, cols.size, tile_cols):
+            Q = cols[c0:c0 + tile_cols]
+            todo = untrusted_rows[:, Q]
+            if not todo.any():
+                continue
+            b_tile = B_cols[:, c0:c0 + tile_cols]
+            e = finite_or_zero((a_colmax - np.fmax.reduce(b_tile, axis=1)) / 2)
+            values = np.empty(todo.shape, dtype=C.dtype)
+            left = _shifted_gemm(_ShiftedFactor(a_tile - e, 1, "A"),
+                                 _ShiftedFactor(b_tile + e[:, None], 0, "B"), values, True)
+            left &= todo
+            report.rebalanced += int(todo.sum()) - int(left.sum())
+            if left.any():
+                block = _blocked_tier_block_size(k)
+                if block < k:
+                    lr, lc = np.flatnonzero(left.any(axis=1)), np.flatnonzero(left.any(axis=0))
+                    sub_values, trusted = _blocked_product(a_tile[lr], b_tile[:, lc], block)
+                    rescued = left[np.ix_(lr, lc)] & trusted
+                    report.blocked += int(rescued.sum())
+                    values[np.ix_(lr, lc)] = np.where(rescued, sub_values,
+                                                      values[np.ix_(lr, lc)])
+                    left[np.ix_(lr, lc)] &= ~trusted
+                ii, jj = np.nonzero(left)
+                if ii.size:
+                    values[ii, jj] = _exact_entries(a_tile, b_tile, ii, jj)
+                    report.exact += int(ii.size)
+            ii, jj = np.nonzero(todo)
+            C[R[ii], Q[jj]] = values[ii, jj]
+    return report
+
+
+def _blocked_tier_block_size(k: int) -> int:
+    """Contraction block for the blocked tier: 16 blocks, each of at least 8 terms."""
+    return max(8, -(-k // 16))
+
+
+def _blocked_product(a: np.ndarray, b: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Contraction-blocked shifted product of a (r, k) and b (k, q).
+
+    Returns ``(C, trusted)``, both (r, q). Each block of ``block`` terms gets its own row
+    and column shifts; blocks are combined per entry by a logsumexp. ``trusted`` marks
+    entries whose combined sum is at least ``2 tau`` relative to the largest block shift
+    (or that are exactly -inf because every block has a -inf side).
+    """
+    r, k = a.shape
+    q = b.shape[1]
+    nblocks = -(-k // block)
+    pad = nblocks * block - k
+    if pad:
+        a = np.concatenate([a, np.full((r, pad), -np.inf, a.dtype)], axis=1)
+        b = np.concatenate([b, np.full((pad, q), -np.inf, b.dtype)], axis=0)
+    C = np.empty((r, q), dtype=a.dtype)
+    trusted = np.empty((r, q), dtype=bool)
+    log_2tau = _log_tau(a.dtype) + math.log(2.0)
+    b_blocks = b.reshape(nblocks, block, q)
+    mb = np.fmax.reduce(b_blocks, axis=1)                    # (nblocks, q)
+    mb_shift = finite_or_zero(mb.copy())
+    EB = np.exp(b_blocks - mb_shift[:, None, :])
+    rows_per_group = max(1, _BLOCKED_TIER_ELEMENTS // max(1, nblocks * q))
+    for start in range(0, r, rows_per_group):
+        stop = min(r, start + rows_per_group)
+        a_blocks = a[start:stop].reshape(stop - start, nblocks, block).transpose(1, 0, 2)
+        ma = np.fmax.reduce(a_blocks, axis=2)               # (nblocks, rows)
+        ma_shift = finite_or_zero(ma.copy())
+        EA = np.exp(a_blocks - ma_shift[:, :, None])
+        L = np.matmul(EA, EB)                               # (nblocks, rows, q)
+        np.log(L, out=L)
+        L += ma_shift[:, :, None]
+        L += mb_shift[:, None, :]
+        C[start:stop] = logsumexp(L, axis=0)
+        largest_shift = np.max(ma[:, :, None] + mb[:, None, :], axis=0)
+        margin = C[start:stop] - largest_shift               # NaN where all blocks are -inf
+        trusted[start:stop] = (margin >= log_2tau) | (largest_shift == -np.inf)
+    return C, trusted
+
+
+def _exact_entries(a: np.ndarray, B: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``logsumexp_k(a[rows[e], k] + B[k, cols[e]])`` for each listed entry, in float64."""
+    k = a.shape[1]
+    out = np.empty(rows.size, dtype=np.float64)
+    BT = B.T
+    chunk = max(1, _REPAIR_CHUNK_ELEMENTS // max(k, 1))
+    for start in range(0, rows.size, chunk):
+        stop = min(rows.size, start + chunk)
+        terms = a[rows[start:stop]].astype(np.float64)
+        terms += BT[cols[start:stop]]
+        out[start:stop] = logsumexp(terms, axis=1)
+    return out
+
+
+def _exact_product(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
+    """Blocked exact logsumexp over every term into ``out`` (n, m).
+
+    Tiles of (rows, cols, K-chunk) terms are formed one at a time and folded into a
+    :class:`LogSumAccumulator` per tile, so memory is O(tile) whatever n, k and m are.
+    Accumulates in float64 for float32 inputs.
+    """
+    n, k = A.shape
+    m = B.shape[1]
+    acc_dtype = np.float64
+    BT = B.T.astype(acc_dtype)                  # (m, k): contraction axis contiguous
+    k_chunk = min(k, 256)
+    tile_cols = max(1, min(m, 64))
+    tile_rows = max(1, min(n, _EXACT_TILE_ELEMENTS // (tile_cols * k_chunk)))
+    for r0 in range(0, n, tile_rows):
+        r1 = min(n, r0 + tile_rows)
+        a = A[r0:r1].astype(acc_dtype)
+        for c0 in range(0, m, tile_cols):
+            c1 = min(m, c0 + tile_cols)
+            acc = LogSumAccumulator((r1 - r0, c1 - c0), acc_dtype)
+            for k0 in range(0, k, k_chunk):
+                k1 = min(k, k0 + k_chunk)
+                terms = a[:, None, k0:k1] + BT[None, c0:c1, k0:k1]
+                acc.add_reduced(terms, axis=2)
+            out[r0:r1, c0:c1] = acc.result()
