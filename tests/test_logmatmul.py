@@ -1,0 +1,228 @@
+"""logmatmulexp against exact (mpmath) references, on easy and adversarial inputs."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+import logmm
+from logmm import adversarial
+from logmm.logmatmul import _blocked_product, _exact_entries
+
+from exact_reference import error_bound, exact_logmatmul, max_abs_error
+
+FAMILY_SHAPE = (9, 40, 7)
+
+
+@pytest.mark.parametrize("method", ["auto", "exact"])
+@pytest.mark.parametrize("case", range(2))
+def test_public_counterexamples_are_exact(method: str, case: int) -> None:
+    A, B, expected = adversarial.counterexamples()[case]
+    C = logmm.logmatmulexp(A, B, method=method)
+    np.testing.assert_allclose(C, expected, rtol=0, atol=4e-13)
+
+
+def test_fast_method_is_documented_as_inexact_on_the_rowcol_counterexample() -> None:
+    A, B, _ = adversarial.counterexamples()[1]
+    C, report = logmm.logmatmulexp_report(A, B, method="fast")
+    assert C[0, 0] == -np.inf          # the textbook shift's failure, kept as documented
+    assert report.unchecked == 1 and report.repaired == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("family", sorted(adversarial.FAMILIES))
+@pytest.mark.parametrize("method", ["auto", "exact"])
+def test_families_within_documented_bound(family: str, dtype: type, method: str) -> None:
+    A, B = adversarial.FAMILIES[family](*FAMILY_SHAPE, dtype=dtype, seed=11)
+    ref = exact_logmatmul(A, B)
+    C, report = logmm.logmatmulexp_report(A, B, method=method)
+    assert C.dtype == dtype
+    assert report.entries == C.size
+    assert max_abs_error(C, ref) <= error_bound(A, B, dtype)
+    # Nothing finite may come back as -inf or NaN.
+    assert not np.any(np.isfinite(ref) & ~np.isfinite(C))
+
+
+def test_float32_extremes_within_bound() -> None:
+    A, B = adversarial.float32_extremes(10, 64, 8, seed=5)
+    ref = exact_logmatmul(A, B)
+    C, report = logmm.logmatmulexp_report(A, B)
+    assert C.dtype == np.float32
+    assert report.repaired > 0                      # the float32 fast path cannot vouch
+    assert max_abs_error(C, ref) <= error_bound(A, B, np.float32)
+    fast = logmm.logmatmulexp(A, B, method="fast")
+    assert max_abs_error(fast, ref) > max_abs_error(C, ref)
+
+
+@pytest.mark.parametrize(
+    ("family", "kwargs", "tier"),
+    [
+        ("banded", {"fraction": 0.3}, "rebalanced"),
+        ("scale_drift", {}, "rebalanced"),
+        ("huge_magnitudes", {}, "exact"),
+        ("neg_inf_mask", {"density": 0.9}, "blocked"),
+    ],
+)
+def test_each_tier_is_exercised_and_accurate(family: str, kwargs: dict, tier: str) -> None:
+    A, B = adversarial.FAMILIES[family](12, 48, 10, seed=3, **kwargs)
+    C, report = logmm.logmatmulexp_report(A, B)
+    assert getattr(report, tier) > 0, report
+    assert report.fast + report.repaired == report.entries
+    assert max_abs_error(C, exact_logmatmul(A, B)) <= error_bound(A, B, np.float64)
+
+
+def test_blocked_tier_vouches_only_for_accurate_entries() -> None:
+    A, B = adversarial.banded(16, 64, 12, fraction=0.5, seed=8)
+    ref = exact_logmatmul(A, B)
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
+        values, trusted = _blocked_product(A, B, block=8)
+    assert trusted.any()
+    err = np.abs(values - ref)[trusted]
+    assert err.max() <= error_bound(A, B, np.float64)
+
+
+def test_exact_entries_match_reference() -> None:
+    A, B = adversarial.huge_magnitudes(6, 30, 5, seed=2)
+    ref = exact_logmatmul(A, B)
+    ii, jj = np.nonzero(np.ones((6, 5), bool))
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
+        got = _exact_entries(A, B, ii, jj).reshape(6, 5)
+    assert max_abs_error(got, ref) <= error_bound(A, B, np.float64)
+
+
+def test_large_k_against_exact_reference() -> None:
+    """K large enough to split the per-entry and exact tiles into several chunks."""
+    A, B = adversarial.banded(5, 700, 4, fraction=0.6, seed=4)
+    ref = exact_logmatmul(A, B)
+    for method in ("auto", "exact"):
+        C = logmm.logmatmulexp(A, B, method=method)
+        assert max_abs_error(C, ref) <= error_bound(A, B, np.float64)
+
+
+# ---- semantics -------------------------------------------------------------------------
+
+def test_neg_inf_rows_and_columns_give_neg_inf_without_warnings() -> None:
+    A = np.log(np.random.default_rng(0).dirichlet(np.ones(5), size=4))
+    B = np.log(np.random.default_rng(1).dirichlet(np.ones(3), size=5))
+    A[1] = -np.inf
+    B[:, 2] = -np.inf
+    ref = exact_logmatmul(A, B)
+    for method in ("auto", "fast", "exact"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            C = logmm.logmatmulexp(A, B, method=method)
+        assert np.all(C[1] == -np.inf) and np.all(C[:, 2] == -np.inf)
+        assert not np.isnan(C).any()
+        assert max_abs_error(C, ref) <= error_bound(A, B, np.float64)
+
+
+def test_disjoint_supports_give_exact_neg_inf() -> None:
+    A = np.array([[0.0, -np.inf], [-np.inf, 0.0]])
+    B = np.array([[-np.inf, 0.0], [0.0, -np.inf]])
+    for method in ("auto", "exact"):
+        C = logmm.logmatmulexp(A, B, method=method)
+        np.testing.assert_array_equal(C, [[-np.inf, 0.0], [0.0, -np.inf]])
+
+
+@pytest.mark.parametrize("method", ["auto", "fast", "exact"])
+def test_nan_propagates_only_to_entries_it_touches(method: str) -> None:
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(4, 6))
+    B = rng.normal(size=(6, 5))
+    A[2, 3] = np.nan
+    B[1, 4] = np.nan
+    C = logmm.logmatmulexp(A, B, method=method)
+    touched = np.zeros((4, 5), bool)
+    touched[2, :] = True       # row 2 of A enters every entry of row 2
+    touched[:, 4] = True       # column 4 of B enters every entry of column 4
+    assert np.array_equal(np.isnan(C), touched)
+    ref = exact_logmatmul(np.nan_to_num(A, nan=-np.inf), np.nan_to_num(B, nan=-np.inf))
+    assert max_abs_error(C[~touched], ref[~touched]) <= error_bound(A, B, np.float64)
+
+
+@pytest.mark.parametrize("method", ["auto", "fast", "exact"])
+@pytest.mark.parametrize("where", ["A", "B"])
+def test_positive_infinity_is_a_clear_error(method: str, where: str) -> None:
+    A = np.zeros((3, 4))
+    B = np.zeros((4, 2))
+    (A if where == "A" else B)[1, 1] = np.inf
+    with pytest.raises(ValueError, match=rf"{where} contains \+inf"):
+        logmm.logmatmulexp(A, B, method=method)
+
+
+def test_dtypes_preserved_and_overridable() -> None:
+    A32 = np.zeros((2, 3), np.float32)
+    B32 = np.zeros((3, 2), np.float32)
+    assert logmm.logmatmulexp(A32, B32).dtype == np.float32
+    assert logmm.logmatmulexp(A32.astype(np.float64), B32).dtype == np.float64
+    assert logmm.logmatmulexp(A32, B32, dtype="float64").dtype == np.float64
+    assert logmm.logmatmulexp(A32, B32, method="exact").dtype == np.float32
+    assert logmm.logmatmulexp(np.zeros((2, 3), int), B32).dtype == np.float64
+    with pytest.raises(ValueError, match="complex"):
+        logmm.logmatmulexp(A32.astype(complex), B32)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        logmm.logmatmulexp(A32, B32, dtype=np.int64)
+
+
+def test_shape_errors_are_clear() -> None:
+    with pytest.raises(ValueError, match=r"shape mismatch: A is \(2, 3\) and B is \(4, 2\)"):
+        logmm.logmatmulexp(np.zeros((2, 3)), np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="do not broadcast"):
+        logmm.logmatmulexp(np.zeros((2, 2, 3)), np.zeros((3, 3, 2)))
+    with pytest.raises(ValueError, match="unknown method"):
+        logmm.logmatmulexp(np.zeros((2, 3)), np.zeros((3, 2)), method="quick")
+
+
+@pytest.mark.parametrize(
+    ("shape_a", "shape_b"),
+    [((3, 4), (4, 2)), ((5, 3, 4), (4, 2)), ((3, 4), (2, 4, 6)), ((2, 1, 3, 4), (5, 4, 2)),
+     ((4,), (4, 3)), ((3, 4), (4,)), ((4,), (4,))],
+)
+def test_batch_broadcasting_matches_matmul(shape_a: tuple, shape_b: tuple) -> None:
+    rng = np.random.default_rng(7)
+    A = rng.normal(size=shape_a)
+    B = rng.normal(size=shape_b)
+    expected = np.log(np.matmul(np.exp(A), np.exp(B)))
+    for method in ("auto", "exact"):
+        C = logmm.logmatmulexp(A, B, method=method)
+        assert C.shape == expected.shape
+        np.testing.assert_allclose(C, expected, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 2), (2, 3, 0), (2, 0, 3), (0, 0, 0)])
+@pytest.mark.parametrize("method", ["auto", "fast", "exact"])
+def test_empty_dimensions(shape: tuple, method: str) -> None:
+    n, k, m = shape
+    C = logmm.logmatmulexp(np.zeros((n, k)), np.zeros((k, m)), method=method)
+    assert C.shape == (n, m)
+    assert np.all(C == -np.inf)          # K = 0: an empty sum is log 0
+
+
+def test_report_counts_add_up() -> None:
+    A, B = adversarial.banded(30, 64, 20, fraction=0.3, seed=9)
+    C, report = logmm.logmatmulexp_report(A, B)
+    assert report.entries == C.size == report.fast + report.repaired
+    assert report.repaired > 0
+    assert report.as_dict()["repaired"] == report.repaired
+    total = logmm.ProductReport()
+    total += report
+    total += report
+    assert total.entries == 2 * report.entries
+
+
+def test_read_only_and_non_contiguous_inputs() -> None:
+    rng = np.random.default_rng(2)
+    A = rng.normal(size=(6, 10))[:, ::2]
+    B = np.asfortranarray(rng.normal(size=(5, 4)))
+    A.flags.writeable = False
+    C = logmm.logmatmulexp(A, B)
+    np.testing.assert_allclose(C, np.log(np.exp(A) @ np.exp(B)), rtol=1e-13)
+
+
+def test_docstring_example_value() -> None:
+    A = np.array([[-500.0, 900.0]])
+    B = np.array([[900.0], [-500.0]])
+    assert float(logmm.logmatmulexp(A, B)[0, 0]) == pytest.approx(400 + math.log(2), abs=1e-12)
