@@ -1,0 +1,12 @@
+"""One small module per subcommand; :data:`COMMANDS` lists them for the group in ``main``."""
+
+from __future__ import annotations
+
+import click
+
+from .multiply import multiply
+
+__all__ = ["COMMANDS"]
+
+#: every subcommand, in the order ``logmm --help`` lists them
+COMMANDS: list[click.Command] = [multiply]

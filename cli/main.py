@@ -1,0 +1,106 @@
+"""The ``logmm`` Click group and the mapping of errors to one line and an exit code.
+
+Exit codes: 0 success; 1 data or runtime error (any :class:`~logmm.errors.LogmmError`
+carries its own code); 2 usage error; 130 interrupted (143 on SIGTERM). Errors are one
+line on stderr, ``logmm: error: …``; ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+import click
+
+from logmm import __version__
+from logmm.errors import LogmmError
+
+from .commands import COMMANDS
+from .options import ARGV_KEY, DEBUG_KEY, debug_option
+
+__all__ = ["cli", "main"]
+
+EPILOG = """\b
+Examples:
+  logmm multiply a.h5:/a b.h5:/b -o c.h5
+  logmm multiply a.npy b.zarr:b -o c.zarr --method exact --dtype float32
+  logmm multiply big.h5:/a b.npy -o c.h5 --memory 2GiB --compression gzip
+  logmm multiply --help
+
+\b
+Array addresses: x.npy, x.h5:/group/name (also .hdf5), x.zarr:group/name.
+Without :NAME, a file holding exactly one array uses it.
+Exit codes: 0 success, 1 data or runtime error, 2 usage error, 130 interrupted.
+"""
+
+
+class _Terminated(SystemExit):
+    """Raised on SIGTERM so that ``with`` blocks (temporary outputs) clean up."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated(128 + signum)
+
+
+class LogmmGroup(click.Group):
+    """A Click group that records its argv and turns exceptions into one line + exit code."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta.setdefault(ARGV_KEY, list(args))
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit,
+                click.exceptions.Abort):
+            raise
+        except LogmmError as exc:
+            _fail(ctx, exc, exc.exit_code, str(exc))
+        except KeyboardInterrupt as exc:
+            _fail(ctx, exc, 130, "interrupted")
+        except _Terminated as exc:
+            _fail(ctx, exc, int(exc.code or 143), "terminated")
+        except MemoryError as exc:
+            _fail(ctx, exc, 1, "out of memory; try a smaller --memory or --block-rows")
+        except OSError as exc:  # disk full, permission denied, ...
+            _fail(ctx, exc, 1, str(exc) or type(exc).__name__)
+        except Exception as exc:
+            _fail(ctx, exc, 1, f"unexpected {type(exc).__name__}: {exc} "
+                               "(rerun with --debug for the traceback)")
+
+
+def _fail(ctx: click.Context, exc: BaseException, code: int, message: str) -> None:
+    if ctx.meta.get(DEBUG_KEY):
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    click.echo(f"logmm: error: {' '.join(message.split())}", err=True)
+    raise click.exceptions.Exit(code)
+
+
+@click.group(cls=LogmmGroup, epilog=EPILOG,
+             context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="logmm")
+@debug_option
+def cli() -> None:
+    """Stable log-space matrix products, out of core: C = log(exp(A) @ exp(B)) and friends."""
+
+
+for _command in COMMANDS:
+    cli.add_command(_command)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point: ``logmm …``."""
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not in the main thread
+        pass
+    cli.main(args=list(argv) if argv is not None else None, prog_name="logmm")
+
+
+if __name__ == "__main__":
+    main()

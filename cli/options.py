@@ -1,0 +1,189 @@
+"""Options shared by the compute commands, and small helpers every command uses.
+
+Each ``*_option`` is a decorator; stack the ones a command needs so that the same flag
+means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from logmm.io.writers import COMPRESSIONS
+from logmm.logmatmul import METHODS
+
+__all__ = [
+    "ARGV_KEY",
+    "DEBUG_KEY",
+    "ByteSize",
+    "block_rows_option",
+    "chunk_rows_option",
+    "command_line",
+    "compression_option",
+    "debug_option",
+    "dtype_option",
+    "memory_option",
+    "method_option",
+    "output_option",
+    "overwrite_option",
+    "parse_size",
+    "progress_option",
+    "quiet_option",
+    "resolve_progress",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: keys in ``click.Context.meta`` (shared by a command's context and its parents')
+DEBUG_KEY = "logmm.debug"
+ARGV_KEY = "logmm.argv"
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1 << 10, "kib": 1 << 10, "kb": 10**3,
+    "m": 1 << 20, "mib": 1 << 20, "mb": 10**6,
+    "g": 1 << 30, "gib": 1 << 30, "gb": 10**9,
+    "t": 1 << 40, "tib": 1 << 40, "tb": 10**12,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``"512MB"`` → 512000000, ``"4GiB"`` → 4294967296, ``"1.5G"`` → 1610612736.
+
+    SI suffixes (kB, MB, GB, TB) are powers of 1000; binary ones (KiB, MiB, GiB, TiB)
+    and bare letters (K, M, G, T) powers of 1024; no suffix means bytes.
+
+    Raises
+    ------
+    ValueError
+        Not a size, or not positive.
+    """
+    match = _SIZE_RE.match(text)
+    unit = match[2].lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise ValueError(f"{text!r} is not a size (examples: 512MB, 4GiB, 1.5G)")
+    size = int(float(match[1]) * _UNITS[unit])
+    if size < 1:
+        raise ValueError(f"{text!r} is not a positive size")
+    return size
+
+
+class ByteSize(click.ParamType):
+    """A Click parameter type for memory sizes (see :func:`parse_size`)."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta[DEBUG_KEY] = True
+
+
+def debug_option(f: F) -> F:
+    """``--debug``: show the traceback of an error."""
+    return click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug,
+                        help="Show the full traceback when an error occurs.")(f)
+
+
+def output_option(f: F) -> F:
+    """``-o/--output ADDR`` (required)."""
+    return click.option("-o", "--output", "output", required=True, metavar="ADDR",
+                        help="Output address: OUT.npy, OUT.h5[:/name], OUT.zarr[:name] "
+                             "(dataset 'data' by default).")(f)
+
+
+def overwrite_option(f: F) -> F:
+    """``--overwrite``."""
+    return click.option("--overwrite", is_flag=True,
+                        help="Replace an existing output (otherwise it is an error and "
+                             "nothing is touched).")(f)
+
+
+def method_option(f: F) -> F:
+    """``--method auto|fast|exact``."""
+    return click.option("--method", type=click.Choice(METHODS), default="auto",
+                        show_default=True,
+                        help="auto: fast path plus exact repair of untrusted entries; "
+                             "fast: fast path only (possibly inexact); exact: blocked exact "
+                             "logsumexp.")(f)
+
+
+def dtype_option(f: F) -> F:
+    """``--dtype float32|float64``."""
+    return click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None,
+                        help="Result dtype  [default: the inputs']")(f)
+
+
+def memory_option(f: F) -> F:
+    """``--memory SIZE``."""
+    return click.option("--memory", type=ByteSize(), default=None, metavar="SIZE",
+                        help="Working-memory budget, e.g. 512MB or 4GiB; block sizes "
+                             "follow from it  [default: 256MiB]")(f)
+
+
+def block_rows_option(f: F) -> F:
+    """``--block-rows N``."""
+    return click.option("--block-rows", type=click.IntRange(min=1), default=None, metavar="N",
+                        help="Rows per block (overrides --memory).")(f)
+
+
+def compression_option(f: F) -> F:
+    """``--compression gzip|lzf|none``."""
+    return click.option("--compression", type=click.Choice(COMPRESSIONS), default=None,
+                        help="Output compression: HDF5 gzip/lzf/none (default none); "
+                             "Zarr gzip/none (default zstd); .npy is never compressed.")(f)
+
+
+def chunk_rows_option(f: F) -> F:
+    """``--chunk-rows N``."""
+    return click.option("--chunk-rows", type=click.IntRange(min=1), default=None, metavar="N",
+                        help="Rows per output storage chunk  [default: about 4 MiB per "
+                             "chunk]")(f)
+
+
+def quiet_option(f: F) -> F:
+    """``-q/--quiet``."""
+    return click.option("-q", "--quiet", is_flag=True,
+                        help="Print nothing on success (errors are still reported).")(f)
+
+
+def progress_option(f: F) -> F:
+    """``--progress/--no-progress`` (default: on when stderr is a terminal)."""
+    return click.option("--progress/--no-progress", default=None,
+                        help="Show a progress bar on stderr  [default: when stderr is a "
+                             "terminal and not --quiet]")(f)
+
+
+def resolve_progress(progress: bool | None, quiet: bool) -> bool:
+    """An explicit ``--progress/--no-progress`` wins; otherwise on for a TTY unless quiet."""
+    if progress is not None:
+        return progress
+    if quiet:
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def command_line(ctx: click.Context) -> str:
+    """The command line as typed (``logmm multiply a.h5 b.h5 -o c.h5``), for provenance."""
+    argv = ctx.meta.get(ARGV_KEY)
+    if argv is None:
+        argv = sys.argv[1:]
+    return shlex.join(["logmm", *argv])

@@ -1,0 +1,129 @@
+"""Array addresses: ``"file.h5:/group/name"`` → a typed :class:`ArrayAddress`.
+
+Grammar (the format follows the file's extension, case-insensitively)::
+
+    path.npy                   a NumPy file (one array; no dataset part)
+    path.h5[:/group/name]      an HDF5 file (also .hdf5), optional dataset path
+    path.zarr[:group/name]     a Zarr directory store (v3; v2 readable), optional array path
+
+Only a ``:`` that directly follows a recognised extension separates the dataset, so
+``C:/data/x.h5:/a``, ``./x.h5`` and ``run:3/x.npy`` all parse as expected.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UsageError
+
+__all__ = ["EXTENSIONS", "FORMATS", "ArrayAddress", "detect_format", "parse_address"]
+
+#: file extension (lower case, with dot) → format name
+EXTENSIONS: dict[str, str] = {
+    ".npy": "npy",
+    ".h5": "hdf5",
+    ".hdf5": "hdf5",
+    ".zarr": "zarr",
+}
+FORMATS: tuple[str, ...] = ("npy", "hdf5", "zarr")
+
+_EXT_ALTERNATION = "|".join(re.escape(e[1:]) for e in sorted(EXTENSIONS, key=len, reverse=True))
+# Shortest prefix ending in a recognised extension (a zarr directory may carry a trailing
+# slash) that is followed by the end of the text or by ":DATASET".
+_ADDRESS_RE = re.compile(
+    rf"^(?P<path>.*?\.(?P<ext>{_EXT_ALTERNATION}))(?P<slash>[/\\]?)(?::(?P<dataset>.*))?$",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+@dataclass(frozen=True)
+class ArrayAddress:
+    """A parsed array address.
+
+    Attributes
+    ----------
+    path : Path
+        The file (or, for Zarr, directory) on disk.
+    format : str
+        One of :data:`FORMATS`: ``"npy"``, ``"hdf5"`` or ``"zarr"``.
+    dataset : str or None
+        The array inside the file, without a leading ``/`` (``"group/name"``), or None
+        when the address names no dataset.
+    """
+
+    path: Path
+    format: str
+    dataset: str | None = None
+
+    def with_dataset(self, dataset: str | None) -> ArrayAddress:
+        """The same file with another dataset part."""
+        return ArrayAddress(self.path, self.format, _normalise_dataset(dataset))
+
+    def __str__(self) -> str:
+        if self.dataset is None:
+            return str(self.path)
+        if self.format == "hdf5":
+            return f"{self.path}:/{self.dataset}"
+        return f"{self.path}:{self.dataset}"
+
+
+def detect_format(path: str | Path) -> str:
+    """The format name for ``path`` from its extension.
+
+    Raises
+    ------
+    UsageError
+        The extension is not one logmm reads or writes.
+    """
+    suffix = Path(str(path).rstrip("/\\")).suffix.lower()
+    try:
+        return EXTENSIONS[suffix]
+    except KeyError:
+        raise UsageError(_unknown_extension_message(str(path))) from None
+
+
+def parse_address(text: str | Path | ArrayAddress) -> ArrayAddress:
+    """Parse ``"path.ext[:dataset]"`` into an :class:`ArrayAddress`.
+
+    >>> parse_address("runs/x.h5:/g/a")
+    ArrayAddress(path=PosixPath('runs/x.h5'), format='hdf5', dataset='g/a')
+
+    Raises
+    ------
+    UsageError
+        Empty address, unknown extension, or a dataset part on a ``.npy`` file.
+    """
+    if isinstance(text, ArrayAddress):
+        return text
+    if isinstance(text, Path):
+        text = str(text)
+    if not text:
+        raise UsageError("empty array address")
+    match = _ADDRESS_RE.match(text)
+    if match is None:
+        raise UsageError(_unknown_extension_message(text))
+    fmt = EXTENSIONS["." + match["ext"].lower()]
+    dataset = _normalise_dataset(match["dataset"])
+    if fmt == "npy" and dataset is not None:
+        raise UsageError(
+            f"{text}: a .npy file holds a single array, so the address takes no ':{dataset}' part"
+        )
+    return ArrayAddress(Path(match["path"]), fmt, dataset)
+
+
+def _normalise_dataset(dataset: str | None) -> str | None:
+    """``"/g/a/"`` → ``"g/a"``; ``""`` and ``"/"`` → None (no dataset named)."""
+    if dataset is None:
+        return None
+    dataset = dataset.strip("/")
+    return dataset or None
+
+
+def _unknown_extension_message(text: str) -> str:
+    known = ", ".join(EXTENSIONS)
+    return (
+        f"{text}: cannot tell the format; array addresses end in one of {known} "
+        "(e.g. x.npy, x.h5:/group/name, x.zarr:name)"
+    )

@@ -1,0 +1,424 @@
+"""Chunked writers that never leave a partial result under the output's name.
+
+A writer creates its output under a hidden temporary name in the output's own directory
+(``.OUT.logmm-tmp-PID``, so the final rename stays on one filesystem), takes row blocks
+with :meth:`ArrayWriter.write_rows`, and :meth:`ArrayWriter.commit` stores the provenance
+attributes (with ``complete: true``) and renames the result into place. :meth:`abort`
+(also run when the ``with`` block raises, KeyboardInterrupt included) removes the
+temporary. An existing output is refused before anything is created unless ``overwrite``.
+
+Provenance: HDF5 dataset attributes and Zarr array attributes. A ``.npy`` file has no
+room for attributes, so they go to a JSON sidecar ``OUT.npy.json``, written under a
+temporary name too and renamed into place just before the ``.npy`` itself.
+
+Output addresses: ``OUT.npy``; ``OUT.h5`` (dataset ``/data``) or ``OUT.h5:/group/name``;
+``OUT.zarr`` (array ``data``) or ``OUT.zarr:group/name``. The output file (or store) is
+written whole: ``--overwrite`` replaces it, other datasets in it included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from ..errors import LogmmError, MissingInputError, OutputExistsError, UsageError
+from .addresses import ArrayAddress, parse_address
+
+__all__ = [
+    "COMPRESSIONS",
+    "DEFAULT_DATASET",
+    "ArrayWriter",
+    "HDF5Writer",
+    "NpyWriter",
+    "ZarrWriter",
+    "check_output",
+    "create_writer",
+    "default_chunk_rows",
+    "output_address",
+    "sidecar_path",
+    "temporary_path",
+]
+
+DEFAULT_DATASET = "data"
+#: accepted values of ``compression`` (None means the format's default)
+COMPRESSIONS: tuple[str, ...] = ("gzip", "lzf", "none")
+_TARGET_CHUNK_BYTES = 4 << 20
+
+
+def output_address(address: str | Path | ArrayAddress) -> ArrayAddress:
+    """Parse an output address, naming the dataset ``data`` when none is given."""
+    addr = parse_address(address)
+    if addr.format != "npy" and addr.dataset is None:
+        addr = addr.with_dataset(DEFAULT_DATASET)
+    return addr
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """The JSON provenance sidecar of a ``.npy`` output: ``OUT.npy`` → ``OUT.npy.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def temporary_path(path: str | Path, tag: str = "tmp") -> Path:
+    """Hidden name beside ``path`` for work in progress: ``dir/.NAME.logmm-TAG-PID``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.logmm-{tag}-{os.getpid()}")
+
+
+def check_output(address: str | Path | ArrayAddress, *, overwrite: bool = False,
+                 compression: str | None = None) -> ArrayAddress:
+    """Validate an output address before any work; return it with its dataset filled in.
+
+    Raises
+    ------
+    OutputExistsError
+        The output exists and ``overwrite`` is false (nothing is touched).
+    MissingInputError
+        The output's directory does not exist.
+    UsageError
+        Unknown extension, or a compression the format does not offer.
+    """
+    addr = output_address(address)
+    _check_compression(addr, compression)
+    path = addr.path
+    parent = path.parent
+    if not parent.is_dir():
+        raise MissingInputError(f"output directory does not exist: {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise LogmmError(f"permission denied: cannot write in {parent}")
+    if (os.path.lexists(path) or _sidecar_exists(addr)) and not overwrite:
+        raise OutputExistsError(f"output exists: {path} (use --overwrite to replace it)")
+    return addr
+
+
+def _sidecar_exists(addr: ArrayAddress) -> bool:
+    return addr.format == "npy" and os.path.lexists(sidecar_path(addr.path))
+
+
+def _check_compression(addr: ArrayAddress, compression: str | None) -> None:
+    if compression is None:
+        return
+    if compression not in COMPRESSIONS:
+        raise UsageError(
+            f"unknown compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}"
+        )
+    if addr.format == "npy" and compression != "none":
+        raise UsageError(f"{addr.path}: .npy files are not compressed; use .h5 or .zarr")
+    if addr.format == "zarr" and compression == "lzf":
+        raise UsageError(f"{addr.path}: lzf is HDF5-only; for Zarr use gzip or none")
+
+
+def default_chunk_rows(n_rows: int, row_bytes: int) -> int:
+    """Rows per output chunk: about 4 MiB per chunk, at least 1, at most ``n_rows``."""
+    rows = _TARGET_CHUNK_BYTES // max(1, row_bytes)
+    return max(1, min(max(1, n_rows), rows))
+
+
+class ArrayWriter:
+    """Base writer: temporary file, row-block writes, attributes, atomic commit.
+
+    Parameters
+    ----------
+    address : ArrayAddress
+        The final output (dataset part filled in; see :func:`output_address`).
+    shape : tuple of int
+        Shape of the whole result.
+    dtype : numpy.dtype
+        Stored dtype; blocks are cast to it.
+    overwrite : bool
+        Replace an existing output at commit.
+    compression : {"gzip", "lzf", "none"} or None
+        HDF5: None means none; Zarr: None means zarr's default (zstd).
+    chunk_rows : int or None
+        Rows per storage chunk (HDF5, Zarr); default about 4 MiB per chunk.
+    """
+
+    def __init__(self, address: ArrayAddress, shape: tuple[int, ...], dtype: np.dtype | type | str,
+                 *, overwrite: bool = False, compression: str | None = None,
+                 chunk_rows: int | None = None) -> None:
+        self.address = check_output(address, overwrite=overwrite, compression=compression)
+        self.path = self.address.path
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.overwrite = overwrite
+        self.compression = compression
+        row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        n_rows = self.shape[0] if self.shape else 1
+        if chunk_rows is not None and chunk_rows < 1:
+            raise UsageError(f"chunk rows must be at least 1, got {chunk_rows}")
+        self.chunk_rows = int(chunk_rows) if chunk_rows else default_chunk_rows(n_rows, row_bytes)
+        self.tmp_path = temporary_path(self.path)
+        self.attrs: dict[str, Any] = {}
+        self.committed = False
+        self.aborted = False
+        _remove(self.tmp_path)  # a leftover of an earlier run with our pid
+        try:
+            self._create()
+        except BaseException:
+            self._close_quietly()
+            _remove(self.tmp_path)
+            raise
+
+    # -- subclass hooks
+    def _create(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _write(self, start: int, block: np.ndarray) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _store_attrs(self, attrs: dict[str, Any]) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _close(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- public interface
+    def write_rows(self, start: int, block: np.ndarray) -> None:
+        """Store ``block`` (shape ``(r, *shape[1:])``) as rows ``start:start + r``."""
+        if self.committed or self.aborted:
+            raise LogmmError(f"{self.address}: writer is already closed")
+        block = np.asarray(block)
+        fits = 0 <= start <= start + len(block) <= self.shape[0]
+        if block.shape[1:] != self.shape[1:] or not fits:
+            raise ValueError(
+                f"block of shape {block.shape} at row {start} does not fit an output of "
+                f"shape {self.shape}"
+            )
+        self._write(int(start), block.astype(self.dtype, copy=False))
+
+    def set_attrs(self, attrs: Mapping[str, Any]) -> None:
+        """Add provenance attributes (JSON-like values); they are stored at :meth:`commit`."""
+        self.attrs.update({str(k): _jsonable(v) for k, v in attrs.items()})
+
+    def commit(self) -> Path:
+        """Store the attributes with ``complete: true`` and rename the result into place.
+
+        Raises
+        ------
+        OutputExistsError
+            The output appeared meanwhile and ``overwrite`` is false (the temporary is removed).
+        """
+        if self.committed:
+            return self.path
+        try:
+            attrs = dict(self.attrs, complete=True)
+            self._store_attrs(attrs)
+            self._close()
+            if not self.overwrite and (os.path.lexists(self.path) or _sidecar_exists(self.address)):
+                raise OutputExistsError(
+                    f"output exists: {self.path} (created while logmm ran; "
+                    "use --overwrite to replace it)"
+                )
+            self._publish(attrs)
+        except BaseException:
+            self.abort()
+            raise
+        self.committed = True
+        return self.path
+
+    def abort(self) -> None:
+        """Remove the temporary output (idempotent; the final output is never touched)."""
+        if self.committed:
+            return
+        self.aborted = True
+        self._close_quietly()
+        _remove(self.tmp_path)
+
+    def _publish(self, attrs: dict[str, Any]) -> None:
+        _replace(self.tmp_path, self.path)
+
+    def _close_quietly(self) -> None:
+        try:
+            self._close()
+        except Exception:  # noqa: S110 - best effort while cleaning up
+            pass
+
+    def __enter__(self) -> ArrayWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is not None or not self.committed:
+            self.abort()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.address} shape={self.shape} dtype={self.dtype}>"
+
+
+class NpyWriter(ArrayWriter):
+    """``.npy`` output through a memory map; provenance in the ``OUT.npy.json`` sidecar."""
+
+    def _create(self) -> None:
+        self._mm: np.memmap | None = np.lib.format.open_memmap(
+            self.tmp_path, mode="w+", dtype=self.dtype, shape=self.shape
+        )
+
+    def _write(self, start: int, block: np.ndarray) -> None:
+        assert self._mm is not None
+        self._mm[start:start + len(block)] = block
+
+    def _store_attrs(self, attrs: dict[str, Any]) -> None:
+        pass  # written beside the array in _publish
+
+    def _close(self) -> None:
+        mm, self._mm = getattr(self, "_mm", None), None
+        if mm is not None:
+            mm.flush()
+            del mm
+
+    def _publish(self, attrs: dict[str, Any]) -> None:
+        sidecar = sidecar_path(self.path)
+        tmp_sidecar = temporary_path(sidecar)
+        try:
+            tmp_sidecar.write_text(json.dumps(attrs, indent=2) + "\n", encoding="utf-8")
+            _replace(tmp_sidecar, sidecar)
+            _replace(self.tmp_path, self.path)
+        except BaseException:
+            _remove(tmp_sidecar)
+            raise
+
+    def abort(self) -> None:
+        super().abort()
+        _remove(temporary_path(sidecar_path(self.path)))
+
+
+class HDF5Writer(ArrayWriter):
+    """HDF5 output: a chunked dataset (gzip/lzf/none), provenance in its attributes."""
+
+    def _create(self) -> None:
+        import h5py
+
+        self._file: Any = h5py.File(self.tmp_path, "w")
+        chunks = None
+        if self.shape and all(self.shape):
+            chunks = (min(self.chunk_rows, self.shape[0]),) + self.shape[1:]
+        compression = None if self.compression in (None, "none") else self.compression
+        if compression is not None and chunks is None:
+            compression = None  # HDF5 filters need chunked storage; empty arrays have none
+        self._ds = self._file.create_dataset(
+            self.address.dataset, shape=self.shape, dtype=self.dtype, chunks=chunks,
+            compression=compression,
+        )
+
+    def _write(self, start: int, block: np.ndarray) -> None:
+        self._ds[start:start + len(block)] = block
+
+    def _store_attrs(self, attrs: dict[str, Any]) -> None:
+        for key, value in attrs.items():
+            if value is not None:  # HDF5 has no null attribute
+                self._ds.attrs[key] = value
+
+    def _close(self) -> None:
+        f, self._file = getattr(self, "_file", None), None
+        if f is not None:
+            f.close()
+
+
+class ZarrWriter(ArrayWriter):
+    """Zarr v3 output: an array chunked by ``chunk_rows`` rows, provenance in its attributes."""
+
+    def _create(self) -> None:
+        import zarr
+
+        compressors: Any = "auto"
+        if self.compression == "none":
+            compressors = None
+        elif self.compression == "gzip":
+            from zarr.codecs import GzipCodec
+
+            compressors = [GzipCodec(level=5)]
+        chunks = (max(1, min(self.chunk_rows, self.shape[0] if self.shape else 1)),) + tuple(
+            max(1, s) for s in self.shape[1:]
+        )
+        group = zarr.open_group(str(self.tmp_path), mode="w", zarr_format=3)
+        self._arr: Any = group.create_array(
+            self.address.dataset, shape=self.shape, dtype=self.dtype, chunks=chunks,
+            compressors=compressors,
+        )
+
+    def _write(self, start: int, block: np.ndarray) -> None:
+        self._arr[start:start + len(block)] = block
+
+    def _store_attrs(self, attrs: dict[str, Any]) -> None:
+        self._arr.attrs.update(attrs)
+
+    def _close(self) -> None:
+        self._arr = None
+
+
+_WRITERS: dict[str, type[ArrayWriter]] = {
+    "npy": NpyWriter,
+    "hdf5": HDF5Writer,
+    "zarr": ZarrWriter,
+}
+
+
+def create_writer(address: str | Path | ArrayAddress, shape: tuple[int, ...],
+                  dtype: np.dtype | type | str, *, overwrite: bool = False,
+                  compression: str | None = None, chunk_rows: int | None = None) -> ArrayWriter:
+    """A writer for ``address`` (format from its extension); see :class:`ArrayWriter`.
+
+    >>> with create_writer("out.h5", (4, 3), "float64") as w:  # doctest: +SKIP
+    ...     w.write_rows(0, block)
+    ...     w.set_attrs({"method": "auto"})
+    ...     w.commit()
+
+    Raises
+    ------
+    OutputExistsError, MissingInputError, UsageError
+        As :func:`check_output`.
+    """
+    addr = output_address(address)
+    return _WRITERS[addr.format](addr, shape, dtype, overwrite=overwrite,
+                                 compression=compression, chunk_rows=chunk_rows)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples → lists, NumPy scalars → Python scalars (HDF5 and JSON both accept the result)."""
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _remove(path: Path) -> None:
+    """Remove a file or directory tree if present."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _replace(src: Path, dest: Path) -> None:
+    """Move ``src`` onto ``dest`` (atomic for files; directories via a move-aside)."""
+    dest_exists = os.path.lexists(dest)
+    if dest_exists and (src.is_dir() or (dest.is_dir() and not dest.is_symlink())):
+        old = temporary_path(dest, "old")
+        _remove(old)
+        os.replace(dest, old)
+        try:
+            os.replace(src, dest)
+        except BaseException:
+            os.replace(old, dest)
+            raise
+        _remove(old)
+    else:
+        os.replace(src, dest)

@@ -1,0 +1,48 @@
+"""Shared test configuration: hypothesis profiles and a helper that writes arrays to files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+settings.register_profile("ci", derandomize=True, max_examples=50, deadline=None)
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+def save_array(address: str | Path, arr: np.ndarray, *, chunk_rows: int | None = None) -> str:
+    """Write ``arr`` to ``path.npy``, ``path.h5[:/name]`` or ``path.zarr[:name]`` (test helper).
+
+    HDF5 and Zarr files get the dataset named in the address (default ``x``), appended to
+    the file or store when it exists. Returns the address as a string.
+    """
+    import h5py
+    import zarr
+
+    text = str(address)
+    if ".npy" in text:
+        np.save(text, arr)
+        return text
+    if ".h5" in text or ".hdf5" in text:
+        path, _, name = text.partition(":")
+        with h5py.File(path, "a") as f:
+            chunks = (chunk_rows,) + arr.shape[1:] if chunk_rows else None
+            f.create_dataset(name.strip("/") or "x", data=arr, chunks=chunks)
+        return text
+    path, _, name = text.partition(":")
+    group = zarr.open_group(path, mode="a")
+    chunks = (chunk_rows,) + arr.shape[1:] if chunk_rows else "auto"
+    z = group.create_array(name or "x", shape=arr.shape, dtype=arr.dtype, chunks=chunks)
+    z[...] = arr
+    return text
+
+
+@pytest.fixture
+def save() -> Callable[..., str]:
+    """The :func:`save_array` helper, as a fixture."""
+    return save_array
