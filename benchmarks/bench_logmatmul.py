@@ -1,0 +1,127 @@
+"""Benchmark logmatmulexp against the naive and textbook recipes, interleaved in one process.
+
+Prints, per case, the median time of each method, its ratio to the naive
+``log(exp(A) @ exp(B))``, its largest error against ``method="exact"`` (or a float64 /
+broadcast reference where exact is too slow), and how many entries each tier handled.
+
+    python benchmarks/bench_logmatmul.py            # the full table (several minutes)
+    python benchmarks/bench_logmatmul.py --quick    # small shapes, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+from scipy.special import logsumexp as scipy_logsumexp
+
+import logmm
+from logmm import adversarial
+
+Method = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def naive(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", over="ignore", under="ignore", invalid="ignore"):
+        return np.log(np.exp(A) @ np.exp(B))
+
+
+def global_max(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", over="ignore", under="ignore", invalid="ignore"):
+        a, b = A.max(), B.max()
+        return np.log(np.exp(A - a) @ np.exp(B - b)) + a + b
+
+
+def rowcol_max(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", over="ignore", under="ignore", invalid="ignore"):
+        a = A.max(axis=1, keepdims=True)
+        b = B.max(axis=0, keepdims=True)
+        return np.log(np.exp(A - a) @ np.exp(B - b)) + a + b
+
+
+def broadcast(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    return scipy_logsumexp(A[:, :, None] + B[None, :, :], axis=1)
+
+
+def logmm_method(name: str) -> Method:
+    return lambda A, B: logmm.logmatmulexp(A, B, method=name)
+
+
+def time_interleaved(methods: dict[str, Method], A: np.ndarray, B: np.ndarray,
+                     repeats: int) -> dict[str, float]:
+    """Median seconds per method; the methods take turns within each repeat."""
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for fn in methods.values():       # warm-up (page faults, thread pools)
+        fn(A, B)
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            t0 = time.perf_counter()
+            fn(A, B)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def max_error(C: np.ndarray, ref: np.ndarray) -> float:
+    both_neginf = np.isneginf(C) & np.isneginf(ref)
+    with np.errstate(invalid="ignore"):
+        d = np.abs(C.astype(np.float64) - ref)
+    d[both_neginf] = 0.0
+    d[np.isnan(d)] = np.inf
+    return float(d.max()) if d.size else 0.0
+
+
+def run_case(label: str, A: np.ndarray, B: np.ndarray, methods: dict[str, Method],
+             repeats: int, ref: np.ndarray | None) -> None:
+    n, k = A.shape
+    m = B.shape[1]
+    times = time_interleaved(methods, A, B, repeats)
+    _, report = logmm.logmatmulexp_report(A, B, method="auto")
+    share = report.repaired / max(report.entries, 1)
+    print(f"\n## {label}: {n}x{k}x{m} {A.dtype}, {share:.1%} of entries beyond the fast path")
+    print(f"tiers (auto): fast {report.fast}, blocked {report.blocked}, exact {report.exact}")
+    print(f"{'method':<12}{'median s':>12}{'x naive':>10}{'max |err|':>14}")
+    base = times["naive"]
+    for name, t in times.items():
+        err = "" if ref is None else f"{max_error(methods[name](A, B), ref):.3g}"
+        print(f"{name:<12}{t:>12.4f}{t / base:>10.2f}{err:>14}")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small shapes (seconds)")
+    parser.add_argument("--repeats", type=int, default=None)
+    args = parser.parse_args(argv)
+    quick = args.quick
+    repeats = args.repeats or (3 if quick else 7)
+    square = 256 if quick else 2048
+    skinny = (20000, 64, 64) if quick else (200000, 64, 64)
+    small = 96 if quick else 512
+
+    textbook = {"naive": naive, "global_max": global_max, "rowcol_max": rowcol_max}
+    ours = {"fast": logmm_method("fast"), "auto": logmm_method("auto")}
+    print(f"logmm {logmm.__version__}, numpy {np.__version__}; repeats {repeats}, medians")
+
+    for dtype in (np.float64, np.float32):
+        A, B = adversarial.log_probabilities(square, square, square, dtype, seed=1)
+        run_case("random log-probabilities", A, B, {**textbook, **ours}, repeats, None)
+    A, B = adversarial.log_probabilities(*skinny, np.float64, seed=2)
+    run_case("random log-probabilities, skinny", A, B, {**textbook, **ours}, repeats, None)
+    for shape in ((square, square, square), skinny):
+        A, B = adversarial.banded(*shape, fraction=0.1, dtype=np.float64, seed=3)
+        run_case("banded adversarial", A, B, {**textbook, **ours}, repeats, None)
+
+    A, B = adversarial.log_probabilities(small, small, small, np.float64, seed=4)
+    ref = broadcast(A, B)
+    run_case("exact vs broadcast", A, B,
+             {"naive": naive, "exact": logmm_method("exact"), "broadcast": broadcast,
+              "auto": logmm_method("auto")}, max(3, repeats // 2), ref)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
