@@ -11,9 +11,33 @@ NaN); NaN anywhere in a reduction makes that result NaN. No RuntimeWarning escap
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-__all__ = ["LogSumAccumulator", "finite_or_zero", "logsumexp"]
+__all__ = ["LogSumAccumulator", "clamped_exp", "exp_floor", "finite_or_zero", "logsumexp"]
+
+
+def exp_floor(dtype: np.dtype | type) -> float:
+    """Smallest argument :func:`clamped_exp` passes to exp: ``log(tiny) + 1``.
+
+    float64: about -707.4; float32: about -86.3. exp of anything lower would be subnormal
+    or 0, which numpy's exp computes 7 to 35 times slower (measured: 0.9 ns per element
+    normally, 5.8 ns for results that flush to 0, 25-30 ns for subnormal results).
+    """
+    return math.log(float(np.finfo(dtype).tiny)) + 1.0
+
+
+def clamped_exp(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``exp(max(x, exp_floor))``: exp on numpy's fast path, NaN kept.
+
+    Each result is off by at most ``e * tiny`` (absolute) from ``exp(x)``, and only where
+    ``exp(x)`` is below that; ``-inf`` gives ``e * tiny`` rather than 0, so callers
+    restore exact ``-inf`` where every term was ``-inf``.
+    """
+    x = np.asarray(x)
+    out = np.maximum(x, exp_floor(x.dtype), out=out)      # maximum (not fmax) keeps NaN
+    return np.exp(out, out=out)
 
 
 def finite_or_zero(shift: np.ndarray) -> np.ndarray:
@@ -44,10 +68,13 @@ def logsumexp(x: np.ndarray, axis: int | tuple[int, ...] | None = None, *,
     """
     x = np.asarray(x, dtype=dtype) if dtype is not None else np.asarray(x)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore", under="ignore"):
-        m = finite_or_zero(np.fmax.reduce(x, axis=axis, keepdims=True, initial=-np.inf))
-        s = np.exp(x - m).sum(axis=axis, keepdims=True)
+        m_raw = np.fmax.reduce(x, axis=axis, keepdims=True, initial=-np.inf)
+        m = finite_or_zero(m_raw.copy())
+        scaled = x - m
+        s = clamped_exp(scaled, out=scaled).sum(axis=axis, keepdims=True)
         out = np.log(s)
         out += m
+        out[m_raw == -np.inf] = -np.inf      # no finite term: log 0, not the clamp floor
     if not keepdims:
         out = np.squeeze(out, axis=axis) if axis is not None else out.reshape(())
     return out
@@ -82,19 +109,29 @@ class LogSumAccumulator:
             shift = self._rescale_to(np.fmax(self.m, log_values))
             # A NaN term makes the running sum NaN for good: NaN reaches the result
             # even though fmax ignored it in the maximum.
-            self.s += np.exp(log_values - shift)
+            scaled = log_values - shift
+            self.s += clamped_exp(scaled, out=scaled)
 
-    def add_reduced(self, terms: np.ndarray, axis: int) -> None:
-        """Add ``logsumexp(terms, axis)`` without forming it: one rescale per block."""
+    def add_reduced(self, terms: np.ndarray, axis: int, *, overwrite_terms: bool = False) -> None:
+        """Add ``logsumexp(terms, axis)`` without forming it: one rescale per block.
+
+        With ``overwrite_terms`` the (writable, accumulator-dtype) ``terms`` array is used
+        as scratch space, saving two temporaries of its size.
+        """
         with np.errstate(invalid="ignore", divide="ignore", over="ignore", under="ignore"):
             terms = np.asarray(terms)
             block_max = np.fmax.reduce(terms, axis=axis)
-            shift = self._rescale_to(np.fmax(self.m, block_max))
-            self.s += np.exp(terms - np.expand_dims(shift, axis)).sum(axis=axis)
+            shift = np.expand_dims(self._rescale_to(np.fmax(self.m, block_max)), axis)
+            if overwrite_terms and terms.dtype == self.s.dtype and terms.flags.writeable:
+                scaled = np.subtract(terms, shift, out=terms)
+            else:
+                scaled = terms - shift
+            self.s += clamped_exp(scaled, out=scaled).sum(axis=axis)
 
     def result(self, dtype: np.dtype | type | None = None) -> np.ndarray:
         """The accumulated ``m + log(s)``: -inf where nothing finite was added."""
         with np.errstate(divide="ignore", invalid="ignore"):
             out = np.log(self.s)
             out += finite_or_zero(self.m.copy())
+            out[self.m == -np.inf] = -np.inf     # nothing finite added: log 0
         return out.astype(dtype, copy=False) if dtype is not None else out

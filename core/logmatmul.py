@@ -20,24 +20,41 @@ NaN reaches every entry whose sum it enters.
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
+from functools import cache
+from typing import TypeVar
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
-from .accumulate import LogSumAccumulator, finite_or_zero, logsumexp
+from .accumulate import LogSumAccumulator, clamped_exp, finite_or_zero, logsumexp
 from .errors import InputError
 
-__all__ = ["METHODS", "ProductReport", "logmatmulexp", "logmatmulexp_report"]
+__all__ = [
+    "METHODS",
+    "ProductReport",
+    "check_no_posinf",
+    "compute_dtype",
+    "logmatmulexp",
+    "logmatmulexp_report",
+    "result_dtype",
+]
 
 METHODS = ("auto", "fast", "exact")
 
 # Working-set targets (elements) that keep temporaries cache- and memory-friendly.
-_FAST_BLOCK_ELEMENTS = 1 << 20      # rows of A per fast-path block: ~this many of A and C
+_FAST_BLOCK_ELEMENTS = 1 << 19      # rows of A per fast-path block: ~this many of A and C
+_GEMM_BOUND_BLOCK_ELEMENTS = 1 << 21  # ... when the GEMM dominates (one BLAS call per block)
+_GEMM_BOUND_RATIO = 128             # k*m/(k+m) above which the GEMM dominates the fast path
+_PARALLEL_MIN_WORK = 1 << 22        # n*k*m below which row blocks run on one thread
 _REPAIR_CHUNK_ELEMENTS = 1 << 18    # per-entry repair: entries x K per chunk
 _BLOCKED_TIER_ELEMENTS = 1 << 22    # blocked tier: blocks x rows x cols per group
 _REBALANCE_TILE_ENTRIES = 1 << 14   # rebalanced tier: output entries per tile
 _REBALANCE_TILE_COLS = 128          # rebalanced tier: at most this many columns per tile
-_EXACT_TILE_ELEMENTS = 1 << 17      # exact method: rows x cols x K-chunk per tile
+_EXACT_TILE_ELEMENTS = 1 << 19      # exact method: rows x cols x K-chunk per tile
 
 
 @dataclass
@@ -74,23 +91,74 @@ class ProductReport:
 
 
 def _log_tau(dtype: np.dtype) -> float:
-    """log of the fast-path trust threshold tau = 8 * tiny / eps for ``dtype``.
+    """log of the fast-path trust threshold tau = 32 * tiny / eps for ``dtype``.
 
-    float64: about -670.3; float32: about -69.7.
+    float64: about -668.9; float32: about -68.0. Each term of a shifted sum is off by at
+    most ``(2e + 1) tiny`` from clamping its factors' exponents (see ``clamped_exp``) and
+    from underflow in the product, so over K terms a sum ``S >= tau`` is off by at most
+    ``K u S / 2`` relative.
     """
     info = np.finfo(dtype)
-    return math.log(8.0 * float(info.tiny) / float(info.eps))
+    return math.log(32.0 * float(info.tiny) / float(info.eps))
+
+
+def compute_dtype(dtype: np.dtype | type | str) -> np.dtype:
+    """The dtype a log-space operand of ``dtype`` is computed in.
+
+    Integers and bools become float64, float16 becomes float32, float32 and float64 stay.
+
+    Raises
+    ------
+    InputError
+        Any other dtype (complex, strings, objects, longdouble, ...).
+    """
+    dt = np.dtype(dtype)
+    if dt.kind in "biu":
+        return np.dtype(np.float64)
+    if dt == np.float16:
+        return np.dtype(np.float32)
+    if dt not in (np.float32, np.float64):
+        raise InputError(f"dtype {dt} is not supported; log-space inputs must be float32 or "
+                         "float64 (integers are read as float64)")
+    return dt
+
+
+def result_dtype(a_dtype: np.dtype | type | str, b_dtype: np.dtype | type | str,
+                 dtype: np.dtype | type | str | None = None) -> np.dtype:
+    """Result dtype of a product: ``dtype`` if given (float32 or float64), else the
+    common type of the operands' :func:`compute_dtype`.
+
+    Raises
+    ------
+    InputError
+        An unsupported operand dtype, or a ``dtype`` other than float32/float64.
+    """
+    if dtype is not None:
+        try:
+            out = np.dtype(dtype)
+        except TypeError:
+            out = None
+        if out not in (np.float32, np.float64):
+            raise InputError(f"dtype {dtype!r} is not supported; use float32 or float64")
+        return out
+    return np.result_type(compute_dtype(a_dtype), compute_dtype(b_dtype))
+
+
+def check_no_posinf(x: np.ndarray, name: str) -> None:
+    """Raise :class:`InputError` naming ``name`` if ``x`` holds ``+inf`` (one pass)."""
+    x = np.asarray(x)
+    if x.size:
+        _raise_on_posinf(np.fmax.reduce(x, axis=None, keepdims=True), name)
 
 
 def _as_log_operand(x: np.ndarray, name: str) -> np.ndarray:
     """Validate a log-space operand: real floating (ints/bools become float64)."""
     x = np.asarray(x)
-    if x.dtype.kind in "biu":
-        x = x.astype(np.float64)
-    elif x.dtype == np.float16:
-        x = x.astype(np.float32)
-    elif x.dtype not in (np.float32, np.float64):
-        raise InputError(f"{name} has dtype {x.dtype}; logmatmulexp needs float32 or float64")
+    try:
+        x = x.astype(compute_dtype(x.dtype), copy=False)
+    except InputError:
+        raise InputError(f"{name} has dtype {x.dtype}; logmatmulexp needs float32 or "
+                         "float64") from None
     if x.ndim == 0:
         raise InputError(f"{name} is a scalar; logmatmulexp needs at least 1-D arrays")
     return x
@@ -103,6 +171,44 @@ def _raise_on_posinf(max_values: np.ndarray, name: str) -> None:
             f"{name} contains +inf, which is not a log-probability "
             "(log(0) is -inf; +inf would be an infinite probability)"
         )
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+@cache
+def _blas_controller() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def _worker_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _map_parallel(fn: Callable[[_T], _R], items: Iterable[_T], work: int) -> list[_R]:
+    """``[fn(x) for x in items]``, on one thread per core when ``work`` is large enough.
+
+    numpy's ufuncs and BLAS release the GIL, so independent row blocks run in parallel;
+    BLAS is held to one thread meanwhile (threadpoolctl), since a multi-threaded GEMM per
+    block would oversubscribe the cores (measured 1.8x slower on skinny products).
+    Each call of ``fn`` must write only its own part of any shared output.
+    """
+    items = list(items)
+
+    def quiet(x: _T) -> _R:   # np.errstate is per thread: set it in each worker
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+            return fn(x)
+
+    workers = min(_worker_count(), len(items))
+    if workers <= 1 or work < _PARALLEL_MIN_WORK:
+        return [quiet(x) for x in items]
+    with _blas_controller().limit(limits=1, user_api="blas"), \
+            ThreadPoolExecutor(workers, thread_name_prefix="logmm") as pool:
+        return list(pool.map(quiet, items))
 
 
 def logmatmulexp(A: np.ndarray, B: np.ndarray, *, method: str = "auto",
@@ -119,8 +225,9 @@ def logmatmulexp(A: np.ndarray, B: np.ndarray, *, method: str = "auto",
     method : {"auto", "fast", "exact"}
         ``auto``: shifted GEMM plus repair of every entry it cannot vouch for (accurate to
         the bound below, at GEMM speed when little needs repair). ``fast``: the shifted
-        GEMM alone; possibly inexact, even ``-inf``, where the row maximum of ``A`` and
-        the column maximum of ``B`` sit on different ``k`` far apart in scale.
+        GEMM alone; possibly far off (``-inf``, or a value near the underflow floor)
+        where the row maximum of ``A`` and the column maximum of ``B`` sit on different
+        ``k`` far apart in scale; ``report.unchecked`` counts its entries.
         ``exact``: blocked exact logsumexp over every term (memory bounded by tiles,
         independent of n·k·m; slower).
     dtype : float32 or float64, optional
@@ -173,9 +280,7 @@ def logmatmulexp_report(A: np.ndarray, B: np.ndarray, *, method: str = "auto",
         raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     A = _as_log_operand(A, "A")
     B = _as_log_operand(B, "B")
-    out_dtype = np.dtype(dtype) if dtype is not None else np.result_type(A.dtype, B.dtype)
-    if out_dtype not in (np.float32, np.float64):
-        raise InputError(f"dtype {out_dtype} is not supported; use float32 or float64")
+    out_dtype = result_dtype(A.dtype, B.dtype, dtype)
     A = A.astype(out_dtype, copy=False)
     B = B.astype(out_dtype, copy=False)
 
@@ -230,7 +335,7 @@ class _ShiftedFactor:
         _raise_on_posinf(self.max, name)
         self.shift = finite_or_zero(self.max.copy())
         self.E = X - np.expand_dims(self.shift, axis)
-        np.exp(self.E, out=self.E)
+        clamped_exp(self.E, out=self.E)
 
 
 def _shifted_gemm(fa: _ShiftedFactor, fb: _ShiftedFactor, out: np.ndarray,
@@ -250,6 +355,9 @@ def _shifted_gemm(fa: _ShiftedFactor, fb: _ShiftedFactor, out: np.ndarray,
     np.log(S, out=S)
     S += fa.shift[:, None]
     S += fb.shift[None, :]
+    # Lines of -inf are exactly log 0 (their clamped factors left S tiny, not 0).
+    S[~np.isfinite(fa.max)] = -np.inf
+    S[:, ~np.isfinite(fb.max)] = -np.inf
     return untrusted
 
 
@@ -270,14 +378,23 @@ def _product_2d(A: np.ndarray, B: np.ndarray, out: np.ndarray, method: str) -> P
         return report
 
     fb = _ShiftedFactor(B, 0, "B")
-    rows_per_block = max(1, min(n, _FAST_BLOCK_ELEMENTS // max(k, m)))
-    untrusted_blocks: list[tuple[int, np.ndarray]] = []
-    for start in range(0, n, rows_per_block):
+    # Square-ish products: few large blocks, BLAS threads the GEMM (measured faster than
+    # row-parallel blocks, each of which packs B again). Skinny products: the elementwise
+    # work dominates, so row blocks run in parallel with single-threaded BLAS.
+    gemm_bound = k * m >= _GEMM_BOUND_RATIO * (k + m)
+    block_elements = _GEMM_BOUND_BLOCK_ELEMENTS if gemm_bound else _FAST_BLOCK_ELEMENTS
+    rows_per_block = max(1, min(n, block_elements // max(k, m)))
+
+    def fast_block(start: int) -> tuple[int, np.ndarray | None]:
         stop = min(n, start + rows_per_block)
         untrusted = _shifted_gemm(_ShiftedFactor(A[start:stop], 1, "A"), fb, out[start:stop],
                                   check=method == "auto")
-        if untrusted is not None and untrusted.any():
-            untrusted_blocks.append((start, untrusted))
+        return start, (untrusted if untrusted is not None and untrusted.any() else None)
+
+    untrusted_blocks = [(start, u) for start, u in
+                        _map_parallel(fast_block, range(0, n, rows_per_block),
+                                      0 if gemm_bound else n * k * m)
+                        if u is not None]
     if untrusted_blocks:
         # One repair over all rows, so that tiles gather like rows from the whole matrix.
         mask = np.zeros((n, m), dtype=bool)
@@ -296,22 +413,19 @@ def _repair(a: np.ndarray, B: np.ndarray, C: np.ndarray, untrusted: np.ndarray) 
     """Recompute the ``untrusted`` entries of ``C`` (r, m) in place, cheapest tier first.
 
     Rows and columns holding untrusted entries are sorted by the position of their maximum
-    and cut into tiles, so that each tile's rows (and columns) peak at nearby ``k``. Each
-    tile gets one *rebalanced* shifted GEMM: ``a - e`` and ``b + e`` with ``e_k`` half the
-    difference of the tile's column maxima of ``a`` and row maxima of ``b`` (which leaves
-    every term ``a + b`` unchanged but lines the maxima up). What that cannot vouch for
-    goes to the contraction-blocked tier, and what is left to the per-entry exact tier.
+    and cut into tiles, so that each tile's rows (and columns) peak at nearby ``k``; see
+    :func:`_repair_tile` for what each tile gets. Row tiles run in parallel.
     """
-    report = ProductReport()
     rows = np.flatnonzero(untrusted.any(axis=1))
     cols = np.flatnonzero(untrusted.any(axis=0))
-    rows = rows[np.argsort(np.argmax(a[rows], axis=1), kind="stable")]
-    cols = cols[np.argsort(np.argmax(B[:, cols], axis=0), kind="stable")]
+    rows = rows[np.argsort(_argmax_of(a, rows, axis=1), kind="stable")]
+    cols = cols[np.argsort(_argmax_of(B, cols, axis=0), kind="stable")]
     tile_cols = min(_REBALANCE_TILE_COLS, max(8, -(-cols.size // 4)))
     tile_rows = max(128, _REBALANCE_TILE_ENTRIES // tile_cols)
-    k = a.shape[1]
     B_cols = B[:, cols]          # one gather; tiles below are contiguous column ranges
-    for r0 in range(0, rows.size, tile_rows):
+
+    def repair_row_tile(r0: int) -> ProductReport:
+        report = ProductReport()
         R = rows[r0:r0 + tile_rows]
         a_tile = a[R]
         a_colmax = np.fmax.reduce(a_tile, axis=0)
@@ -319,32 +433,61 @@ def _repair(a: np.ndarray, B: np.ndarray, C: np.ndarray, untrusted: np.ndarray) 
         for c0 in range(0, cols.size, tile_cols):
             Q = cols[c0:c0 + tile_cols]
             todo = untrusted_rows[:, Q]
-            if not todo.any():
-                continue
-            b_tile = B_cols[:, c0:c0 + tile_cols]
-            e = finite_or_zero((a_colmax - np.fmax.reduce(b_tile, axis=1)) / 2)
-            values = np.empty(todo.shape, dtype=C.dtype)
-            left = _shifted_gemm(_ShiftedFactor(a_tile - e, 1, "A"),
-                                 _ShiftedFactor(b_tile + e[:, None], 0, "B"), values, True)
-            left &= todo
-            report.rebalanced += int(todo.sum()) - int(left.sum())
-            if left.any():
-                block = _blocked_tier_block_size(k)
-                if block < k:
-                    lr, lc = np.flatnonzero(left.any(axis=1)), np.flatnonzero(left.any(axis=0))
-                    sub_values, trusted = _blocked_product(a_tile[lr], b_tile[:, lc], block)
-                    rescued = left[np.ix_(lr, lc)] & trusted
-                    report.blocked += int(rescued.sum())
-                    values[np.ix_(lr, lc)] = np.where(rescued, sub_values,
-                                                      values[np.ix_(lr, lc)])
-                    left[np.ix_(lr, lc)] &= ~trusted
-                ii, jj = np.nonzero(left)
-                if ii.size:
-                    values[ii, jj] = _exact_entries(a_tile, b_tile, ii, jj)
-                    report.exact += int(ii.size)
-            ii, jj = np.nonzero(todo)
-            C[R[ii], Q[jj]] = values[ii, jj]
+            if todo.any():
+                ii, jj = np.nonzero(todo)
+                values, tile_report = _repair_tile(a_tile, a_colmax, B_cols[:, c0:c0 + tile_cols],
+                                                   todo)
+                C[R[ii], Q[jj]] = values[ii, jj]     # row tiles own disjoint rows of C
+                report += tile_report
+        return report
+
+    report = ProductReport()
+    for tile_report in _map_parallel(repair_row_tile, range(0, rows.size, tile_rows),
+                                     rows.size * a.shape[1] * cols.size):
+        report += tile_report
     return report
+
+
+def _argmax_of(x: np.ndarray, index: np.ndarray, axis: int) -> np.ndarray:
+    """Position of the maximum of the rows (``axis=1``) or columns (``axis=0``) of ``x``
+    listed in ``index``; reduces in place rather than gathering when most are listed."""
+    if 4 * index.size >= x.shape[1 - axis]:
+        return np.argmax(x, axis=axis)[index]
+    return np.argmax(np.take(x, index, axis=1 - axis), axis=axis)
+
+
+def _repair_tile(a: np.ndarray, a_colmax: np.ndarray, b: np.ndarray,
+                 todo: np.ndarray) -> tuple[np.ndarray, ProductReport]:
+    """Values for the ``todo`` entries of the tile ``a`` (r, k) x ``b`` (k, q).
+
+    First one *rebalanced* shifted GEMM of ``a - e`` and ``b + e``, with ``e_k`` half the
+    difference of the tile's column maxima of ``a`` (``a_colmax``) and row maxima of
+    ``b``: every term ``a + b`` is unchanged but the maxima line up. What that cannot
+    vouch for goes to the contraction-blocked tier, and what is left to the per-entry
+    exact tier. Returns the (r, q) values (meaningful where ``todo``) and the tier counts.
+    """
+    report = ProductReport()
+    e = finite_or_zero((a_colmax - np.fmax.reduce(b, axis=1)) / 2)
+    values = np.empty(todo.shape, dtype=np.result_type(a, b))
+    left = _shifted_gemm(_ShiftedFactor(a - e, 1, "A"), _ShiftedFactor(b + e[:, None], 0, "B"),
+                         values, check=True)
+    left &= todo
+    report.rebalanced = int(todo.sum()) - int(left.sum())
+    k = a.shape[1]
+    block = _blocked_tier_block_size(k)
+    if left.any() and block < k:
+        lr, lc = np.flatnonzero(left.any(axis=1)), np.flatnonzero(left.any(axis=0))
+        sub = np.ix_(lr, lc)
+        blocked_values, trusted = _blocked_product(a[lr], b[:, lc], block)
+        rescued = left[sub] & trusted
+        report.blocked = int(rescued.sum())
+        values[sub] = np.where(rescued, blocked_values, values[sub])
+        left[sub] &= ~trusted
+    ii, jj = np.nonzero(left)
+    if ii.size:
+        values[ii, jj] = _exact_entries(a, b, ii, jj)
+        report.exact = int(ii.size)
+    return values, report
 
 
 def _blocked_tier_block_size(k: int) -> int:
@@ -373,20 +516,24 @@ def _blocked_product(a: np.ndarray, b: np.ndarray, block: int) -> tuple[np.ndarr
     b_blocks = b.reshape(nblocks, block, q)
     mb = np.fmax.reduce(b_blocks, axis=1)                    # (nblocks, q)
     mb_shift = finite_or_zero(mb.copy())
-    EB = np.exp(b_blocks - mb_shift[:, None, :])
+    EB = b_blocks - mb_shift[:, None, :]
+    clamped_exp(EB, out=EB)
     rows_per_group = max(1, _BLOCKED_TIER_ELEMENTS // max(1, nblocks * q))
     for start in range(0, r, rows_per_group):
         stop = min(r, start + rows_per_group)
         a_blocks = a[start:stop].reshape(stop - start, nblocks, block).transpose(1, 0, 2)
         ma = np.fmax.reduce(a_blocks, axis=2)               # (nblocks, rows)
         ma_shift = finite_or_zero(ma.copy())
-        EA = np.exp(a_blocks - ma_shift[:, :, None])
+        EA = a_blocks - ma_shift[:, :, None]
+        clamped_exp(EA, out=EA)
         L = np.matmul(EA, EB)                               # (nblocks, rows, q)
         np.log(L, out=L)
         L += ma_shift[:, :, None]
         L += mb_shift[:, None, :]
+        block_shift = ma[:, :, None] + mb[:, None, :]
+        L[block_shift == -np.inf] = -np.inf                 # a -inf side: the block adds 0
         C[start:stop] = logsumexp(L, axis=0)
-        largest_shift = np.max(ma[:, :, None] + mb[:, None, :], axis=0)
+        largest_shift = np.max(block_shift, axis=0)
         margin = C[start:stop] - largest_shift               # NaN where all blocks are -inf
         trusted[start:stop] = (margin >= log_2tau) | (largest_shift == -np.inf)
     return C, trusted
@@ -411,23 +558,28 @@ def _exact_product(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
 
     Tiles of (rows, cols, K-chunk) terms are formed one at a time and folded into a
     :class:`LogSumAccumulator` per tile, so memory is O(tile) whatever n, k and m are.
-    Accumulates in float64 for float32 inputs.
+    Accumulates in float64 for float32 inputs. Row tiles run in parallel.
     """
     n, k = A.shape
     m = B.shape[1]
     acc_dtype = np.float64
     BT = B.T.astype(acc_dtype)                  # (m, k): contraction axis contiguous
-    k_chunk = min(k, 256)
+    k_chunk = min(k, 512)
     tile_cols = max(1, min(m, 64))
     tile_rows = max(1, min(n, _EXACT_TILE_ELEMENTS // (tile_cols * k_chunk)))
-    for r0 in range(0, n, tile_rows):
+
+    def row_tile(r0: int) -> None:
         r1 = min(n, r0 + tile_rows)
         a = A[r0:r1].astype(acc_dtype)
+        scratch = np.empty((r1 - r0, tile_cols, k_chunk), dtype=acc_dtype)
         for c0 in range(0, m, tile_cols):
             c1 = min(m, c0 + tile_cols)
             acc = LogSumAccumulator((r1 - r0, c1 - c0), acc_dtype)
             for k0 in range(0, k, k_chunk):
                 k1 = min(k, k0 + k_chunk)
-                terms = a[:, None, k0:k1] + BT[None, c0:c1, k0:k1]
-                acc.add_reduced(terms, axis=2)
+                terms = np.add(a[:, None, k0:k1], BT[None, c0:c1, k0:k1],
+                               out=scratch[:, :c1 - c0, :k1 - k0])
+                acc.add_reduced(terms, axis=2, overwrite_terms=True)
             out[r0:r1, c0:c1] = acc.result()
+
+    _map_parallel(row_tile, range(0, n, tile_rows), n * k * m)
