@@ -24,13 +24,12 @@ from .errors import InputError, UsageError
 from .io.addresses import ArrayAddress
 from .io.readers import open_array, require_matrix
 from .io.writers import check_output, create_writer, default_chunk_rows
-from .logmatmul import METHODS, ProductReport, logmatmulexp_report
+from .logmatmul import METHODS, ProductReport, check_no_posinf, logmatmulexp_report, result_dtype
 
 __all__ = ["DEFAULT_MEMORY", "MultiplyResult", "multiply", "plan_block_rows", "resolve_dtype"]
 
 #: default working-memory budget for one multiply, in bytes
 DEFAULT_MEMORY = 256 << 20
-_SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 @dataclass
@@ -71,31 +70,21 @@ class MultiplyResult:
 
 def resolve_dtype(a_dtype: np.dtype, b_dtype: np.dtype,
                   dtype: np.dtype | type | str | None = None) -> np.dtype:
-    """The result dtype: ``dtype`` if given, else the inputs' (integers → float64,
-    float16 → float32), as :func:`logmatmulexp` does.
+    """The result dtype, as :func:`logmm.logmatmul.result_dtype` decides it.
 
     Raises
     ------
     UsageError
-        ``dtype`` is not float32 or float64.
+        ``dtype`` is not float32 or float64 (a bad option, not bad data).
+    InputError
+        An input's dtype cannot hold log-values.
     """
     if dtype is not None:
         try:
-            out = np.dtype(dtype)
-        except TypeError:
-            out = None
-        if out not in _SUPPORTED_DTYPES:
-            raise UsageError(f"unsupported dtype {dtype!r}; use float32 or float64")
-        return out
-
-    def lift(dt: np.dtype) -> np.dtype:
-        if dt.kind in "biu":
-            return np.dtype(np.float64)
-        if dt == np.float16:
-            return np.dtype(np.float32)
-        return dt
-
-    return np.result_type(lift(np.dtype(a_dtype)), lift(np.dtype(b_dtype)))
+            return result_dtype(a_dtype, b_dtype, dtype)
+        except InputError as exc:
+            raise UsageError(str(exc)) from None
+    return result_dtype(a_dtype, b_dtype)
 
 
 def plan_block_rows(n: int, k: int, m: int, itemsize: int, *, memory: int = DEFAULT_MEMORY,
@@ -205,11 +194,7 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
             command = _python_call(a.address, b.address, out, method, dtype)
 
         B = b.read_all().astype(out_dtype, copy=False)
-        if np.isposinf(B).any():
-            raise InputError(
-                f"B ({b.address}) contains +inf, which is not a log-probability "
-                "(log(0) is -inf; +inf would be an infinite probability)"
-            )
+        check_no_posinf(B, f"B ({b.address})")
         writer = stack.enter_context(create_writer(
             out, (n, m), out_dtype, overwrite=overwrite, compression=compression,
             chunk_rows=chunk_rows or min(block_rows, default_chunk_rows(n, m * out_dtype.itemsize)),
