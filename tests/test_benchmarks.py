@@ -1,0 +1,28 @@
+"""The benchmark script runs and prints a ratio table (tiny shapes; timings not asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_logmatmul.py"
+
+
+def test_bench_logmatmul_quick_prints_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("bench_logmatmul", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--quick", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("## ") == 6
+    for method in ("naive", "global_max", "rowcol_max", "fast", "auto", "exact", "broadcast"):
+        assert re.search(rf"^{method}\s+\d", out, re.MULTILINE), method
+    # auto's sampled error is small on every case (float32 included); the textbook
+    # recipes fail on the banded cases.
+    auto_errors = [float(line.split()[-1]) for line in out.splitlines()
+                   if line.startswith("auto ")]
+    assert auto_errors and max(auto_errors) < 1e-4
+    assert re.search(r"^rowcol_max\s.*\sinf$", out, re.MULTILINE)
