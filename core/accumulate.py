@@ -112,11 +112,14 @@ class LogSumAccumulator:
             scaled = log_values - shift
             self.s += clamped_exp(scaled, out=scaled)
 
-    def add_reduced(self, terms: np.ndarray, axis: int, *, overwrite_terms: bool = False) -> None:
+    def add_reduced(self, terms: np.ndarray, axis: int, *, overwrite_terms: bool = False,
+                    spread: float = math.inf) -> None:
         """Add ``logsumexp(terms, axis)`` without forming it: one rescale per block.
 
         With ``overwrite_terms`` the (writable, accumulator-dtype) ``terms`` array is used
-        as scratch space, saving two temporaries of its size.
+        as scratch space, saving two temporaries of its size. ``spread`` is a bound on
+        ``max(terms) - min(terms)`` known to the caller; when it is below ``-exp_floor``
+        no shifted term can underflow and the clamping pass is skipped.
         """
         with np.errstate(invalid="ignore", divide="ignore", over="ignore", under="ignore"):
             terms = np.asarray(terms)
@@ -126,7 +129,11 @@ class LogSumAccumulator:
                 scaled = np.subtract(terms, shift, out=terms)
             else:
                 scaled = terms - shift
-            self.s += clamped_exp(scaled, out=scaled).sum(axis=axis)
+            if spread < -exp_floor(scaled.dtype):
+                np.exp(scaled, out=scaled)
+            else:
+                clamped_exp(scaled, out=scaled)
+            self.s += scaled.sum(axis=axis)
 
     def result(self, dtype: np.dtype | type | None = None) -> np.ndarray:
         """The accumulated ``m + log(s)``: -inf where nothing finite was added."""

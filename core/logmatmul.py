@@ -567,6 +567,10 @@ def _exact_product(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
     k_chunk = min(k, 512)
     tile_cols = max(1, min(m, 64))
     tile_rows = max(1, min(n, _EXACT_TILE_ELEMENTS // (tile_cols * k_chunk)))
+    # A bound on the spread of all terms lets the accumulator skip clamping (a pass).
+    spread = float(np.ptp(A) + np.ptp(B)) if A.size and B.size else math.inf
+    if not math.isfinite(spread):
+        spread = math.inf
 
     def row_tile(r0: int) -> None:
         r1 = min(n, r0 + tile_rows)
@@ -579,7 +583,7 @@ def _exact_product(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
                 k1 = min(k, k0 + k_chunk)
                 terms = np.add(a[:, None, k0:k1], BT[None, c0:c1, k0:k1],
                                out=scratch[:, :c1 - c0, :k1 - k0])
-                acc.add_reduced(terms, axis=2, overwrite_terms=True)
+                acc.add_reduced(terms, axis=2, overwrite_terms=True, spread=spread)
             out[r0:r1, c0:c1] = acc.result()
 
     _map_parallel(row_tile, range(0, n, tile_rows), n * k * m)
