@@ -245,6 +245,8 @@ def test_cli_options(tmp_path: Path, ab) -> None:
                                    rtol=1e-6, atol=1e-5)
     res = invoke("multiply", a_addr, b_addr, "-o", f"{tmp_path}/f.npy", "--method", "fast")
     assert res.exit_code == 0 and "entries unchecked" in res.stderr
+    res = invoke("multiply", a_addr, b_addr, "-o", f"{tmp_path}/e.npy", "--method", "exact")
+    assert res.exit_code == 0 and "every entry by exact logsumexp" in res.stderr
 
 
 def test_cli_version_and_help() -> None:

@@ -70,10 +70,11 @@ def multiply(ctx: click.Context, a: str, b: str, output: str, overwrite: bool, m
 def summary_line(result: MultiplyResult) -> str:
     """``wrote c.h5:/data (200×32 float64, method auto, 0 entries repaired) in 0.01 s``."""
     n, m = result.shape
-    if result.method == "fast":
-        count, what = result.report.unchecked, "unchecked"
+    if result.method == "exact":
+        detail = "every entry by exact logsumexp"
     else:
-        count, what = result.report.repaired, "repaired"
-    noun = "entry" if count == 1 else "entries"
+        count, what = ((result.report.unchecked, "unchecked") if result.method == "fast"
+                       else (result.report.repaired, "repaired"))
+        detail = f"{count} {'entry' if count == 1 else 'entries'} {what}"
     return (f"wrote {result.output} ({n}×{m} {result.dtype}, method {result.method}, "
-            f"{count} {noun} {what}) in {result.seconds:.2f} s")
+            f"{detail}) in {result.seconds:.2f} s")
