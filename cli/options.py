@@ -35,6 +35,7 @@ __all__ = [
     "progress_option",
     "quiet_option",
     "resolve_progress",
+    "resume_option",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -132,8 +133,17 @@ def dtype_option(f: F) -> F:
 def memory_option(f: F) -> F:
     """``--memory SIZE``."""
     return click.option("--memory", type=ByteSize(), default=None, metavar="SIZE",
-                        help="Working-memory budget, e.g. 512MB or 4GiB; block sizes "
-                             "follow from it  [default: 256MiB]")(f)
+                        help="Working-memory budget, e.g. 512MB or 4GiB; block sizes, "
+                             "panels of B and contraction splits follow from it  [default: "
+                             "a quarter of available memory, at most 4GiB]")(f)
+
+
+def resume_option(f: F) -> F:
+    """``--resume``."""
+    return click.option("--resume", is_flag=True,
+                        help="Finish an interrupted run of the same command, recomputing "
+                             "only the blocks it had not written (refused if an input or "
+                             "option changed).")(f)
 
 
 def block_rows_option(f: F) -> F:
@@ -143,10 +153,12 @@ def block_rows_option(f: F) -> F:
 
 
 def compression_option(f: F) -> F:
-    """``--compression gzip|lzf|none``."""
+    """``--compression gzip|lzf|zstd|blosc|none``."""
     return click.option("--compression", type=click.Choice(COMPRESSIONS), default=None,
-                        help="Output compression: HDF5 gzip/lzf/none (default none); "
-                             "Zarr gzip/none (default zstd); .npy is never compressed.")(f)
+                        help="Output compression: HDF5 gzip/lzf/zstd/blosc/none (default "
+                             "none; zstd and blosc need 'pip install logmm[hdf5plugin]'); "
+                             "Zarr gzip/zstd/blosc/none (default zstd); .npy is never "
+                             "compressed.")(f)
 
 
 def chunk_rows_option(f: F) -> F:

@@ -51,9 +51,10 @@ _GEMM_BOUND_BLOCK_ELEMENTS = 1 << 21  # ... when the GEMM dominates (one BLAS ca
 _GEMM_BOUND_RATIO = 128             # k*m/(k+m) above which the GEMM dominates the fast path
 _PARALLEL_MIN_WORK = 1 << 22        # n*k*m below which row blocks run on one thread
 _REPAIR_CHUNK_ELEMENTS = 1 << 18    # per-entry repair: entries x K per chunk
-_BLOCKED_TIER_ELEMENTS = 1 << 22    # blocked tier: blocks x rows x cols per group
+_BLOCKED_TIER_ELEMENTS = 1 << 20    # blocked tier: blocks x rows x cols per group
 _REBALANCE_TILE_ENTRIES = 1 << 14   # rebalanced tier: output entries per tile
 _REBALANCE_TILE_COLS = 128          # rebalanced tier: at most this many columns per tile
+_REPAIR_GATHER_ELEMENTS = 1 << 20   # rebalanced tier: rows x K gathered per tile, at most
 _EXACT_TILE_ELEMENTS = 1 << 19      # exact method: rows x cols x K-chunk per tile
 
 
@@ -274,8 +275,12 @@ def logmatmulexp(A: np.ndarray, B: np.ndarray, *, method: str = "auto",
 
 def logmatmulexp_report(A: np.ndarray, B: np.ndarray, *, method: str = "auto",
                         dtype: np.dtype | type | str | None = None,
-                        ) -> tuple[np.ndarray, ProductReport]:
-    """:func:`logmatmulexp`, also returning a :class:`ProductReport` of the tiers used."""
+                        out: np.ndarray | None = None) -> tuple[np.ndarray, ProductReport]:
+    """:func:`logmatmulexp`, also returning a :class:`ProductReport` of the tiers used.
+
+    ``out``, if given, receives the result (2-D operands only; shape (n, m) and the result
+    dtype), e.g. a slice of a memory-mapped output, saving a copy.
+    """
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     A = _as_log_operand(A, "A")
@@ -303,7 +308,13 @@ def logmatmulexp_report(A: np.ndarray, B: np.ndarray, *, method: str = "auto",
         ) from None
 
     n, k, m = A.shape[-2], A.shape[-1], B.shape[-1]
-    C = np.empty(batch + (n, m), dtype=out_dtype)
+    if out is not None:
+        if squeeze_a or squeeze_b or out.shape != batch + (n, m) or out.dtype != out_dtype:
+            raise InputError(f"out has shape {_shape_str(out.shape)} and dtype {out.dtype}; "
+                             f"the result is {_shape_str(batch + (n, m))} {out_dtype}")
+        C = out
+    else:
+        C = np.empty(batch + (n, m), dtype=out_dtype)
     report = ProductReport()
     A_b = np.broadcast_to(A, batch + (n, k))
     B_b = np.broadcast_to(B, batch + (k, m))
@@ -384,6 +395,11 @@ def _product_2d(A: np.ndarray, B: np.ndarray, out: np.ndarray, method: str) -> P
     gemm_bound = k * m >= _GEMM_BOUND_RATIO * (k + m)
     block_elements = _GEMM_BOUND_BLOCK_ELEMENTS if gemm_bound else _FAST_BLOCK_ELEMENTS
     rows_per_block = max(1, min(n, block_elements // max(k, m)))
+    if not gemm_bound:          # equal blocks, a multiple of the thread count
+        workers = _worker_count()
+        count = -(-n // rows_per_block)
+        count = -(-count // workers) * workers
+        rows_per_block = max(1, -(-n // count))
 
     def fast_block(start: int) -> tuple[int, np.ndarray | None]:
         stop = min(n, start + rows_per_block)
@@ -422,6 +438,7 @@ def _repair(a: np.ndarray, B: np.ndarray, C: np.ndarray, untrusted: np.ndarray) 
     cols = cols[np.argsort(_argmax_of(B, cols, axis=0), kind="stable")]
     tile_cols = min(_REBALANCE_TILE_COLS, max(8, -(-cols.size // 4)))
     tile_rows = max(128, _REBALANCE_TILE_ENTRIES // tile_cols)
+    tile_rows = max(1, min(tile_rows, _REPAIR_GATHER_ELEMENTS // max(1, a.shape[1])))
     B_cols = B[:, cols]          # one gather; tiles below are contiguous column ranges
 
     def repair_row_tile(r0: int) -> ProductReport:

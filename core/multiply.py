@@ -1,12 +1,16 @@
 """The out-of-core engine behind ``logmm multiply``: ``C = log(exp(A) @ exp(B))`` file to file.
 
-B is read once and kept in memory; A is streamed in row blocks (aligned to its storage
-chunks), each block goes through :func:`logmm.logmatmul.logmatmulexp_report`, and the
-rows of C are written as they come to a temporary output that is renamed into place only
-when every block is written (see :mod:`logmm.io.writers`). Every row block is an
-independent product: the result is bit for bit the in-memory product of the same row
-blocks, and agrees with one whole in-memory product up to BLAS rounding (a GEMM's result
-may depend on how many rows it is given, e.g. 1-row products go through GEMV).
+:func:`logmm.plan.plan_product` turns the memory budget into row blocks of A, column
+panels of B and contraction chunks; :func:`logmm.stream.run_pipeline` reads the next
+block of A while the kernel (:func:`logmm.logmatmul.logmatmulexp_report`) computes the
+current one and the previous one is written, into a hidden partial output that is renamed
+into place only when every block is written (see :mod:`logmm.io.writers`). After each
+block is flushed, a resume record (:mod:`logmm.io.resume`) notes it, so ``resume=True``
+finishes a killed run bit-identically.
+
+Every row block is an independent product: the result is bit for bit the in-memory
+product of the same row blocks, and agrees with one whole in-memory product up to BLAS
+rounding (a GEMM's result may depend on how many rows it is given).
 """
 
 from __future__ import annotations
@@ -20,16 +24,17 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, UsageError
+from .accumulate import LogSumAccumulator
+from .errors import InputError, LogmmError, UsageError
 from .io.addresses import ArrayAddress
-from .io.readers import open_array, require_matrix
-from .io.writers import check_output, create_writer, default_chunk_rows
+from .io.readers import ArrayReader, open_array, require_matrix
+from .io.resume import OutputLock, ResumeRecord, input_fingerprint, record_path
+from .io.writers import ArrayWriter, check_output, create_writer, default_chunk_rows
 from .logmatmul import METHODS, ProductReport, check_no_posinf, logmatmulexp_report, result_dtype
+from .plan import ProductPlan, plan_product
+from .stream import run_pipeline
 
-__all__ = ["DEFAULT_MEMORY", "MultiplyResult", "multiply", "plan_block_rows", "resolve_dtype"]
-
-#: default working-memory budget for one multiply, in bytes
-DEFAULT_MEMORY = 256 << 20
+__all__ = ["MultiplyResult", "multiply", "resolve_dtype"]
 
 
 @dataclass
@@ -52,6 +57,10 @@ class MultiplyResult:
         Wall time from opening the inputs to the committed output.
     block_rows : int
         Rows of A per block.
+    plan : ProductPlan
+        Blocks, panels and contraction chunks used.
+    resumed_blocks : int
+        Row blocks found already stored by an interrupted run (``resume``).
     """
 
     output: ArrayAddress
@@ -61,6 +70,8 @@ class MultiplyResult:
     report: ProductReport
     seconds: float
     block_rows: int
+    plan: ProductPlan
+    resumed_blocks: int = 0
 
     @property
     def path(self) -> Path:
@@ -87,29 +98,12 @@ def resolve_dtype(a_dtype: np.dtype, b_dtype: np.dtype,
     return result_dtype(a_dtype, b_dtype)
 
 
-def plan_block_rows(n: int, k: int, m: int, itemsize: int, *, memory: int = DEFAULT_MEMORY,
-                    align: int | None = None) -> int:
-    """Rows of A per block so that B and one block's working set fit in ``memory`` bytes.
-
-    The estimate counts B three times (the array, its shifted exponential, a temporary)
-    and, per row of A, three copies of the row (read, cast, exponential) and four of the
-    output row. The result is rounded down to a multiple of ``align`` (A's storage chunk
-    rows) when at least one chunk fits, and lies in ``[1, max(n, 1)]``.
-    """
-    resident = 3 * k * m * itemsize
-    per_row = max(1, itemsize * (3 * k + 4 * m))
-    rows = max(1, (int(memory) - resident) // per_row)
-    if align and align > 1 and rows >= align:
-        rows -= rows % align
-    return int(max(1, min(rows, max(n, 1))))
-
-
 def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | ArrayAddress,
              out_address: str | Path | ArrayAddress, *, method: str = "auto",
              dtype: np.dtype | type | str | None = None, block_rows: int | None = None,
              overwrite: bool = False, compression: str | None = None,
              chunk_rows: int | None = None, memory: int | None = None,
-             progress: bool = False, command: str = "") -> MultiplyResult:
+             resume: bool = False, progress: bool = False, command: str = "") -> MultiplyResult:
     """Write ``C = log(exp(A) @ exp(B))`` for arrays in files, streaming A by row blocks.
 
     Parameters
@@ -118,22 +112,30 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
         2-D inputs, A (n, k) and B (k, m): ``x.npy``, ``x.h5:/name``, ``x.zarr:name``.
         Integer inputs are converted to float64.
     out_address : str, Path or ArrayAddress
-        Output (n, m); the dataset defaults to ``data``. Written under a temporary name
-        and renamed into place when complete.
+        Output (n, m); the dataset defaults to ``data``. Written under a hidden partial
+        name and renamed into place when complete.
     method : {"auto", "fast", "exact"}
         Kernel method, see :func:`logmm.logmatmulexp`.
     dtype : float32 or float64, optional
         Result dtype; default the inputs' result type.
     block_rows : int, optional
-        Rows of A per block; default from ``memory`` (see :func:`plan_block_rows`).
+        Rows of A per block; default from ``memory`` (see :func:`logmm.plan.plan_product`).
     overwrite : bool
         Replace an existing output; otherwise :class:`OutputExistsError`, nothing touched.
-    compression : {"gzip", "lzf", "none"}, optional
-        Output compression (HDF5: lzf/gzip; Zarr: gzip, default zstd).
+    compression : str, optional
+        Output compression (see ``logmm multiply --help``).
     chunk_rows : int, optional
-        Rows per output storage chunk (default about 4 MiB per chunk).
+        Rows per output storage chunk (default about 4 MiB per chunk, at most a block).
     memory : int, optional
-        Working-memory budget in bytes (default 256 MiB); ignored when ``block_rows`` is set.
+        Working-memory budget in bytes (default a quarter of available memory, at most
+        4 GiB). When B does not fit a quarter of it, B is streamed in column panels, and
+        when even a thin panel does not fit, the contraction axis is split and partial
+        products are combined with the kernel's log-accumulator.
+    resume : bool
+        Finish an interrupted run of the same command from its partial output, computing
+        only the blocks it had not stored; the recorded plan is reused, so the result is
+        bit-identical to an uninterrupted run. Refused if an input or an option that
+        changes the result differs. Without an interrupted run, starts afresh.
     progress : bool
         Show a tqdm bar (rows) on stderr.
     command : str
@@ -152,7 +154,9 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
     OutputExistsError
         The output exists and ``overwrite`` is false.
     UsageError
-        Unknown method, dtype, compression or a block size below 1.
+        Unknown method, dtype or compression, a block size below 1, a budget too small.
+    LogmmError
+        ``resume`` with changed inputs or options; another run is writing the output.
 
     Examples
     --------
@@ -163,12 +167,10 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
     started = time.perf_counter()
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if block_rows is not None and block_rows < 1:
-        raise UsageError(f"block rows must be at least 1, got {block_rows}")
-    if chunk_rows is not None and chunk_rows < 1:
-        raise UsageError(f"chunk rows must be at least 1, got {chunk_rows}")
-    if memory is not None and memory < 1:
-        raise UsageError(f"memory budget must be positive, got {memory}")
+    for name, value in (("block rows", block_rows), ("chunk rows", chunk_rows),
+                        ("memory budget", memory)):
+        if value is not None and value < 1:
+            raise UsageError(f"{name} must be at least 1, got {value}")
     if dtype is not None:
         resolve_dtype(np.dtype(np.float64), np.dtype(np.float64), dtype)  # validate early
 
@@ -185,50 +187,133 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
             )
         out_dtype = resolve_dtype(a.dtype, b.dtype, dtype)
         out = check_output(out_address, overwrite=overwrite, compression=compression)
-        if block_rows is None:
-            block_rows = plan_block_rows(
-                n, k, m, max(out_dtype.itemsize, a.dtype.itemsize),
-                memory=memory or DEFAULT_MEMORY, align=a.chunk_rows,
-            )
         if not command:
             command = _python_call(a.address, b.address, out, method, dtype)
+        stack.enter_context(OutputLock(out.path))
 
-        B = b.read_all().astype(out_dtype, copy=False)
-        check_no_posinf(B, f"B ({b.address})")
+        fingerprint = {
+            "operation": "multiply", "a": input_fingerprint(a.address, a.shape, a.dtype),
+            "b": input_fingerprint(b.address, b.shape, b.dtype), "method": method,
+            "dtype": str(out_dtype), "output": str(out), "compression": compression,
+        }
+        record = ResumeRecord.load(record_path(out.path)) if resume else None
+        if record is not None and (why := record.mismatch(fingerprint)):
+            raise LogmmError(f"cannot resume {out}: {why}; rerun without --resume to "
+                             "start afresh")
+        if record is not None:
+            plan = ProductPlan(**record.plan)
+        else:
+            plan = plan_product(
+                n, k, m, a_itemsize=a.dtype.itemsize, b_itemsize=b.dtype.itemsize,
+                itemsize=out_dtype.itemsize, memory=memory, block_rows=block_rows,
+                chunk_rows=chunk_rows, a_chunk_rows=a.chunk_rows,
+                default_chunk_rows=default_chunk_rows(n, m * out_dtype.itemsize))
+
         writer = stack.enter_context(create_writer(
             out, (n, m), out_dtype, overwrite=overwrite, compression=compression,
-            chunk_rows=chunk_rows or min(block_rows, default_chunk_rows(n, m * out_dtype.itemsize)),
-        ))
-        report = ProductReport()
-        bar = _progress_bar(n, progress)
+            chunk_rows=plan.chunk_rows, resume=record is not None))
+        if not writer.resumed or record is None:
+            record = ResumeRecord(record_path(out.path), fingerprint, plan.as_dict())
+        record.save()
+        blocks = [(i, r0, r1) for i, (r0, r1) in enumerate(plan.row_blocks())
+                  if i not in record.done]
         try:
-            for start in range(0, n, block_rows):
-                stop = min(n, start + block_rows)
-                block = a.read_rows(start, stop)
-                try:
-                    C, block_report = logmatmulexp_report(block, B, method=method,
-                                                          dtype=out_dtype)
-                except InputError as exc:  # name the file and rows: "A (a.h5:/a, rows 0:512) …"
-                    where, msg = f"A ({a.address}, rows {start}:{stop})", str(exc)
-                    msg = f"{where} {msg[2:]}" if msg.startswith("A ") else f"{msg} ({where})"
-                    raise InputError(msg) from exc
-                writer.write_rows(start, C)
-                report += block_report
-                bar.update(stop - start)
-        finally:
-            bar.close()
+            report = _run_product(a, b, writer, record, plan, blocks, method, out_dtype,
+                                  progress)
+        except (KeyboardInterrupt, SystemExit):
+            writer.suspend()          # interrupted: keep what is stored for --resume
+            raise
+        except BaseException:
+            record.remove()           # failed: the partial output goes with the writer
+            raise
         writer.set_attrs(_provenance(a.address, b.address, (n, k), (k_b, m), method,
-                                     out_dtype, report, command))
+                                     out_dtype, report, command, plan))
         writer.commit()
+        record.remove()
     return MultiplyResult(
         output=out, shape=(n, m), dtype=out_dtype, method=method, report=report,
-        seconds=time.perf_counter() - started, block_rows=block_rows,
+        seconds=time.perf_counter() - started, block_rows=plan.block_rows, plan=plan,
+        resumed_blocks=len(plan.row_blocks()) - len(blocks),
     )
+
+
+def _run_product(a: ArrayReader, b: ArrayReader, writer: ArrayWriter, record: ResumeRecord,
+                 plan: ProductPlan, blocks: list[tuple[int, int, int]], method: str,
+                 out_dtype: np.dtype, progress: bool) -> ProductReport:
+    """Stream the listed row blocks through the kernel into ``writer``.
+
+    B resident: read once, then each block of A is read ahead on a thread, multiplied, and
+    written behind. Otherwise each block of A is multiplied panel by panel of B (read per
+    block), and with a contraction split each panel's partial products are combined by
+    :class:`logmm.accumulate.LogSumAccumulator`.
+    """
+    report = ProductReport()
+    B = None
+    if plan.b_resident:
+        B = b.read_all().astype(out_dtype, copy=False)
+        check_no_posinf(B, f"B ({b.address})")
+    panels, chunks = plan.col_panels(), plan.k_chunks()
+
+    def product(A_part: np.ndarray, B_part: np.ndarray, where: str,
+                out: np.ndarray | None = None) -> np.ndarray:
+        try:
+            C, part_report = logmatmulexp_report(A_part, B_part, method=method, dtype=out_dtype,
+                                                 out=out)
+        except InputError as exc:  # name the file and rows: "A (a.h5:/a, rows 0:512) …"
+            msg = str(exc)
+            msg = f"{where} {msg[2:]}" if msg[:2] in ("A ", "B ") else f"{msg} ({where})"
+            raise InputError(msg) from exc
+        nonlocal report
+        report += part_report
+        return C
+
+    def load(block: tuple[int, int, int]) -> np.ndarray | None:
+        _, r0, r1 = block
+        return a.read_rows(r0, r1, allow_view=True) if len(chunks) <= 1 else None
+
+    def compute(block: tuple[int, int, int], A_rows: np.ndarray | None) -> list:
+        _, r0, r1 = block
+        where = f"A ({a.address}, rows {r0}:{r1})"
+        if B is not None:
+            view = writer.region_view(r0, 0, (r1 - r0, plan.m))
+            if view is not None:                 # computed straight into the output
+                product(A_rows, B, where, out=view)
+                return []
+            return [(0, product(A_rows, B, where))]
+        regions = []
+        for c0, c1 in panels:
+            if A_rows is not None:
+                B_panel = b.read_region(0, b.shape[0], c0, c1).astype(out_dtype, copy=False)
+                regions.append((c0, product(A_rows, B_panel, where)))
+                continue
+            acc = LogSumAccumulator((r1 - r0, c1 - c0), np.float64)
+            for k0, k1 in chunks:
+                B_part = b.read_region(k0, k1, c0, c1).astype(out_dtype, copy=False)
+                acc.add(product(a.read_region(r0, r1, k0, k1), B_part,
+                                f"A ({a.address}, rows {r0}:{r1}, columns {k0}:{k1})"))
+            regions.append((c0, acc.result(out_dtype)))
+        return regions
+
+    def store(block: tuple[int, int, int], regions: list) -> None:
+        _, r0, _ = block
+        for c0, C in regions:
+            writer.write_region(r0, c0, C)
+        writer.flush()
+
+    bar = _progress_bar(plan.n, progress)
+    bar.update(plan.n - sum(r1 - r0 for _, r0, r1 in blocks))
+    try:
+        run_pipeline(blocks, load, compute, store,
+                     on_stored=lambda block: (record.mark_done(block[0]),
+                                              bar.update(block[2] - block[1])))
+    finally:
+        bar.close()
+    return report
 
 
 def _provenance(a: ArrayAddress, b: ArrayAddress, a_shape: tuple[int, int],
                 b_shape: tuple[int, int], method: str, dtype: np.dtype, report: ProductReport,
-                command: str) -> dict[str, Any]:
+                command: str, plan: ProductPlan) -> dict[str, Any]:
     from . import __version__
 
     return {
@@ -246,6 +331,9 @@ def _provenance(a: ArrayAddress, b: ArrayAddress, a_shape: tuple[int, int],
         # one count per kernel tier: fast_entries, blocked_entries, exact_entries, ...
         **{f"{f.name}_entries": int(getattr(report, f.name))
            for f in fields(report) if f.name != "entries"},
+        "block_rows": plan.block_rows,
+        "col_panel": plan.col_panel,
+        "k_chunk": plan.k_chunk,
     }
 
 

@@ -21,6 +21,7 @@ from ..options import (
     progress_option,
     quiet_option,
     resolve_progress,
+    resume_option,
 )
 
 __all__ = ["multiply", "summary_line"]
@@ -47,6 +48,7 @@ attributes (a .npy output gets them in OUT.npy.json).
 @dtype_option
 @memory_option
 @block_rows_option
+@resume_option
 @compression_option
 @chunk_rows_option
 @quiet_option
@@ -55,12 +57,12 @@ attributes (a .npy output gets them in OUT.npy.json).
 @click.pass_context
 def multiply(ctx: click.Context, a: str, b: str, output: str, overwrite: bool, method: str,
              dtype: str | None, memory: int | None, block_rows: int | None,
-             compression: str | None, chunk_rows: int | None, quiet: bool,
+             resume: bool, compression: str | None, chunk_rows: int | None, quiet: bool,
              progress: bool | None) -> None:
     """C = log(exp(A) @ exp(B)), stable, for A (n×k) and B (k×m) in files."""
     result = run_multiply(
         a, b, output, method=method, dtype=dtype, block_rows=block_rows, overwrite=overwrite,
-        compression=compression, chunk_rows=chunk_rows, memory=memory,
+        compression=compression, chunk_rows=chunk_rows, memory=memory, resume=resume,
         progress=resolve_progress(progress, quiet), command=command_line(ctx),
     )
     if not quiet:

@@ -13,6 +13,7 @@ file holds), a file that is not what its name promises is :class:`FormatError`, 
 
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 from types import TracebackType
@@ -22,6 +23,7 @@ import numpy as np
 
 from ..errors import FormatError, InputError, LogmmError, MissingInputError
 from .addresses import ArrayAddress, parse_address
+from .compression import ensure_hdf5_filters
 
 __all__ = [
     "ArrayReader",
@@ -72,8 +74,11 @@ class ArrayReader:
         """Size of the whole array in memory, in bytes."""
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
-    def read_rows(self, start: int, stop: int) -> np.ndarray:
+    def read_rows(self, start: int, stop: int, *, allow_view: bool = False) -> np.ndarray:
         """Rows ``start:stop`` as an in-memory C-contiguous array of ``dtype``.
+
+        With ``allow_view``, a reader that can (``.npy``) returns a read-only view of its
+        memory map instead of a copy, after asking the OS to read those pages ahead.
 
         Raises
         ------
@@ -84,6 +89,8 @@ class ArrayReader:
             raise InputError(f"{self.address} is a scalar; it has no rows")
         start, stop = max(0, int(start)), min(self.shape[0], int(stop))
         stop = max(start, stop)
+        if allow_view and (view := self._view_rows(start, stop)) is not None:
+            return view
         try:
             block = self._read(slice(start, stop))
         except LogmmError:
@@ -92,6 +99,25 @@ class ArrayReader:
             raise FormatError(
                 f"{self.address}: cannot read rows {start}:{stop} ({_one_line(exc)}); "
                 "the file may be corrupt or truncated"
+            ) from exc
+        return np.ascontiguousarray(block)
+
+    def read_region(self, row_start: int, row_stop: int, col_start: int,
+                    col_stop: int) -> np.ndarray:
+        """Rows ``row_start:row_stop`` and columns ``col_start:col_stop`` of a 2-D array,
+        in memory and C-contiguous."""
+        if self.ndim != 2:
+            raise InputError(f"{self.address} is {self.ndim}-D; a region needs a 2-D array")
+        key = (slice(int(row_start), int(row_stop)), slice(int(col_start), int(col_stop)))
+        try:
+            block = self._read(key)
+        except LogmmError:
+            raise
+        except Exception as exc:
+            raise FormatError(
+                f"{self.address}: cannot read rows {row_start}:{row_stop}, columns "
+                f"{col_start}:{col_stop} ({_one_line(exc)}); the file may be corrupt or "
+                "truncated"
             ) from exc
         return np.ascontiguousarray(block)
 
@@ -106,6 +132,10 @@ class ArrayReader:
 
     def close(self) -> None:
         """Release the file handle (idempotent)."""
+
+    def _view_rows(self, start: int, stop: int) -> np.ndarray | None:
+        """A zero-copy view of rows ``start:stop``, or None where the format has none."""
+        return None
 
     def _read(self, key: Any) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -146,6 +176,23 @@ class NpyReader(ArrayReader):
     def _read(self, key: Any) -> np.ndarray:
         assert self._arr is not None, "reader is closed"
         return np.array(self._arr[key])
+
+    def _view_rows(self, start: int, stop: int) -> np.ndarray | None:
+        arr = self._arr
+        mm = getattr(arr, "_mmap", None)
+        if arr is None or mm is None or not arr.flags.c_contiguous or stop <= start:
+            return None
+        row_bytes = arr.strides[0]
+        first = arr.offset + start * row_bytes
+        page = mmap.PAGESIZE
+        begin = first - first % page
+        try:
+            mm.madvise(mmap.MADV_WILLNEED, begin, first + (stop - start) * row_bytes - begin)
+        except (AttributeError, OSError, ValueError):  # no madvise here: reads still work
+            pass
+        view = arr[start:stop]
+        view.flags.writeable = False
+        return view
 
     def close(self) -> None:
         arr, self._arr = self._arr, None
@@ -188,6 +235,7 @@ class HDF5Reader(ArrayReader):
                 )
             if node.shape is None:
                 raise InputError(f"{address.with_dataset(name)} has an empty (null) dataspace")
+            ensure_hdf5_filters(node, str(address.with_dataset(name)))  # zstd, blosc, ...
             self._ds = node
             self.address = address.with_dataset(name)
             self.shape = tuple(int(s) for s in node.shape)

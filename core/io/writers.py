@@ -1,7 +1,7 @@
 """Chunked writers that never leave a partial result under the output's name.
 
 A writer creates its output under a hidden temporary name in the output's own directory
-(``.OUT.logmm-tmp-PID``, so the final rename stays on one filesystem), takes row blocks
+(``.OUT.logmm-partial``, so the final rename stays on one filesystem), takes row blocks
 with :meth:`ArrayWriter.write_rows`, and :meth:`ArrayWriter.commit` stores the provenance
 attributes (with ``complete: true``) and renames the result into place. :meth:`abort`
 (also run when the ``with`` block raises, KeyboardInterrupt included) removes the
@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import LogmmError, MissingInputError, OutputExistsError, UsageError
 from .addresses import ArrayAddress, parse_address
+from .compression import COMPRESSIONS, check_compression, hdf5_filter_kwargs, zarr_compressors
 
 __all__ = [
     "COMPRESSIONS",
@@ -42,13 +43,12 @@ __all__ = [
     "create_writer",
     "default_chunk_rows",
     "output_address",
+    "partial_path",
     "sidecar_path",
     "temporary_path",
 ]
 
 DEFAULT_DATASET = "data"
-#: accepted values of ``compression`` (None means the format's default)
-COMPRESSIONS: tuple[str, ...] = ("gzip", "lzf", "none")
 _TARGET_CHUNK_BYTES = 4 << 20
 
 
@@ -67,9 +67,20 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 def temporary_path(path: str | Path, tag: str = "tmp") -> Path:
-    """Hidden name beside ``path`` for work in progress: ``dir/.NAME.logmm-TAG-PID``."""
+    """Hidden name beside ``path`` for short-lived files: ``dir/.NAME.logmm-TAG-PID``."""
     path = Path(path)
     return path.with_name(f".{path.name}.logmm-{tag}-{os.getpid()}")
+
+
+def partial_path(path: str | Path) -> Path:
+    """Hidden name beside ``path`` of an output being written: ``dir/.NAME.logmm-partial``.
+
+    The name does not depend on the process, so an interrupted run's partial output can be
+    found and finished by ``--resume``; :class:`logmm.io.resume.OutputLock` keeps two runs
+    from writing it at once.
+    """
+    path = Path(path)
+    return path.with_name(f".{path.name}.logmm-partial")
 
 
 def check_output(address: str | Path | ArrayAddress, *, overwrite: bool = False,
@@ -103,16 +114,7 @@ def _sidecar_exists(addr: ArrayAddress) -> bool:
 
 
 def _check_compression(addr: ArrayAddress, compression: str | None) -> None:
-    if compression is None:
-        return
-    if compression not in COMPRESSIONS:
-        raise UsageError(
-            f"unknown compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}"
-        )
-    if addr.format == "npy" and compression != "none":
-        raise UsageError(f"{addr.path}: .npy files are not compressed; use .h5 or .zarr")
-    if addr.format == "zarr" and compression == "lzf":
-        raise UsageError(f"{addr.path}: lzf is HDF5-only; for Zarr use gzip or none")
+    check_compression(addr.format, addr.path, compression)  # see logmm.io.compression
 
 
 def default_chunk_rows(n_rows: int, row_bytes: int) -> int:
@@ -134,15 +136,19 @@ class ArrayWriter:
         Stored dtype; blocks are cast to it.
     overwrite : bool
         Replace an existing output at commit.
-    compression : {"gzip", "lzf", "none"} or None
-        HDF5: None means none; Zarr: None means zarr's default (zstd).
+    compression : {"gzip", "lzf", "zstd", "blosc", "none"} or None
+        HDF5: None means none (zstd, blosc need hdf5plugin); Zarr: None means zarr's
+        default (zstd), lzf is refused. See :mod:`logmm.io.compression`.
     chunk_rows : int or None
         Rows per storage chunk (HDF5, Zarr); default about 4 MiB per chunk.
+    resume : bool
+        Reopen the partial output of an interrupted run (same shape and dtype) instead of
+        starting afresh; ``resumed`` tells which happened.
     """
 
     def __init__(self, address: ArrayAddress, shape: tuple[int, ...], dtype: np.dtype | type | str,
                  *, overwrite: bool = False, compression: str | None = None,
-                 chunk_rows: int | None = None) -> None:
+                 chunk_rows: int | None = None, resume: bool = False) -> None:
         self.address = check_output(address, overwrite=overwrite, compression=compression)
         self.path = self.address.path
         self.shape = tuple(int(s) for s in shape)
@@ -154,23 +160,48 @@ class ArrayWriter:
         if chunk_rows is not None and chunk_rows < 1:
             raise UsageError(f"chunk rows must be at least 1, got {chunk_rows}")
         self.chunk_rows = int(chunk_rows) if chunk_rows else default_chunk_rows(n_rows, row_bytes)
-        self.tmp_path = temporary_path(self.path)
+        self.tmp_path = partial_path(self.path)
         self.attrs: dict[str, Any] = {}
         self.committed = False
         self.aborted = False
-        _remove(self.tmp_path)  # a leftover of an earlier run with our pid
-        try:
-            self._create()
-        except BaseException:
-            self._close_quietly()
-            _remove(self.tmp_path)
-            raise
+        self.resumed = False
+        if resume and os.path.lexists(self.tmp_path):
+            try:
+                self._reopen()
+                self.resumed = True
+            except Exception:  # torn by a kill mid-write, or another layout: start afresh
+                self._close_quietly()
+        if not self.resumed:
+            _remove(self.tmp_path)  # an abandoned partial output
+            try:
+                self._create()
+            except BaseException:
+                self._close_quietly()
+                _remove(self.tmp_path)
+                raise
 
     # -- subclass hooks
     def _create(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _write(self, start: int, block: np.ndarray) -> None:  # pragma: no cover - abstract
+    def _reopen(self) -> None:  # pragma: no cover - abstract
+        """Open the existing partial output for writing; raise if it does not fit."""
+        raise NotImplementedError
+
+    def _check_reopened(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        if tuple(shape) != self.shape or np.dtype(dtype) != self.dtype:
+            raise ValueError(f"partial output holds {shape} {dtype}, not {self.shape} "
+                             f"{self.dtype}")
+
+    def flush(self) -> None:
+        """Hand everything written so far to the operating system (survives a kill -9)."""
+
+    def region_view(self, row: int, col: int, shape: tuple[int, int]) -> np.ndarray | None:
+        """A writable view of the output at ``(row, col)`` of ``shape``, for results to be
+        computed in place, or None where the format has none (then use write_region)."""
+        return None
+
+    def _write(self, key: Any, block: np.ndarray) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _store_attrs(self, attrs: dict[str, Any]) -> None:  # pragma: no cover - abstract
@@ -182,16 +213,27 @@ class ArrayWriter:
     # -- public interface
     def write_rows(self, start: int, block: np.ndarray) -> None:
         """Store ``block`` (shape ``(r, *shape[1:])``) as rows ``start:start + r``."""
+        self.write_region(start, 0, block)
+
+    def write_region(self, row: int, col: int, block: np.ndarray) -> None:
+        """Store a 2-D ``block`` at rows ``row:row + r`` and columns ``col:col + c``
+        (``col`` must be 0 for outputs of other ranks)."""
         if self.committed or self.aborted:
             raise LogmmError(f"{self.address}: writer is already closed")
         block = np.asarray(block)
-        fits = 0 <= start <= start + len(block) <= self.shape[0]
-        if block.shape[1:] != self.shape[1:] or not fits:
+        fits = 0 <= row <= row + len(block) <= self.shape[0]
+        if len(self.shape) == 2 and block.ndim == 2:
+            fits = fits and 0 <= col <= col + block.shape[1] <= self.shape[1]
+            key: Any = (slice(row, row + len(block)), slice(col, col + block.shape[1]))
+        else:
+            fits = fits and col == 0 and block.shape[1:] == self.shape[1:]
+            key = slice(row, row + len(block))
+        if not fits:
             raise ValueError(
-                f"block of shape {block.shape} at row {start} does not fit an output of "
+                f"block of shape {block.shape} at ({row}, {col}) does not fit an output of "
                 f"shape {self.shape}"
             )
-        self._write(int(start), block.astype(self.dtype, copy=False))
+        self._write(key, block.astype(self.dtype, copy=False))
 
     def set_attrs(self, attrs: Mapping[str, Any]) -> None:
         """Add provenance attributes (JSON-like values); they are stored at :meth:`commit`."""
@@ -223,9 +265,17 @@ class ArrayWriter:
         self.committed = True
         return self.path
 
+    def suspend(self) -> None:
+        """Close, keeping the partial output for a later ``resume`` (an interrupted run)."""
+        if self.committed or self.aborted:
+            return
+        self._close_quietly()
+        self.suspended = True
+
     def abort(self) -> None:
-        """Remove the temporary output (idempotent; the final output is never touched)."""
-        if self.committed:
+        """Remove the temporary output (idempotent; the final output is never touched;
+        a suspended partial output is kept)."""
+        if self.committed or getattr(self, "suspended", False):
             return
         self.aborted = True
         self._close_quietly()
@@ -260,9 +310,21 @@ class NpyWriter(ArrayWriter):
             self.tmp_path, mode="w+", dtype=self.dtype, shape=self.shape
         )
 
-    def _write(self, start: int, block: np.ndarray) -> None:
+    def _reopen(self) -> None:
+        self._mm = np.lib.format.open_memmap(self.tmp_path, mode="r+")
+        self._check_reopened(self._mm.shape, self._mm.dtype)
+
+    def _write(self, key: Any, block: np.ndarray) -> None:
         assert self._mm is not None
-        self._mm[start:start + len(block)] = block
+        self._mm[key] = block
+
+    def region_view(self, row: int, col: int, shape: tuple[int, int]) -> np.ndarray | None:
+        if self._mm is None or self._mm.ndim != 2 or self.committed or self.aborted:
+            return None
+        return self._mm[row:row + shape[0], col:col + shape[1]]
+
+    # flush(): nothing to do. Stores into a shared memory map land in the page cache at
+    # once, where they outlive a killed process; msync would only add a wait for the disk.
 
     def _store_attrs(self, attrs: dict[str, Any]) -> None:
         pass  # written beside the array in _publish
@@ -290,7 +352,7 @@ class NpyWriter(ArrayWriter):
 
 
 class HDF5Writer(ArrayWriter):
-    """HDF5 output: a chunked dataset (gzip/lzf/none), provenance in its attributes."""
+    """HDF5 output: a chunked dataset (gzip/lzf/zstd/blosc/none), provenance in its attributes."""
 
     def _create(self) -> None:
         import h5py
@@ -299,16 +361,26 @@ class HDF5Writer(ArrayWriter):
         chunks = None
         if self.shape and all(self.shape):
             chunks = (min(self.chunk_rows, self.shape[0]),) + self.shape[1:]
-        compression = None if self.compression in (None, "none") else self.compression
-        if compression is not None and chunks is None:
-            compression = None  # HDF5 filters need chunked storage; empty arrays have none
+        # HDF5 filters need chunked storage; empty arrays have none
+        filters = hdf5_filter_kwargs(self.compression) if chunks is not None else {}
         self._ds = self._file.create_dataset(
             self.address.dataset, shape=self.shape, dtype=self.dtype, chunks=chunks,
-            compression=compression,
+            **filters,
         )
 
-    def _write(self, start: int, block: np.ndarray) -> None:
-        self._ds[start:start + len(block)] = block
+    def _reopen(self) -> None:
+        import h5py
+
+        self._file = h5py.File(self.tmp_path, "r+")
+        self._ds = self._file[self.address.dataset]
+        self._check_reopened(self._ds.shape, self._ds.dtype)
+
+    def _write(self, key: Any, block: np.ndarray) -> None:
+        self._ds[key] = block
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
 
     def _store_attrs(self, attrs: dict[str, Any]) -> None:
         for key, value in attrs.items():
@@ -327,13 +399,7 @@ class ZarrWriter(ArrayWriter):
     def _create(self) -> None:
         import zarr
 
-        compressors: Any = "auto"
-        if self.compression == "none":
-            compressors = None
-        elif self.compression == "gzip":
-            from zarr.codecs import GzipCodec
-
-            compressors = [GzipCodec(level=5)]
+        compressors: Any = zarr_compressors(self.compression)
         chunks = (max(1, min(self.chunk_rows, self.shape[0] if self.shape else 1)),) + tuple(
             max(1, s) for s in self.shape[1:]
         )
@@ -343,8 +409,14 @@ class ZarrWriter(ArrayWriter):
             compressors=compressors,
         )
 
-    def _write(self, start: int, block: np.ndarray) -> None:
-        self._arr[start:start + len(block)] = block
+    def _reopen(self) -> None:
+        import zarr
+
+        self._arr = zarr.open_array(str(self.tmp_path), path=self.address.dataset, mode="r+")
+        self._check_reopened(self._arr.shape, self._arr.dtype)
+
+    def _write(self, key: Any, block: np.ndarray) -> None:
+        self._arr[key] = block     # each chunk is its own file, written when this returns
 
     def _store_attrs(self, attrs: dict[str, Any]) -> None:
         self._arr.attrs.update(attrs)
@@ -362,7 +434,8 @@ _WRITERS: dict[str, type[ArrayWriter]] = {
 
 def create_writer(address: str | Path | ArrayAddress, shape: tuple[int, ...],
                   dtype: np.dtype | type | str, *, overwrite: bool = False,
-                  compression: str | None = None, chunk_rows: int | None = None) -> ArrayWriter:
+                  compression: str | None = None, chunk_rows: int | None = None,
+                  resume: bool = False) -> ArrayWriter:
     """A writer for ``address`` (format from its extension); see :class:`ArrayWriter`.
 
     >>> with create_writer("out.h5", (4, 3), "float64") as w:  # doctest: +SKIP
@@ -377,7 +450,7 @@ def create_writer(address: str | Path | ArrayAddress, shape: tuple[int, ...],
     """
     addr = output_address(address)
     return _WRITERS[addr.format](addr, shape, dtype, overwrite=overwrite,
-                                 compression=compression, chunk_rows=chunk_rows)
+                                 compression=compression, chunk_rows=chunk_rows, resume=resume)
 
 
 # ----------------------------------------------------------------------------- helpers

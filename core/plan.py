@@ -1,0 +1,181 @@
+"""Working-memory budget → row blocks, column panels and contraction chunks.
+
+One planner for every streamed product. Given the shapes, the dtypes and a budget in
+bytes, :func:`plan_product` picks
+
+- ``col_panel``: columns of B per panel (all of them when B fits in a quarter of the
+  budget, which is then read once);
+- ``k_chunk``: contraction terms per chunk (all of them unless even a thin panel of B is
+  too big; partial products are then combined with the kernel's log-accumulator);
+- ``block_rows``: rows of A per block, the largest that fits what is left, rounded to
+  whole output chunks (so that a block never shares a storage chunk with another, which
+  keeps ``--resume`` safe) and, when possible, to whole input chunks.
+
+The estimate counts every copy the pipeline keeps per row of a block: two input blocks
+(one prefetched, one being computed) as stored and as cast, the kernel's exponentiated
+copy, three output blocks (being computed, queued, being written), the repair masks and,
+with a contraction split, the accumulator's two float64 arrays. A fixed overhead covers
+the kernel's bounded scratch (repair tiles, exact tiles, thread stacks).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+
+from .errors import UsageError
+
+__all__ = [
+    "DEFAULT_MEMORY_CAP",
+    "KERNEL_OVERHEAD",
+    "ProductPlan",
+    "available_memory",
+    "default_memory",
+    "plan_product",
+]
+
+#: scratch the kernel keeps whatever the block size (repair and exact tiles, threads)
+KERNEL_OVERHEAD = 48 << 20
+#: the default budget is a quarter of available memory, at most this
+DEFAULT_MEMORY_CAP = 4 << 30
+_MIN_PANEL = 64
+
+
+@dataclass(frozen=True)
+class ProductPlan:
+    """How a product of A (n, k) and B (k, m) is cut up; see the module docstring.
+
+    ``estimate`` is the planned peak of working memory in bytes (inputs' resident parts,
+    blocks in flight, kernel scratch), to compare with ``memory``.
+    """
+
+    n: int
+    k: int
+    m: int
+    block_rows: int
+    col_panel: int
+    k_chunk: int
+    chunk_rows: int
+    memory: int
+    estimate: int
+
+    @property
+    def b_resident(self) -> bool:
+        """B is read once and kept (no panels, no contraction split)."""
+        return self.col_panel >= self.m and self.k_chunk >= self.k
+
+    def row_blocks(self) -> list[tuple[int, int]]:
+        """``[(start, stop), ...]`` covering the rows of A."""
+        return _ranges(self.n, self.block_rows)
+
+    def col_panels(self) -> list[tuple[int, int]]:
+        """``[(start, stop), ...]`` covering the columns of B."""
+        return _ranges(self.m, self.col_panel)
+
+    def k_chunks(self) -> list[tuple[int, int]]:
+        """``[(start, stop), ...]`` covering the contraction axis (empty when k == 0)."""
+        return _ranges(self.k, self.k_chunk)
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def _ranges(total: int, step: int) -> list[tuple[int, int]]:
+    step = max(1, step)
+    return [(start, min(total, start + step)) for start in range(0, total, step)]
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new work (``MemAvailable`` on Linux)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 * DEFAULT_MEMORY_CAP
+
+
+def default_memory() -> int:
+    """The default budget: a quarter of available memory, capped at 4 GiB."""
+    return max(KERNEL_OVERHEAD * 2, min(DEFAULT_MEMORY_CAP, available_memory() // 4))
+
+
+def plan_product(n: int, k: int, m: int, *, a_itemsize: int, b_itemsize: int,
+                 itemsize: int, memory: int | None = None, block_rows: int | None = None,
+                 chunk_rows: int | None = None, a_chunk_rows: int | None = None,
+                 default_chunk_rows: int | None = None) -> ProductPlan:
+    """Plan a streamed ``logmatmulexp`` of A (n, k) by B (k, m) within ``memory`` bytes.
+
+    Parameters
+    ----------
+    a_itemsize, b_itemsize : int
+        Bytes per stored element of A and B; ``itemsize`` of the result dtype.
+    memory : int, optional
+        Budget in bytes (default :func:`default_memory`).
+    block_rows : int, optional
+        Rows per block, overriding the budget's choice (panels and chunks still follow
+        the budget).
+    chunk_rows : int, optional
+        Rows per output storage chunk as requested; default ``default_chunk_rows`` (or
+        the block), never more than a block.
+    a_chunk_rows : int, optional
+        Rows per storage chunk of A; blocks are rounded to it when that keeps them whole
+        output chunks.
+
+    Raises
+    ------
+    UsageError
+        The budget cannot hold even one row of the thinnest panel.
+    """
+    memory = int(memory) if memory is not None else default_memory()
+    avail = memory - KERNEL_OVERHEAD
+    if avail <= 0:
+        raise UsageError(f"memory budget {_size(memory)} is too small; logmm needs at least "
+                         f"{_size(KERNEL_OVERHEAD)} of scratch plus room for one block")
+    b_elem = b_itemsize + 3 * itemsize       # B as stored, cast, exponentiated, gathered
+    k_chunk, col_panel = max(k, 1), max(m, 1)
+    b_share = avail // 4
+    if k_chunk * col_panel * b_elem > b_share:
+        col_panel = max(1, b_share // (k_chunk * b_elem))
+        if col_panel < min(m, _MIN_PANEL):      # too thin to be efficient: split k instead
+            col_panel = max(1, min(m, _MIN_PANEL))
+            k_chunk = max(1, b_share // (col_panel * b_elem))
+    k_split = k_chunk < k
+    per_row = (k_chunk * (2 * a_itemsize + 2 * itemsize)     # 2 blocks as read + cast, exp
+               + col_panel * (3 * itemsize + 2)              # 3 output blocks, repair masks
+               + (col_panel * 16 if k_split else 0))          # accumulator (m, s) float64
+    resident = k_chunk * col_panel * b_elem
+    rows = (avail - resident) // per_row
+    if block_rows is None and rows < 1:
+        raise UsageError(f"memory budget {_size(memory)} cannot hold one row of A; "
+                         f"use at least {_size(KERNEL_OVERHEAD + resident + per_row)}")
+    rows = int(block_rows) if block_rows is not None else int(rows)
+    rows = max(1, min(rows, max(n, 1)))
+
+    out_chunk = int(chunk_rows or default_chunk_rows or rows)
+    if out_chunk >= rows:
+        out_chunk = rows
+    elif block_rows is None:                   # whole output chunks per block
+        aligned = rows - rows % out_chunk
+        if a_chunk_rows and a_chunk_rows > 1:
+            both = math.lcm(out_chunk, a_chunk_rows)
+            if both <= rows:
+                aligned = rows - rows % both
+        rows = aligned
+    estimate = KERNEL_OVERHEAD + resident + rows * per_row
+    return ProductPlan(n=n, k=k, m=m, block_rows=rows, col_panel=min(col_panel, max(m, 1)),
+                       k_chunk=min(k_chunk, max(k, 1)), chunk_rows=out_chunk, memory=memory,
+                       estimate=int(estimate))
+
+
+def _size(nbytes: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} B"
