@@ -29,6 +29,8 @@ Examples:
   logmm multiply a.h5:/a b.h5:/b -o c.h5
   logmm multiply a.npy b.zarr:b -o c.zarr --method exact --dtype float32
   logmm multiply big.h5:/a b.npy -o c.h5 --memory 2GiB --compression gzip
+  logmm info c.h5                   arrays, chunks, compression, provenance
+  logmm convert c.h5 c.zarr --compression zstd
   logmm multiply --help
 
 \b

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import click
 
+from .convert import convert
+from .info import info
 from .multiply import multiply
 
 __all__ = ["COMMANDS"]
 
 #: every subcommand, in the order ``logmm --help`` lists them
-COMMANDS: list[click.Command] = [multiply]
+COMMANDS: list[click.Command] = [multiply, info, convert]

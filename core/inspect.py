@@ -1,0 +1,491 @@
+"""What a file holds: the engine behind ``logmm info``.
+
+:func:`inspect_file` reads only metadata (shapes, dtypes, chunking, codecs, attributes,
+sizes on disk) and never array data, so it is quick on any file and needs no optional
+compression plugin. For every array it reports whether it is a logmm output and whether
+that output is complete (attribute ``complete: true``, which a writer stores only when
+the last block is written), and it lists the hidden work files an unfinished (running or
+interrupted) logmm run keeps beside its output: the partial output ``.NAME.logmm-partial``
+(which ``--resume`` finishes), its resume record ``.NAME.logmm-partial.json``, the lock
+``.NAME.logmm-lock`` and short-lived ``.NAME.logmm-TAG-PID`` files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import FormatError, LogmmError, MissingInputError, UsageError
+from .io.addresses import EXTENSIONS, ArrayAddress, parse_address
+from .io.compression import describe_hdf5_filters, describe_zarr_codecs
+from .io.readers import _hdf5_arrays, _missing_message, _one_line, _zarr_arrays, open_array
+from .io.writers import sidecar_path
+
+__all__ = ["ArrayInfo", "FileInfo", "TemporaryInfo", "inspect_file", "logmm_status"]
+
+#: status of an array: a complete logmm output, an unfinished one, or not logmm's
+STATUSES = ("complete", "incomplete", None)
+_FORMAT_NAMES = {"npy": "NumPy .npy", "hdf5": "HDF5", "zarr": "Zarr"}
+# the work files beside an output NAME: ".NAME.logmm-KIND" (KIND: partial, partial.json,
+# lock, or TAG-PID)
+_WORK_RE = re.compile(r"^\.(?P<name>.+?)\.logmm-(?P<kind>partial\.json|partial|lock|"
+                      r"(?P<tag>[a-z]+)-(?P<pid>\d+))$", re.DOTALL)
+# an address naming a work file that holds data, optionally followed by ":DATASET"
+_WORK_ADDRESS_RE = re.compile(
+    r"^(?P<path>(?:.*[/\\])?\.(?P<name>[^/\\]+?)\.logmm-(?:partial|[a-z]+-\d+))[/\\]?"
+    r"(?::(?P<dataset>.*))?$",
+    re.DOTALL,
+)
+_KIND_NAMES = {"partial.json": "record", "partial": "partial", "lock": "lock"}
+_MAX_WALK = 100_000  # directory entries counted for a Zarr store's size before giving up
+
+
+@dataclass
+class ArrayInfo:
+    """One array's metadata (see :func:`inspect_file`).
+
+    Attributes
+    ----------
+    name : str or None
+        ``"/group/name"`` in HDF5, ``"group/name"`` in Zarr; None for a file that is a
+        single array (``.npy``, a Zarr store with an array at its root).
+    address : str
+        An address logmm commands accept for this array.
+    shape : list of int
+    dtype : str
+    chunks : list of int or None
+        Storage chunk shape (None: contiguous).
+    shards : list of int or None
+        Zarr shard shape, when sharded.
+    compression : str
+        Short form of the codec pipeline: ``"gzip"``, ``"shuffle+gzip"``, ``"zstd"``,
+        ``"none"``.
+    codecs : list of dict
+        Every filter or codec as ``{"name": ..., "configuration": {...}}``.
+    nbytes : int
+        Size in memory (uncompressed).
+    stored_bytes : int or None
+        Bytes the array takes on disk, when cheap to tell.
+    status : {"complete", "incomplete"} or None
+        A complete logmm output, an unfinished one, or None when not logmm's.
+    attrs : dict
+        Attributes (HDF5/Zarr), or the ``OUT.npy.json`` sidecar of a ``.npy`` file.
+    """
+
+    name: str | None
+    address: str
+    shape: list[int]
+    dtype: str
+    chunks: list[int] | None
+    shards: list[int] | None
+    compression: str
+    codecs: list[dict[str, Any]]
+    nbytes: int
+    stored_bytes: int | None
+    status: str | None
+    attrs: dict[str, Any]
+
+
+@dataclass
+class TemporaryInfo:
+    """A hidden work file of an unfinished logmm run beside the inspected file.
+
+    Attributes
+    ----------
+    path : str
+    kind : str
+        ``"partial"`` (the partial output, finished by ``--resume``), ``"record"`` (its
+        resume record), ``"lock"``, or the tag of a short-lived ``.NAME.logmm-TAG-PID``
+        file (``"tmp"``, ``"old"``).
+    pid : int or None
+        The process that wrote it (from the lock or the name), when known.
+    process_running : bool or None
+        Whether that process still runs (None: no process known).
+    bytes : int or None
+        Size on disk.
+    blocks_done, blocks_total : int or None
+        Row blocks already written, of how many (partial output with a resume record).
+    """
+
+    path: str
+    kind: str
+    pid: int | None
+    process_running: bool | None
+    bytes: int | None
+    blocks_done: int | None = None
+    blocks_total: int | None = None
+
+
+@dataclass
+class FileInfo:
+    """What :func:`inspect_file` found; :meth:`to_dict` is the ``--json`` document."""
+
+    path: str
+    format: str
+    file_bytes: int | None
+    arrays: list[ArrayInfo]
+    temporaries: list[TemporaryInfo] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with stable keys (absent values are None, never missing)."""
+        return asdict(self)
+
+
+def logmm_status(attrs: dict[str, Any], *, temporary: bool = False) -> str | None:
+    """``"complete"``, ``"incomplete"`` or None (not a logmm output) for an array's attributes.
+
+    Complete means ``complete`` is true. Incomplete: logmm's attributes (``logmm_version``
+    or ``complete``) without it, or any array inside a logmm temporary.
+    """
+    if attrs.get("complete") is True:
+        return "complete"
+    if temporary or "logmm_version" in attrs or "complete" in attrs:
+        return "incomplete"
+    return None
+
+
+def inspect_file(address: str | Path | ArrayAddress) -> FileInfo:
+    """Describe the arrays in a file (or only the one ``address`` names), metadata only.
+
+    Parameters
+    ----------
+    address : str, Path or ArrayAddress
+        ``x.npy``, ``x.h5``, ``x.h5:/group/name``, ``x.zarr``, ``x.zarr:name``. A hidden
+        partial output ``.x.h5.logmm-partial`` is accepted too. Naming a group lists the arrays
+        under it.
+
+    Returns
+    -------
+    FileInfo
+
+    Raises
+    ------
+    MissingInputError
+        No such file, or no such dataset (the message lists the arrays the file holds).
+    FormatError
+        The file is not a readable file of its format.
+    UsageError
+        The address has an unknown extension.
+
+    Examples
+    --------
+    >>> info = inspect_file("out.h5")  # doctest: +SKIP
+    >>> [(a.name, a.shape, a.status) for a in info.arrays]  # doctest: +SKIP
+    [('/data', [200, 32], 'complete')]
+    """
+    addr, temporary = _parse(address)
+    path = addr.path
+    if not os.path.lexists(path):
+        raise MissingInputError(f"no such file: {path}" + _temporaries_hint(path))
+    if not path.exists():
+        raise MissingInputError(f"{path} is a broken symbolic link")
+    if addr.format == "zarr" and not path.is_dir():
+        raise FormatError(f"{path}: a .zarr store must be a directory")
+    if addr.format != "zarr" and path.is_dir():
+        raise FormatError(f"{path} is a directory, not a .{path.suffix.lstrip('.')} file")
+    if not os.access(path, os.R_OK):
+        raise LogmmError(f"permission denied: {path}")
+
+    inspect = {"npy": _inspect_npy, "hdf5": _inspect_hdf5, "zarr": _inspect_zarr}[addr.format]
+    arrays, notes = inspect(addr, temporary)
+    info = FileInfo(
+        path=str(path), format=addr.format, file_bytes=_disk_bytes(path),
+        arrays=arrays, temporaries=[] if temporary else _temporaries(path), notes=notes,
+    )
+    if addr.format == "npy" and not temporary:
+        sidecar = sidecar_path(path)
+        if sidecar.exists() and info.file_bytes is not None:
+            info.file_bytes += _disk_bytes(sidecar) or 0
+    return info
+
+
+# ----------------------------------------------------------------------------- formats
+
+
+def _inspect_npy(addr: ArrayAddress, temporary: bool) -> tuple[list[ArrayInfo], list[str]]:
+    with open_array(addr) as reader:
+        shape, dtype = reader.shape, reader.dtype
+    notes: list[str] = []
+    attrs: dict[str, Any] = {}
+    sidecar = sidecar_path(addr.path)
+    if sidecar.exists() and not temporary:
+        try:
+            loaded = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            notes.append(f"cannot read the provenance sidecar {sidecar} ({_one_line(exc)})")
+        else:
+            if isinstance(loaded, dict):
+                attrs = loaded
+            else:
+                notes.append(f"the provenance sidecar {sidecar} is not a JSON object")
+    array = ArrayInfo(
+        name=None, address=str(addr.path), shape=list(shape), dtype=str(dtype), chunks=None,
+        shards=None, compression="none", codecs=[], nbytes=_nbytes(shape, dtype),
+        stored_bytes=_disk_bytes(addr.path), status=logmm_status(attrs, temporary=temporary),
+        attrs=attrs,
+    )
+    return [array], notes
+
+
+def _inspect_hdf5(addr: ArrayAddress, temporary: bool) -> tuple[list[ArrayInfo], list[str]]:
+    import h5py
+
+    try:
+        f = h5py.File(addr.path, "r")
+    except OSError as exc:
+        raise FormatError(f"{addr.path}: not a readable HDF5 file ({_one_line(exc)})") from None
+    with f:
+        try:
+            if addr.dataset is None:
+                node = f
+            else:
+                try:
+                    node = f.get(addr.dataset)
+                except Exception:  # a path through a dataset, a broken link, ...
+                    node = None
+                if node is None:
+                    raise MissingInputError(_missing_message(addr, _hdf5_arrays(f), "/"))
+            if isinstance(node, h5py.Dataset):
+                datasets = [(node.name, node)]
+            else:
+                datasets = [(node.name.rstrip("/") + "/" + n, node[n])
+                            for n in _hdf5_arrays(node)]
+            return [_hdf5_array(addr, name, ds, temporary) for name, ds in datasets], []
+        except LogmmError:
+            raise
+        except Exception as exc:  # damaged metadata deep inside the file
+            raise FormatError(f"{addr.path}: cannot read its metadata ({_one_line(exc)}); "
+                              "the file may be corrupt or truncated") from None
+
+
+def _hdf5_array(addr: ArrayAddress, name: str, ds: Any, temporary: bool) -> ArrayInfo:
+    attrs = {}
+    for key in ds.attrs:
+        try:
+            attrs[str(key)] = _jsonable(ds.attrs[key])
+        except Exception as exc:  # an attribute of a type h5py cannot read
+            attrs[str(key)] = f"<unreadable: {_one_line(exc)}>"
+    shape = tuple(ds.shape) if ds.shape is not None else ()
+    compression, codecs = describe_hdf5_filters(ds)
+    try:
+        stored: int | None = int(ds.id.get_storage_size())
+    except Exception:
+        stored = None
+    return ArrayInfo(
+        name=name, address=str(addr.with_dataset(name)), shape=[int(s) for s in shape],
+        dtype=str(ds.dtype), chunks=list(ds.chunks) if ds.chunks else None, shards=None,
+        compression=compression, codecs=codecs, nbytes=_nbytes(shape, ds.dtype),
+        stored_bytes=stored, status=logmm_status(attrs, temporary=temporary), attrs=attrs,
+    )
+
+
+def _inspect_zarr(addr: ArrayAddress, temporary: bool) -> tuple[list[ArrayInfo], list[str]]:
+    import zarr
+
+    path = addr.path
+    try:
+        root: Any = zarr.open(str(path), mode="r")
+    except FileNotFoundError:
+        raise FormatError(
+            f"{path}: not a Zarr store (no zarr.json, .zarray or .zgroup at its root)"
+        ) from None
+    except Exception as exc:
+        raise FormatError(f"{path}: not a readable Zarr store ({_one_line(exc)})") from None
+    try:
+        if isinstance(root, zarr.Array):
+            if addr.dataset is not None:
+                raise MissingInputError(
+                    f"{addr}: the store is a single array at its root; "
+                    f"use {path} without ':{addr.dataset}'"
+                )
+            return [_zarr_array(addr, None, root, temporary)], []
+        node = root
+        prefix = ""
+        if addr.dataset is not None:
+            try:
+                node = root[addr.dataset]
+            except KeyError:
+                raise MissingInputError(
+                    _missing_message(addr, _zarr_arrays(root), "")
+                ) from None
+            prefix = addr.dataset + "/"
+        if isinstance(node, zarr.Array):
+            return [_zarr_array(addr, addr.dataset, node, temporary)], []
+        return [_zarr_array(addr, prefix + n, node[n], temporary)
+                for n in _zarr_arrays(node)], []
+    except LogmmError:
+        raise
+    except Exception as exc:
+        raise FormatError(f"{path}: cannot read its metadata ({_one_line(exc)}); "
+                          "the store may be corrupt or truncated") from None
+
+
+def _zarr_array(addr: ArrayAddress, name: str | None, arr: Any, temporary: bool) -> ArrayInfo:
+    attrs = {str(k): _jsonable(v) for k, v in arr.attrs.asdict().items()}
+    shape = tuple(int(s) for s in arr.shape)
+    try:
+        np_dtype = np.dtype(arr.dtype)
+        dtype, nbytes = str(np_dtype), _nbytes(shape, np_dtype)
+    except TypeError:  # a Zarr data type without a NumPy equivalent
+        dtype, nbytes = str(arr.dtype), 0
+    compression, codecs = describe_zarr_codecs(arr)
+    shards = getattr(arr, "shards", None)
+    array_dir = addr.path / name if name else addr.path
+    return ArrayInfo(
+        name=name, address=str(addr.with_dataset(name)), shape=list(shape), dtype=dtype,
+        chunks=[int(c) for c in arr.chunks], shards=[int(s) for s in shards] if shards else None,
+        compression=compression, codecs=codecs,
+        nbytes=nbytes,
+        stored_bytes=_disk_bytes(array_dir), status=logmm_status(attrs, temporary=temporary),
+        attrs=attrs,
+    )
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _parse(address: str | Path | ArrayAddress) -> tuple[ArrayAddress, bool]:
+    """The address, and whether it names a logmm work file (``.x.h5.logmm-partial``)."""
+    try:
+        return parse_address(address), False
+    except UsageError:
+        match = _WORK_ADDRESS_RE.match(str(address))
+        if match is None:
+            raise
+        suffix = Path(match["name"]).suffix.lower()
+        if suffix not in EXTENSIONS:
+            raise
+        fmt = EXTENSIONS[suffix]
+        addr = ArrayAddress(Path(match["path"]), fmt).with_dataset(match["dataset"])
+        if fmt == "npy" and addr.dataset is not None:
+            raise UsageError(f"{address}: a .npy file holds a single array") from None
+        return addr, True
+
+
+def _temporaries(path: Path) -> list[TemporaryInfo]:
+    """The work files of unfinished logmm runs beside ``path`` (partial output first)."""
+    try:
+        candidates = sorted(path.parent.glob(f".{_glob_escape(path.name)}.logmm-*"))
+    except OSError:
+        return []
+    found: dict[str, TemporaryInfo] = {}
+    for candidate in candidates:
+        match = _WORK_RE.match(candidate.name)
+        if match is None or match["name"] != path.name:
+            continue
+        kind = match["tag"] or _KIND_NAMES[match["kind"]]
+        pid = int(match["pid"]) if match["pid"] else None
+        if kind == "lock":
+            pid = _lock_holder(candidate)
+        found[kind if pid is None or kind == "lock" else f"{kind}-{pid}"] = TemporaryInfo(
+            path=str(candidate), kind=kind, pid=pid,
+            process_running=_pid_alive(pid) if pid is not None else None,
+            bytes=_disk_bytes(candidate),
+        )
+    partial, lock, record = found.get("partial"), found.get("lock"), found.get("record")
+    if partial is not None:
+        partial.pid = lock.pid if lock is not None else None
+        partial.process_running = lock.process_running if lock is not None else False
+        if record is not None:
+            partial.blocks_done, partial.blocks_total = _record_progress(Path(record.path))
+    order = {"partial": 0, "record": 1, "lock": 2}
+    return sorted(found.values(), key=lambda t: (order.get(t.kind, 3), t.path))
+
+
+def _temporaries_hint(path: Path) -> str:
+    temps = [t for t in _temporaries(path) if t.kind != "lock"]
+    if not temps:
+        return ""
+    what = "partial output" if temps[0].kind == "partial" else "temporary"
+    return f" (but {Path(temps[0].path).name} beside it is the {what} of an unfinished logmm run)"
+
+
+def _lock_holder(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text(encoding="ascii").strip())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _record_progress(record: Path) -> tuple[int | None, int | None]:
+    """``(blocks done, blocks in all)`` from a resume record; None where it does not say."""
+    try:
+        data = json.loads(record.read_text(encoding="utf-8"))
+        done = len(data["done"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None
+    plan = data.get("plan") if isinstance(data, dict) else None
+    try:
+        n, rows = int(plan["n"]), int(plan["block_rows"])
+        total = -(-n // rows) if rows > 0 else None
+    except (KeyError, TypeError, ValueError):
+        total = None
+    return done, total
+
+
+def _glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else (or cannot tell)
+    return True
+
+
+def _disk_bytes(path: Path) -> int | None:
+    """Bytes a file (or a directory tree, up to ``_MAX_WALK`` entries) takes; None if unknown."""
+    try:
+        if not path.is_dir():
+            return path.stat().st_size
+        total, seen = 0, 0
+        for root, dirs, files in os.walk(path):
+            seen += len(dirs) + len(files)
+            if seen > _MAX_WALK:
+                return None
+            for name in files:
+                try:
+                    total += os.stat(os.path.join(root, name)).st_size
+                except OSError:
+                    pass
+        return total
+    except OSError:
+        return None
+
+
+def _nbytes(shape: tuple[int, ...] | list[int], dtype: Any) -> int:
+    return int(np.prod(shape, dtype=np.int64)) * int(np.dtype(dtype).itemsize)
+
+
+def _jsonable(value: Any) -> Any:
+    """Attribute values → JSON values (bytes decoded, arrays to lists, NumPy scalars to Python)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "biuf" or value.dtype == np.bool_:
+            return value.tolist()
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
