@@ -211,7 +211,8 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
 
         writer = stack.enter_context(create_writer(
             out, (n, m), out_dtype, overwrite=overwrite, compression=compression,
-            chunk_rows=plan.chunk_rows, resume=record is not None))
+            chunk_rows=plan.chunk_rows, resume=record is not None,
+            contiguous=chunk_rows is None))
         if not writer.resumed or record is None:
             record = ResumeRecord(record_path(out.path), fingerprint, plan.as_dict())
         record.save()

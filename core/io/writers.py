@@ -144,11 +144,15 @@ class ArrayWriter:
     resume : bool
         Reopen the partial output of an interrupted run (same shape and dtype) instead of
         starting afresh; ``resumed`` tells which happened.
+    contiguous : bool
+        Store unchunked where the format allows it and no compression is asked (HDF5:
+        about twice as fast to write, and as fast to read by rows).
     """
 
     def __init__(self, address: ArrayAddress, shape: tuple[int, ...], dtype: np.dtype | type | str,
                  *, overwrite: bool = False, compression: str | None = None,
-                 chunk_rows: int | None = None, resume: bool = False) -> None:
+                 chunk_rows: int | None = None, resume: bool = False,
+                 contiguous: bool = False) -> None:
         self.address = check_output(address, overwrite=overwrite, compression=compression)
         self.path = self.address.path
         self.shape = tuple(int(s) for s in shape)
@@ -161,6 +165,7 @@ class ArrayWriter:
             raise UsageError(f"chunk rows must be at least 1, got {chunk_rows}")
         self.chunk_rows = int(chunk_rows) if chunk_rows else default_chunk_rows(n_rows, row_bytes)
         self.tmp_path = partial_path(self.path)
+        self.contiguous = contiguous
         self.attrs: dict[str, Any] = {}
         self.committed = False
         self.aborted = False
@@ -359,7 +364,8 @@ class HDF5Writer(ArrayWriter):
 
         self._file: Any = h5py.File(self.tmp_path, "w")
         chunks = None
-        if self.shape and all(self.shape):
+        plain = self.compression in (None, "none")
+        if self.shape and all(self.shape) and not (self.contiguous and plain):
             chunks = (min(self.chunk_rows, self.shape[0]),) + self.shape[1:]
         # HDF5 filters need chunked storage; empty arrays have none
         filters = hdf5_filter_kwargs(self.compression) if chunks is not None else {}
@@ -435,7 +441,7 @@ _WRITERS: dict[str, type[ArrayWriter]] = {
 def create_writer(address: str | Path | ArrayAddress, shape: tuple[int, ...],
                   dtype: np.dtype | type | str, *, overwrite: bool = False,
                   compression: str | None = None, chunk_rows: int | None = None,
-                  resume: bool = False) -> ArrayWriter:
+                  resume: bool = False, contiguous: bool = False) -> ArrayWriter:
     """A writer for ``address`` (format from its extension); see :class:`ArrayWriter`.
 
     >>> with create_writer("out.h5", (4, 3), "float64") as w:  # doctest: +SKIP
@@ -450,7 +456,8 @@ def create_writer(address: str | Path | ArrayAddress, shape: tuple[int, ...],
     """
     addr = output_address(address)
     return _WRITERS[addr.format](addr, shape, dtype, overwrite=overwrite,
-                                 compression=compression, chunk_rows=chunk_rows, resume=resume)
+                                 compression=compression, chunk_rows=chunk_rows, resume=resume,
+                                 contiguous=contiguous)
 
 
 # ----------------------------------------------------------------------------- helpers
