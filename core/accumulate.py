@@ -74,7 +74,8 @@ def logsumexp(x: np.ndarray, axis: int | tuple[int, ...] | None = None, *,
         s = clamped_exp(scaled, out=scaled).sum(axis=axis, keepdims=True)
         out = np.log(s)
         out += m
-        out[m_raw == -np.inf] = -np.inf      # no finite term: log 0, not the clamp floor
+        # No finite term: log 0, not the clamp floor; a NaN term keeps the result NaN.
+        np.copyto(out, -np.inf, where=(m_raw == -np.inf) & ~np.isnan(out))
     if not keepdims:
         out = np.squeeze(out, axis=axis) if axis is not None else out.reshape(())
     return out
@@ -140,5 +141,6 @@ class LogSumAccumulator:
         with np.errstate(divide="ignore", invalid="ignore"):
             out = np.log(self.s)
             out += finite_or_zero(self.m.copy())
-            out[self.m == -np.inf] = -np.inf     # nothing finite added: log 0
+            # nothing finite added: log 0 (a NaN added keeps the result NaN)
+            np.copyto(out, -np.inf, where=(self.m == -np.inf) & ~np.isnan(out))
         return out.astype(dtype, copy=False) if dtype is not None else out

@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from .logmatmul import _log_tau
+
 __all__ = [
     "FAMILIES",
     "banded",
@@ -21,11 +23,6 @@ __all__ = [
     "neg_inf_mask",
     "scale_drift",
 ]
-
-
-def _log_tau(dtype: np.dtype) -> float:
-    info = np.finfo(dtype)
-    return math.log(8.0 * float(info.tiny) / float(info.eps))
 
 
 def counterexamples() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:

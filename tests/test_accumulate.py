@@ -19,10 +19,11 @@ def test_logsumexp_matches_exact_reference() -> None:
 
 
 def test_logsumexp_edge_cases() -> None:
-    x = np.array([[-np.inf, -np.inf], [np.nan, 0.0], [0.0, 0.0]])
+    x = np.array([[-np.inf, -np.inf], [np.nan, 0.0], [0.0, 0.0], [np.nan, -np.inf],
+                  [np.nan, np.nan]])
     got = logsumexp(x, axis=1)
     assert got[0] == -np.inf
-    assert np.isnan(got[1])
+    assert np.isnan(got[1]) and np.isnan(got[3]) and np.isnan(got[4])
     assert got[2] == pytest.approx(np.log(2.0))
     assert logsumexp(np.zeros((3, 0)), axis=1).tolist() == [-np.inf] * 3
     assert logsumexp(np.array([1.0, 2.0])).shape == ()
@@ -43,6 +44,14 @@ def test_accumulator_blocks_equal_one_reduction() -> None:
     assert got[0, 0] == -np.inf
     assert np.isnan(got[1, 2])
     assert max_abs_error(got, ref) <= 4e-16 * (60 + 2000)
+
+
+def test_accumulator_keeps_nan_added_alone() -> None:
+    acc = LogSumAccumulator((2,))
+    acc.add(np.array([np.nan, -np.inf]))
+    acc.add(np.array([-np.inf, -np.inf]))
+    got = acc.result()
+    assert np.isnan(got[0]) and got[1] == -np.inf
 
 
 def test_accumulator_add_log_values() -> None:

@@ -244,3 +244,86 @@ def test_positive_infinity_in_a_late_block_is_reported_from_worker_threads() -> 
     A[-1, 5] = np.inf
     with pytest.raises(ValueError, match=r"A contains \+inf"):
         logmm.logmatmulexp(A, np.zeros((64, 8)))
+
+
+# ---- regressions from review ----------------------------------------------------------
+
+@pytest.mark.parametrize(("dtype", "big"), [(np.float64, 1e20), (np.float32, 1e10),
+                                            (np.float32, 6e8)])
+@pytest.mark.parametrize("last", [0.0, -np.inf])
+def test_huge_block_shifts_do_not_fool_the_trust_test(dtype, big: float, last: float) -> None:
+    """K = 9 (two blocks of 8): a huge row maximum far from the one live term."""
+    A = np.array([[big, 0.0] + [-np.inf] * 7], dtype)
+    B = np.array([[-np.inf], [last]] + [[-np.inf]] * 7, dtype)
+    for method in ("auto", "exact"):
+        C = logmm.logmatmulexp(A, B, method=method)
+        assert C[0, 0] == last                     # exactly 0 + 0, or exactly log 0
+
+
+@pytest.mark.parametrize(
+    ("A", "B"),
+    [
+        ([[np.nan, np.nan], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]),          # all-NaN row
+        ([[np.nan, -np.inf], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]),         # NaN and -inf
+        ([[0.0, 0.0], [0.0, 0.0]], [[np.nan, 0.0], [-np.inf, 0.0]]),         # same, in B
+        ([[np.nan, 0.0]], [[-np.inf], [-np.inf]]),                           # vs -inf column
+    ],
+)
+@pytest.mark.parametrize("method", ["auto", "fast", "exact"])
+def test_nan_survives_lines_whose_maximum_is_not_finite(A, B, method: str) -> None:
+    A, B = np.array(A), np.array(B)
+    ref = exact_logmatmul(A, B)
+    C = logmm.logmatmulexp(A, B, method=method)
+    assert np.array_equal(np.isnan(C), np.isnan(ref))
+    assert max_abs_error(C, ref) <= error_bound(A, B, np.float64)
+
+
+def test_trust_threshold_grows_with_k_where_clamped_floors_could_add_up() -> None:
+    from logmm.logmatmul import _log_tau, _trust_threshold
+
+    tiny32 = float(np.finfo(np.float32).tiny)
+    assert _trust_threshold(np.dtype(np.float32), 1000) == pytest.approx(
+        math.exp(_log_tau(np.dtype(np.float32))))
+    big_k = 120_000_000
+    floors = big_k * (2 * math.e + 1) * tiny32          # every term clamped or underflowed
+    assert floors <= _trust_threshold(np.dtype(np.float32), big_k) / 8
+
+
+@pytest.mark.slow
+def test_float32_with_k_beyond_1e8_keeps_exact_neg_inf() -> None:
+    k = 120_000_000
+    A = np.full((1, k), -np.inf, np.float32)
+    B = np.full((k, 1), -np.inf, np.float32)
+    A[0, 0] = 0.0
+    B[1, 0] = 0.0
+    assert logmm.logmatmulexp(A, B)[0, 0] == -np.inf
+    A[0, 1] = -1000.0
+    assert logmm.logmatmulexp(A, B)[0, 0] == pytest.approx(-1000.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("shapes", [((0, 3), (3, 2)), ((2, 3), (3, 0))])
+def test_positive_infinity_is_refused_even_when_nothing_is_computed(shapes) -> None:
+    A, B = np.zeros(shapes[0]), np.zeros(shapes[1])
+    target = A if A.size else B
+    target.flat[0] = np.inf
+    with pytest.raises(ValueError, match=r"contains \+inf"):
+        logmm.logmatmulexp(A, B)
+
+
+def test_values_beyond_a_quarter_of_the_range_are_refused() -> None:
+    A = np.array([[np.finfo(np.float64).max / 2, 0.0]])
+    with pytest.raises(ValueError, match="would overflow the product"):
+        logmm.logmatmulexp(A, np.zeros((2, 1)))
+    A = np.array([[1e300, 0.0]])
+    with pytest.raises(ValueError, match="beyond the range of float32"):
+        logmm.logmatmulexp(A, np.zeros((2, 1)), dtype=np.float32)
+
+
+def test_near_the_supported_limit_results_stay_finite_and_exact() -> None:
+    big = np.finfo(np.float32).max / 4
+    A = np.array([[big * 0.99, -big * 0.99, 0.0]], np.float32)
+    B = np.array([[-big * 0.99], [big * 0.99], [-np.inf]], np.float32)
+    C = logmm.logmatmulexp(A, B)
+    ref = exact_logmatmul(A, B)
+    assert np.isfinite(C).all()
+    assert max_abs_error(C, ref) <= error_bound(A, B, np.float32)
