@@ -24,7 +24,15 @@ import numpy as np
 from .errors import FormatError, LogmmError, MissingInputError, UsageError
 from .io.addresses import EXTENSIONS, ArrayAddress, parse_address
 from .io.compression import describe_hdf5_filters, describe_zarr_codecs
-from .io.readers import _hdf5_arrays, _missing_message, _one_line, _zarr_arrays, open_array
+from .io.readers import (
+    _hdf5_arrays,
+    _missing_message,
+    _one_line,
+    _zarr_arrays,
+    open_array,
+    open_zarr_root,
+)
+from .io.resume import process_alive
 from .io.writers import sidecar_path
 
 __all__ = ["ArrayInfo", "FileInfo", "TemporaryInfo", "inspect_file", "logmm_status"]
@@ -290,14 +298,7 @@ def _inspect_zarr(addr: ArrayAddress, temporary: bool) -> tuple[list[ArrayInfo],
     import zarr
 
     path = addr.path
-    try:
-        root: Any = zarr.open(str(path), mode="r")
-    except FileNotFoundError:
-        raise FormatError(
-            f"{path}: not a Zarr store (no zarr.json, .zarray or .zgroup at its root)"
-        ) from None
-    except Exception as exc:
-        raise FormatError(f"{path}: not a readable Zarr store ({_one_line(exc)})") from None
+    root = open_zarr_root(path)
     try:
         if isinstance(root, zarr.Array):
             if addr.dataset is not None:
@@ -386,7 +387,7 @@ def _temporaries(path: Path) -> list[TemporaryInfo]:
             pid = _lock_holder(candidate)
         found[kind if pid is None or kind == "lock" else f"{kind}-{pid}"] = TemporaryInfo(
             path=str(candidate), kind=kind, pid=pid,
-            process_running=_pid_alive(pid) if pid is not None else None,
+            process_running=process_alive(pid) if pid is not None else None,
             bytes=_disk_bytes(candidate),
         )
     partial, lock, record = found.get("partial"), found.get("lock"), found.get("record")
@@ -432,20 +433,6 @@ def _record_progress(record: Path) -> tuple[int | None, int | None]:
 
 def _glob_escape(name: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", name)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else (or cannot tell)
-    return True
 
 
 def _disk_bytes(path: Path) -> int | None:

@@ -278,8 +278,9 @@ def logmatmulexp(A: np.ndarray, B: np.ndarray, *, method: str = "auto",
     ``log(tiny) + 1`` (off numpy's slow subnormal path), and the product may underflow,
     so each term is off by at most ``(2e + 1) tiny`` absolute: a sum ``S >= tau = 32
     tiny/eps`` loses at most ``K u / 2`` relative (for float32 with K beyond about 4e6,
-    tau grows to ``64 K tiny``, bounding that loss by a tenth). log turns relative into absolute error and rounds by
-    ``u |log S|``; adding the two shifts back rounds by ``u (2M + log K)`` more. The
+    tau grows to ``64 K tiny``, bounding that loss by a tenth). log turns relative into
+    absolute error and rounds by ``u |log S|``; adding the two shifts back rounds by
+    ``u (2M + log K)`` more. The
     rebalanced tier's ``A - e``, ``B + e`` add ``<= 2uM``; the blocked tier repeats the
     argument per block and its logsumexp adds ``O(u log K)``; the exact tier is a
     two-pass logsumexp in float64. Entries below the trust thresholds are never

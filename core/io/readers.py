@@ -32,6 +32,7 @@ __all__ = [
     "ZarrReader",
     "list_arrays",
     "open_array",
+    "open_zarr_root",
     "require_matrix",
 ]
 
@@ -262,14 +263,7 @@ class ZarrReader(ArrayReader):
         import zarr
 
         path = address.path
-        try:
-            root: Any = zarr.open(str(path), mode="r")
-        except FileNotFoundError:  # includes zarr's NodeNotFoundError
-            raise FormatError(
-                f"{path}: not a Zarr store (no zarr.json, .zarray or .zgroup at its root)"
-            ) from None
-        except Exception as exc:
-            raise FormatError(f"{path}: not a readable Zarr store ({_one_line(exc)})") from None
+        root = open_zarr_root(path)
         try:
             node = root
             name = address.dataset
@@ -309,6 +303,26 @@ class ZarrReader(ArrayReader):
 
     def _read(self, key: Any) -> np.ndarray:
         return np.asarray(self._arr[key])
+
+
+def open_zarr_root(path: str | Path) -> Any:
+    """The Zarr group or array at the root of a directory store, opened read-only.
+
+    Raises
+    ------
+    FormatError
+        Not a Zarr store, or one zarr cannot read.
+    """
+    import zarr
+
+    try:
+        return zarr.open(str(path), mode="r")
+    except FileNotFoundError:  # includes zarr's NodeNotFoundError
+        raise FormatError(
+            f"{path}: not a Zarr store (no zarr.json, .zarray or .zgroup at its root)"
+        ) from None
+    except Exception as exc:
+        raise FormatError(f"{path}: not a readable Zarr store ({_one_line(exc)})") from None
 
 
 _READERS: dict[str, type[ArrayReader]] = {

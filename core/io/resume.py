@@ -24,7 +24,14 @@ from ..errors import LogmmError
 from .addresses import ArrayAddress
 from .writers import partial_path, temporary_path
 
-__all__ = ["OutputLock", "ResumeRecord", "input_fingerprint", "lock_path", "record_path"]
+__all__ = [
+    "OutputLock",
+    "ResumeRecord",
+    "input_fingerprint",
+    "lock_path",
+    "process_alive",
+    "record_path",
+]
 
 _RECORD_VERSION = 1
 
@@ -129,7 +136,7 @@ class OutputLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 pid = self._holder()
-                if pid is not None and _alive(pid):
+                if pid is not None and process_alive(pid):
                     raise LogmmError(f"another logmm run (pid {pid}) is writing {self.output}; "
                                      f"wait for it, or remove {self.path} if it is gone") from None
                 self.path.unlink(missing_ok=True)       # stale: its process is gone
@@ -159,13 +166,16 @@ class OutputLock:
         self.release()
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (one owned by another user counts as alive)."""
+    if pid <= 0:
+        return False
     if pid == os.getpid():
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except OSError:
         return True
     return True
