@@ -26,9 +26,10 @@ from .io.addresses import ArrayAddress
 from .io.readers import open_array
 from .io.resume import OutputLock
 from .io.writers import check_output, create_writer, output_address
-from .plan import default_memory
+from .plan import plan_copy_rows
+from .stream import run_pipeline
 
-__all__ = ["ConvertResult", "convert", "plan_copy_rows"]
+__all__ = ["ConvertResult", "convert"]
 
 _DTYPES = ("float32", "float64")
 # attributes that describe the file rather than the data: rewritten, not copied
@@ -71,26 +72,6 @@ class ConvertResult:
     def path(self) -> Path:
         """The output file or store on disk."""
         return self.output.path
-
-
-def plan_copy_rows(n_rows: int, in_row_bytes: int, out_row_bytes: int, *,
-                   memory: int | None = None, align: int | None = None) -> int:
-    """Rows per block so that one block's copies fit in ``memory`` bytes.
-
-    ``memory`` defaults to :func:`logmm.plan.default_memory` (as for ``multiply``).
-
-    Counts two copies of a row as read (the block and the storage library's buffer) and
-    two as written (the cast block and the writer's buffer). The result is rounded down
-    to a multiple of ``align`` (the output's chunk rows) when at least one chunk fits,
-    and lies in ``[1, max(n_rows, 1)]``.
-    """
-    if memory is None:
-        memory = default_memory()
-    per_row = max(1, 2 * in_row_bytes + 2 * out_row_bytes)
-    rows = max(1, int(memory) // per_row)
-    if align and align > 1 and rows >= align:
-        rows -= rows % align
-    return int(max(1, min(rows, max(n_rows, 1))))
 
 
 def convert(in_address: str | Path | ArrayAddress, out_address: str | Path | ArrayAddress, *,
@@ -194,12 +175,12 @@ def convert(in_address: str | Path | ArrayAddress, out_address: str | Path | Arr
                     memory=memory, align=writer.chunk_rows,
                 )
             bar = _progress_bar(n, progress)
-            try:
-                for start in range(0, n, block_rows):
-                    stop = min(n, start + block_rows)
-                    block = _cast(reader.read_rows(start, stop), out_dtype, source, start)
-                    writer.write_rows(start, block)
-                    bar.update(stop - start)
+            blocks = [(start, min(n, start + block_rows)) for start in range(0, n, block_rows)]
+            try:                                  # read ahead, cast, write behind
+                run_pipeline(blocks, load=lambda b: reader.read_rows(*b),
+                             compute=lambda b, data: _cast(data, out_dtype, source, b[0]),
+                             store=lambda b, block: writer.write_rows(b[0], block),
+                             on_stored=lambda b: bar.update(b[1] - b[0]))
             finally:
                 bar.close()
             writer.set_attrs(attrs)

@@ -32,6 +32,7 @@ __all__ = [
     "ProductPlan",
     "available_memory",
     "default_memory",
+    "plan_copy_rows",
     "plan_product",
 ]
 
@@ -179,3 +180,23 @@ def _size(nbytes: int) -> str:
         if nbytes >= scale:
             return f"{nbytes / scale:.1f} {unit}"
     return f"{nbytes} B"
+
+
+def plan_copy_rows(n_rows: int, in_row_bytes: int, out_row_bytes: int, *,
+                   memory: int | None = None, align: int | None = None) -> int:
+    """Rows per block so that one block's copies fit in ``memory`` bytes.
+
+    ``memory`` defaults to :func:`default_memory` (as for products). Used by ``convert``.
+
+    Counts two copies of a row as read (the block and the storage library's buffer) and
+    two as written (the cast block and the writer's buffer). The result is rounded down
+    to a multiple of ``align`` (the output's chunk rows) when at least one chunk fits,
+    and lies in ``[1, max(n_rows, 1)]``.
+    """
+    if memory is None:
+        memory = default_memory()
+    per_row = max(1, 2 * in_row_bytes + 2 * out_row_bytes)
+    rows = max(1, int(memory) // per_row)
+    if align and align > 1 and rows >= align:
+        rows -= rows % align
+    return int(max(1, min(rows, max(n_rows, 1))))

@@ -14,11 +14,12 @@ import zarr
 from click.testing import CliRunner
 
 from logmm.cli.main import cli
-from logmm.convert import convert, plan_copy_rows
+from logmm.convert import convert
 from logmm.errors import InputError, OutputExistsError, UsageError
 from logmm.inspect import inspect_file
 from logmm.io import open_array
 from logmm.multiply import multiply
+from logmm.plan import plan_copy_rows
 
 LOGMM = Path(sys.executable).with_name("logmm")
 FORMATS = ["npy", "h5", "zarr"]
