@@ -205,6 +205,7 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
         else:
             plan = plan_product(
                 n, k, m, a_itemsize=a.dtype.itemsize, b_itemsize=b.dtype.itemsize,
+                a_read_copies=3 if a.decodes_chunks else 2,
                 itemsize=out_dtype.itemsize, memory=memory, block_rows=block_rows,
                 chunk_rows=chunk_rows, a_chunk_rows=a.chunk_rows,
                 default_chunk_rows=default_chunk_rows(n, m * out_dtype.itemsize))

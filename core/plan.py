@@ -108,7 +108,8 @@ def default_memory() -> int:
 
 
 def plan_product(n: int, k: int, m: int, *, a_itemsize: int, b_itemsize: int,
-                 itemsize: int, memory: int | None = None, block_rows: int | None = None,
+                 itemsize: int, a_read_copies: int = 2, memory: int | None = None,
+                 block_rows: int | None = None,
                  chunk_rows: int | None = None, a_chunk_rows: int | None = None,
                  default_chunk_rows: int | None = None) -> ProductPlan:
     """Plan a streamed ``logmatmulexp`` of A (n, k) by B (k, m) within ``memory`` bytes.
@@ -117,6 +118,10 @@ def plan_product(n: int, k: int, m: int, *, a_itemsize: int, b_itemsize: int,
     ----------
     a_itemsize, b_itemsize : int
         Bytes per stored element of A and B; ``itemsize`` of the result dtype.
+    a_read_copies : int
+        Copies of a block of A alive while it is read: 2 (the block read ahead and the
+        one being computed), 3 where the storage library decodes chunks into buffers of
+        its own (Zarr, compressed HDF5).
     memory : int, optional
         Budget in bytes (default :func:`default_memory`).
     block_rows : int, optional
@@ -148,7 +153,7 @@ def plan_product(n: int, k: int, m: int, *, a_itemsize: int, b_itemsize: int,
             col_panel = max(1, min(m, _MIN_PANEL))
             k_chunk = max(1, b_share // (col_panel * b_elem))
     k_split = k_chunk < k
-    per_row = (k_chunk * (2 * a_itemsize + 2 * itemsize)     # 2 blocks as read + cast, exp
+    per_row = (k_chunk * (a_read_copies * a_itemsize + 2 * itemsize)  # as read; cast, exp
                + col_panel * (3 * itemsize + 2)              # 3 output blocks, repair masks
                + (col_panel * 16 if k_split else 0))          # accumulator (m, s) float64
     resident = k_chunk * col_panel * b_elem

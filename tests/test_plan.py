@@ -79,3 +79,30 @@ def test_empty_shapes() -> None:
     p = plan(0, 5, 5, 100 * MiB)
     assert p.row_blocks() == [] and p.block_rows == 1
     assert plan(5, 0, 5, 100 * MiB).k_chunks() == []
+
+
+def test_readers_that_decode_chunks_get_smaller_blocks() -> None:
+    plain = plan(10**7, 64, 64, 128 * MiB)
+    decoded = plan(10**7, 64, 64, 128 * MiB, a_read_copies=3)
+    assert decoded.block_rows < plain.block_rows
+    assert decoded.estimate <= decoded.memory
+
+
+def test_readers_report_whether_they_decode_chunks(tmp_path) -> None:
+    import h5py
+    import numpy as np
+    import zarr
+
+    from logmm.io import open_array
+
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        f.create_dataset("plain", data=np.zeros((10, 4)))
+        f.create_dataset("gzip", data=np.zeros((10, 4)), compression="gzip")
+    np.save(tmp_path / "a.npy", np.zeros((10, 4)))
+    zarr.open_group(str(tmp_path / "z.zarr"), mode="w").create_array(
+        "a", shape=(10, 4), dtype="f8")
+    expected = {f"{tmp_path}/f.h5:/plain": False, f"{tmp_path}/f.h5:/gzip": True,
+                f"{tmp_path}/a.npy": False, f"{tmp_path}/z.zarr:a": True}
+    for address, decodes in expected.items():
+        with open_array(address) as reader:
+            assert reader.decodes_chunks is decodes, address

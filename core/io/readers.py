@@ -71,6 +71,11 @@ class ArrayReader:
         return int(self.chunks[0])
 
     @property
+    def decodes_chunks(self) -> bool:
+        """Reads go through per-chunk decode buffers (Zarr; filtered HDF5 datasets)."""
+        return False
+
+    @property
     def nbytes(self) -> int:
         """Size of the whole array in memory, in bytes."""
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
@@ -249,6 +254,10 @@ class HDF5Reader(ArrayReader):
     def _read(self, key: Any) -> np.ndarray:
         return np.asarray(self._ds[key])
 
+    @property
+    def decodes_chunks(self) -> bool:
+        return self._ds.id.get_create_plist().get_nfilters() > 0
+
     def close(self) -> None:
         f = getattr(self, "_file", None)
         if f is not None:
@@ -303,6 +312,10 @@ class ZarrReader(ArrayReader):
 
     def _read(self, key: Any) -> np.ndarray:
         return np.asarray(self._arr[key])
+
+    @property
+    def decodes_chunks(self) -> bool:
+        return True
 
 
 def open_zarr_root(path: str | Path) -> Any:
