@@ -41,6 +41,7 @@ test-slow: $(VENV)/.installed-test
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_logmatmul.py
 	$(BIN)/python benchmarks/bench_streaming.py
+	$(BIN)/python benchmarks/bench_project.py
 
 sample-data: $(VENV)/.installed
 	$(BIN)/python sample_data/make_sample_data.py --out sample_data

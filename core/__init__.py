@@ -1,7 +1,9 @@
 """logmm: stable log-space matrix products, out of core.
 
-Public API: :func:`logmatmulexp` (``log(exp(A) @ exp(B))`` without overflow or underflow)
-and :func:`logmatmulexp_report` (the same, with how many entries each tier handled).
+Public API: :func:`logmatmulexp` (``log(exp(A) @ exp(B))`` without overflow or underflow),
+:func:`logmatmulexp_report` (the same, with how many entries each tier handled),
+:func:`kron_matvec` and :func:`block_project` (rows times Kronecker-structured operators,
+never formed; real or log semiring, dense or sparse rows).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from .errors import (
     OutputExistsError,
     UsageError,
 )
+from .kron import Identity, block_project, kron_matvec
 from .logmatmul import ProductReport, logmatmulexp, logmatmulexp_report
 
 try:
@@ -25,6 +28,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "FormatError",
+    "Identity",
     "InputError",
     "LogmmError",
     "MissingInputError",
@@ -32,6 +36,8 @@ __all__ = [
     "ProductReport",
     "UsageError",
     "__version__",
+    "block_project",
+    "kron_matvec",
     "logmatmulexp",
     "logmatmulexp_report",
 ]
