@@ -201,7 +201,8 @@ def inspect_file(address: str | Path | ArrayAddress) -> FileInfo:
     if not os.access(path, os.R_OK):
         raise LogmmError(f"permission denied: {path}")
 
-    inspect = {"npy": _inspect_npy, "hdf5": _inspect_hdf5, "zarr": _inspect_zarr}[addr.format]
+    inspect = {"npy": _inspect_npy, "hdf5": _inspect_hdf5, "zarr": _inspect_zarr,
+               "npz": _inspect_npz}[addr.format]
     arrays, notes = inspect(addr, temporary)
     info = FileInfo(
         path=str(path), format=addr.format, file_bytes=_disk_bytes(path),
@@ -240,6 +241,52 @@ def _inspect_npy(addr: ArrayAddress, temporary: bool) -> tuple[list[ArrayInfo], 
         attrs=attrs,
     )
     return [array], notes
+
+
+def _inspect_npz(addr: ArrayAddress, temporary: bool) -> tuple[list[ArrayInfo], list[str]]:
+    """A scipy.sparse ``.npz``: shape and format from its small members, the stored
+    arrays' dtypes and lengths from their ``.npy`` headers (no data is read)."""
+    import zipfile
+
+    path = addr.path
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {Path(n).stem: n for n in archive.namelist()}
+            if not {"format", "shape", "data"} <= set(members):
+                raise FormatError(f"{path} is not a scipy.sparse .npz (it holds "
+                                  f"{', '.join(sorted(members)) or 'nothing'}); dense arrays "
+                                  "go in .npy")
+            headers = {name: _npy_header(archive, member) for name, member in members.items()}
+            compressed = any(i.compress_type != zipfile.ZIP_STORED for i in archive.infolist())
+        with np.load(path, allow_pickle=False) as loaded:
+            fmt = loaded["format"].item()
+            fmt = fmt.decode() if isinstance(fmt, bytes) else str(fmt)
+            shape = [int(s) for s in loaded["shape"]]
+    except LogmmError:
+        raise
+    except Exception as exc:
+        raise FormatError(f"{path}: not a readable .npz file ({_one_line(exc)})") from None
+    data_shape, dtype = headers["data"]
+    nnz = int(np.prod(data_shape)) if fmt != "dia" else int(np.count_nonzero(data_shape))
+    stored = sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in headers.values())
+    array = ArrayInfo(
+        name=None, address=str(path), shape=shape, dtype=str(dtype), chunks=None, shards=None,
+        compression="zip-deflate" if compressed else "none",
+        codecs=[{"name": "zip-deflate" if compressed else "zip-stored", "configuration": {}}],
+        nbytes=stored, stored_bytes=_disk_bytes(path), status=None,
+        attrs={"sparse_format": fmt, "nnz": nnz},
+    )
+    return [array], []
+
+
+def _npy_header(archive: Any, member: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a ``.npy`` member of a zip archive, from its header alone."""
+    with archive.open(member) as fp:
+        version = np.lib.format.read_magic(fp)
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read(fp)
+    return tuple(shape), np.dtype(dtype)
 
 
 def _inspect_hdf5(addr: ArrayAddress, temporary: bool) -> tuple[list[ArrayInfo], list[str]]:

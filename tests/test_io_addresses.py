@@ -39,7 +39,7 @@ def test_parse(text: str, path: str, fmt: str, dataset: str | None) -> None:
     assert addr == ArrayAddress(Path(path), fmt, dataset)
 
 
-@pytest.mark.parametrize("text", ["x.csv", "x", "x.h5x", "", "x.npz:/a", "x.txt:/a"])
+@pytest.mark.parametrize("text", ["x.csv", "x", "x.h5x", "", "x.npzz:/a", "x.txt:/a"])
 def test_unknown_extension_is_usage_error(text: str) -> None:
     with pytest.raises(UsageError) as info:
         parse_address(text)
@@ -51,6 +51,12 @@ def test_unknown_extension_is_usage_error(text: str) -> None:
 def test_npy_takes_no_dataset() -> None:
     with pytest.raises(UsageError, match="single array"):
         parse_address("x.npy:a")
+
+
+def test_npz_is_a_sparse_input_without_dataset() -> None:
+    assert parse_address("d/x.NPZ") == ArrayAddress(Path("d/x.NPZ"), "npz", None)
+    with pytest.raises(UsageError, match="single sparse matrix"):
+        parse_address("x.npz:/a")
 
 
 def test_str_round_trip() -> None:

@@ -48,7 +48,8 @@ def info(file: str, as_json: bool) -> None:
 
 def format_info(result: FileInfo) -> str:
     """The human-readable report: a header, a table of arrays, attributes, notes."""
-    kind = {"npy": "NumPy .npy", "hdf5": "HDF5", "zarr": "Zarr"}[result.format]
+    kind = {"npy": "NumPy .npy", "hdf5": "HDF5", "zarr": "Zarr",
+            "npz": "scipy.sparse .npz"}[result.format]
     size = f", {_size(result.file_bytes)}" if result.file_bytes is not None else ""
     lines = [f"{result.path} ({kind}{size})", ""]
     if result.arrays:

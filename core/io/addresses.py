@@ -5,6 +5,10 @@ Grammar (the format follows the file's extension, case-insensitively)::
     path.npy                   a NumPy file (one array; no dataset part)
     path.h5[:/group/name]      an HDF5 file (also .hdf5), optional dataset path
     path.zarr[:group/name]     a Zarr directory store (v3; v2 readable), optional array path
+    path.npz                   a scipy.sparse matrix (``scipy.sparse.save_npz``; input only)
+
+An HDF5 or Zarr address may also name a group holding a CSR matrix (``data``,
+``indices``, ``indptr`` and a ``shape`` attribute); see :mod:`logmm.io.readers`.
 
 Only a ``:`` that directly follows a recognised extension separates the dataset, so
 ``C:/data/x.h5:/a``, ``./x.h5`` and ``run:3/x.npy`` all parse as expected.
@@ -18,7 +22,14 @@ from pathlib import Path
 
 from ..errors import UsageError
 
-__all__ = ["EXTENSIONS", "FORMATS", "ArrayAddress", "detect_format", "parse_address"]
+__all__ = [
+    "EXTENSIONS",
+    "FORMATS",
+    "INPUT_ONLY_FORMATS",
+    "ArrayAddress",
+    "detect_format",
+    "parse_address",
+]
 
 #: file extension (lower case, with dot) → format name
 EXTENSIONS: dict[str, str] = {
@@ -26,8 +37,11 @@ EXTENSIONS: dict[str, str] = {
     ".h5": "hdf5",
     ".hdf5": "hdf5",
     ".zarr": "zarr",
+    ".npz": "npz",
 }
-FORMATS: tuple[str, ...] = ("npy", "hdf5", "zarr")
+FORMATS: tuple[str, ...] = ("npy", "hdf5", "zarr", "npz")
+#: formats logmm reads but never writes
+INPUT_ONLY_FORMATS: tuple[str, ...] = ("npz",)
 
 _EXT_ALTERNATION = "|".join(re.escape(e[1:]) for e in sorted(EXTENSIONS, key=len, reverse=True))
 # Shortest prefix ending in a recognised extension (a zarr directory may carry a trailing
@@ -47,7 +61,7 @@ class ArrayAddress:
     path : Path
         The file (or, for Zarr, directory) on disk.
     format : str
-        One of :data:`FORMATS`: ``"npy"``, ``"hdf5"`` or ``"zarr"``.
+        One of :data:`FORMATS`: ``"npy"``, ``"hdf5"``, ``"zarr"`` or ``"npz"`` (sparse).
     dataset : str or None
         The array inside the file, without a leading ``/`` (``"group/name"``), or None
         when the address names no dataset.
@@ -106,9 +120,11 @@ def parse_address(text: str | Path | ArrayAddress) -> ArrayAddress:
         raise UsageError(_unknown_extension_message(text))
     fmt = EXTENSIONS["." + match["ext"].lower()]
     dataset = _normalise_dataset(match["dataset"])
-    if fmt == "npy" and dataset is not None:
+    if fmt in ("npy", "npz") and dataset is not None:
+        kind = "array" if fmt == "npy" else "sparse matrix"
         raise UsageError(
-            f"{text}: a .npy file holds a single array, so the address takes no ':{dataset}' part"
+            f"{text}: a .{fmt} file holds a single {kind}, so the address takes no "
+            f"':{dataset}' part"
         )
     return ArrayAddress(Path(match["path"]), fmt, dataset)
 
@@ -125,5 +141,5 @@ def _unknown_extension_message(text: str) -> str:
     known = ", ".join(EXTENSIONS)
     return (
         f"{text}: cannot tell the format; array addresses end in one of {known} "
-        "(e.g. x.npy, x.h5:/group/name, x.zarr:name)"
+        "(e.g. x.npy, x.h5:/group/name, x.zarr:name, sparse.npz)"
     )

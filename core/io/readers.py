@@ -2,8 +2,17 @@
 
 Every reader has ``shape``, ``dtype``, ``ndim``, ``chunks`` (the storage chunk shape, or
 None for contiguous storage), ``chunk_rows`` (rows per storage chunk, or None),
-``read_rows(start, stop)``, ``read_all()`` and ``close()``, and is a context manager.
-Opening validates the file and reads only metadata; data is read only when asked for.
+``is_sparse``, ``read_rows(start, stop)``, ``read_all()`` and ``close()``, and is a context
+manager. Opening validates the file and reads only metadata; data is read only when asked
+for.
+
+Sparse matrices (:class:`SparseReader`, from ``open_array(address, sparse=True)``): a
+scipy ``.npz`` (``scipy.sparse.save_npz``; loaded whole, other formats converted to CSR),
+or an HDF5/Zarr group holding the CSR arrays ``data``, ``indices`` and ``indptr`` with a
+``shape`` attribute of two ints (anndata's ``encoding-type: csr_matrix`` and h5sparse's
+``h5sparse_format``/``h5sparse_shape`` attributes are understood too). Their
+``read_rows`` returns a :class:`scipy.sparse.csr_matrix` of those rows, reading only the
+slice of ``indptr`` and then the range of ``data`` and ``indices`` the rows use.
 
 Problems come out as one-line :class:`~logmm.errors.LogmmError` subclasses:
 a missing file or dataset is :class:`MissingInputError` (the message lists the arrays the
@@ -29,6 +38,7 @@ __all__ = [
     "ArrayReader",
     "HDF5Reader",
     "NpyReader",
+    "SparseReader",
     "ZarrReader",
     "list_arrays",
     "open_array",
@@ -73,6 +83,11 @@ class ArrayReader:
     @property
     def decodes_chunks(self) -> bool:
         """Reads go through per-chunk decode buffers (Zarr; filtered HDF5 datasets)."""
+        return False
+
+    @property
+    def is_sparse(self) -> bool:
+        """``read_rows`` returns a scipy.sparse CSR matrix (:class:`SparseReader`)."""
         return False
 
     @property
@@ -175,6 +190,7 @@ class NpyReader(ArrayReader):
         except OSError as exc:
             raise FormatError(f"{path}: cannot open as .npy ({_one_line(exc)})") from None
         self._arr: np.ndarray | None = arr
+        self._lent_views = False
         self.shape = tuple(int(s) for s in arr.shape)
         self.dtype = arr.dtype
         self.chunks = None
@@ -198,12 +214,16 @@ class NpyReader(ArrayReader):
             pass
         view = arr[start:stop]
         view.flags.writeable = False
+        self._lent_views = True
         return view
 
     def close(self) -> None:
         arr, self._arr = self._arr, None
         mm = getattr(arr, "_mmap", None)
-        if mm is not None:
+        # numpy's views keep the mmap object alive but not open: closing it under a view
+        # handed out by read_rows(allow_view=True) would make reading that view crash the
+        # process, so then the map is left for the garbage collector to close.
+        if mm is not None and not self._lent_views:
             try:
                 mm.close()
             except (BufferError, ValueError):  # views still alive elsewhere; GC will do it
@@ -224,7 +244,9 @@ class HDF5Reader(ArrayReader):
         try:
             name = address.dataset
             if name is None:
+                _signal_sparse_root(address, _hdf5_members(self._file), dict(self._file.attrs))
                 names = _hdf5_arrays(self._file)
+                _signal_single_csr_group(address, names)
                 name = _only_array(address, names, "/")
             try:
                 node = self._file.get(name)
@@ -234,6 +256,8 @@ class HDF5Reader(ArrayReader):
                 names = _hdf5_arrays(self._file)
                 raise MissingInputError(_missing_message(address, names, "/"))
             if not isinstance(node, h5py.Dataset):
+                _signal_sparse_group(address.with_dataset(name), _hdf5_members(node),
+                                     dict(node.attrs))
                 names = _hdf5_arrays(node)
                 raise MissingInputError(
                     f"{address} is a group, not an array; "
@@ -278,6 +302,8 @@ class ZarrReader(ArrayReader):
             name = address.dataset
             if isinstance(root, zarr.Group):
                 if name is None:
+                    _signal_sparse_root(address, _zarr_members(root), dict(root.attrs))
+                    _signal_single_csr_group(address, _zarr_arrays(root))
                     name = _only_array(address, _zarr_arrays(root), "")
                 try:
                     node = root[name]
@@ -286,6 +312,8 @@ class ZarrReader(ArrayReader):
                         _missing_message(address, _zarr_arrays(root), "")
                     ) from None
                 if isinstance(node, zarr.Group):
+                    _signal_sparse_group(address.with_dataset(name), _zarr_members(node),
+                                         dict(node.attrs))
                     raise MissingInputError(
                         f"{address} is a group, not an array; "
                         + _holds([f"{name}/{n}" for n in _zarr_arrays(node)], prefix="it holds: ")
@@ -295,7 +323,7 @@ class ZarrReader(ArrayReader):
                     f"{address}: the store is a single array at its root; "
                     f"use {path} without ':{name}'"
                 )
-        except LogmmError:
+        except (LogmmError, _SparseGroup):
             raise
         except Exception as exc:
             raise FormatError(f"{address}: not a readable Zarr array ({_one_line(exc)})") from None
@@ -316,6 +344,209 @@ class ZarrReader(ArrayReader):
     @property
     def decodes_chunks(self) -> bool:
         return True
+
+
+class SparseReader(ArrayReader):
+    """A CSR sparse matrix: a scipy ``.npz`` or an HDF5/Zarr group (use :func:`open_array`
+    with ``sparse=True``).
+
+    ``read_rows(start, stop)`` returns a :class:`scipy.sparse.csr_matrix` of those rows.
+    For HDF5 and Zarr it reads ``indptr[start:stop + 1]`` and then only the range of
+    ``data`` and ``indices`` those rows use, checking on the way that ``indptr`` does not
+    decrease and that the column indices lie in range (:class:`FormatError` otherwise), so
+    no read touches the whole matrix. A ``.npz`` is loaded whole when opened (a zip
+    archive has no partial reads); a CSC, COO, BSR or DIA ``.npz`` is converted to CSR
+    then (``converted_from`` names the stored format).
+
+    Attributes
+    ----------
+    shape : (int, int)
+        From the group's ``shape`` attribute (or the ``.npz``).
+    dtype : numpy.dtype
+        Of the stored values (``data``).
+    nnz : int
+        Stored entries.
+    chunks : None
+        Sparse rows have no fixed storage chunks.
+    """
+
+    chunks = None
+
+    def __init__(self, address: ArrayAddress) -> None:
+        self.address = address
+        self._file: Any = None
+        self.converted_from: str | None = None
+        if address.format == "npz":
+            self._open_npz(address)
+        elif address.format == "hdf5":
+            self._open_hdf5(address)
+        elif address.format == "zarr":
+            self._open_zarr(address)
+        else:
+            raise InputError(f"{address}: a .{address.format} file cannot hold a sparse matrix")
+        try:
+            self._check_layout()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- opening
+    def _open_npz(self, address: ArrayAddress) -> None:
+        import scipy.sparse as sp
+
+        try:
+            matrix = sp.load_npz(address.path)
+        except (ValueError, KeyError, OSError, EOFError) as exc:
+            raise FormatError(_npz_problem(address.path, exc)) from None
+        except Exception as exc:  # zipfile.BadZipFile and friends
+            raise FormatError(f"{address.path}: not a readable .npz file "
+                              f"({_one_line(exc)})") from None
+        if matrix.format != "csr":
+            self.converted_from = matrix.format
+            matrix = matrix.tocsr()
+        self._data, self._indices, self._indptr = matrix.data, matrix.indices, matrix.indptr
+        self.shape = (int(matrix.shape[0]), int(matrix.shape[1]))
+        self._decodes = False
+
+    def _open_hdf5(self, address: ArrayAddress) -> None:
+        import h5py
+
+        try:
+            self._file = h5py.File(address.path, "r")
+        except OSError as exc:
+            raise FormatError(f"{address.path}: not a readable HDF5 file "
+                              f"({_one_line(exc)})") from None
+        try:
+            group = self._file[address.dataset] if address.dataset else self._file
+            arrays = _csr_arrays(address, _hdf5_members(group), dict(group.attrs))
+            self._data, self._indices, self._indptr = (group[n] for n in arrays)
+            self.shape = _csr_shape(address, dict(group.attrs))
+            ensure_hdf5_filters(self._data, f"{address} data")
+            self._decodes = self._data.id.get_create_plist().get_nfilters() > 0
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_zarr(self, address: ArrayAddress) -> None:
+        root = open_zarr_root(address.path)
+        try:
+            group = root[address.dataset] if address.dataset else root
+            members = _zarr_members(group)
+        except LogmmError:
+            raise
+        except Exception as exc:
+            raise FormatError(f"{address}: not a readable Zarr group ({_one_line(exc)})") from None
+        arrays = _csr_arrays(address, members, dict(group.attrs))
+        self._data, self._indices, self._indptr = (members[n] for n in arrays)
+        self.shape = _csr_shape(address, dict(group.attrs))
+        self._decodes = True
+
+    def _check_layout(self) -> None:
+        """Metadata checks, plus the first and last entries of ``indptr`` (two reads)."""
+        where = str(self.address)
+        data, indices, indptr = self._data, self._indices, self._indptr
+        for name, arr in (("data", data), ("indices", indices), ("indptr", indptr)):
+            if len(arr.shape) != 1:
+                raise FormatError(f"{where}: CSR {name} must be 1-D, not shape "
+                                  f"{_shape(tuple(arr.shape))}")
+        try:
+            self.dtype = np.dtype(data.dtype)
+        except TypeError as exc:
+            raise InputError(f"{where}: unsupported data type ({_one_line(exc)})") from None
+        for name, arr in (("indices", indices), ("indptr", indptr)):
+            if np.dtype(arr.dtype).kind not in "iu":
+                raise FormatError(f"{where}: CSR {name} must hold integers, not "
+                                  f"{_dtype_name(np.dtype(arr.dtype))}")
+        n_rows = self.shape[0]
+        if indptr.shape[0] != n_rows + 1:
+            raise FormatError(f"{where}: indptr has {indptr.shape[0]} entries; a CSR matrix "
+                              f"with {n_rows} rows needs {n_rows + 1}")
+        if data.shape[0] != indices.shape[0]:
+            raise FormatError(f"{where}: data has {data.shape[0]} entries but indices has "
+                              f"{indices.shape[0]}; they must match")
+        try:
+            first, last = int(indptr[0]), int(indptr[n_rows])
+        except Exception as exc:
+            raise FormatError(f"{where}: cannot read indptr ({_one_line(exc)})") from None
+        if first != 0 or last != data.shape[0]:
+            raise FormatError(f"{where}: indptr runs from {first} to {last}; a CSR matrix "
+                              f"with {data.shape[0]} stored entries needs 0 to "
+                              f"{data.shape[0]}")
+
+    # -- interface
+    @property
+    def is_sparse(self) -> bool:
+        return True
+
+    @property
+    def nnz(self) -> int:
+        """Stored entries (explicit zeros included)."""
+        return int(self._data.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the stored CSR arrays (data, indices, indptr) in bytes."""
+        return sum(int(a.shape[0]) * np.dtype(a.dtype).itemsize
+                   for a in (self._data, self._indices, self._indptr))
+
+    @property
+    def decodes_chunks(self) -> bool:
+        return self._decodes
+
+    def read_rows(self, start: int, stop: int, *, allow_view: bool = False) -> Any:
+        """Rows ``start:stop`` as a :class:`scipy.sparse.csr_matrix` (``allow_view`` is
+        ignored).
+
+        Raises
+        ------
+        FormatError
+            Unreadable storage, an ``indptr`` that decreases or leaves the data, or a
+            column index out of range.
+        """
+        import scipy.sparse as sp
+
+        n_rows, n_cols = self.shape
+        start, stop = max(0, int(start)), min(n_rows, int(stop))
+        stop = max(start, stop)
+        where = f"{self.address}, rows {start}:{stop}"
+        try:
+            ptr = np.asarray(self._indptr[start:stop + 1]).astype(np.int64)
+            lo, hi = int(ptr[0]), int(ptr[-1])
+            if lo < 0 or hi > self.nnz or np.any(np.diff(ptr) < 0):
+                raise FormatError(f"{where}: indptr decreases or points outside the "
+                                  f"{self.nnz} stored entries; the CSR data is corrupt")
+            data = np.asarray(self._data[lo:hi])
+            indices = np.asarray(self._indices[lo:hi])
+        except LogmmError:
+            raise
+        except Exception as exc:  # the storage libraries raise many kinds on bad data
+            raise FormatError(f"{where}: cannot read ({_one_line(exc)}); the file may be "
+                              "corrupt or truncated") from exc
+        if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= n_cols):
+            raise FormatError(f"{where}: column indices run from {int(indices.min())} to "
+                              f"{int(indices.max())}, outside 0:{n_cols}; the CSR data is "
+                              "corrupt")
+        index_dtype = np.int32 if max(n_cols, hi - lo) < 2**31 else np.int64
+        return sp.csr_matrix((data, indices.astype(index_dtype, copy=False),
+                              (ptr - lo).astype(index_dtype)), shape=(stop - start, n_cols))
+
+    def read_region(self, row_start: int, row_stop: int, col_start: int,
+                    col_stop: int) -> Any:
+        """Rows and columns of the matrix, as a CSR matrix."""
+        return self.read_rows(row_start, row_stop)[:, int(col_start):int(col_stop)]
+
+    def read_all(self) -> Any:
+        """The whole matrix, as a CSR matrix."""
+        return self.read_rows(0, self.shape[0])
+
+    def close(self) -> None:
+        f, self._file = getattr(self, "_file", None), None
+        if f is not None:
+            f.close()
+
+    def __repr__(self) -> str:
+        return (f"<SparseReader {self.address} shape={self.shape} dtype={self.dtype} "
+                f"nnz={self.nnz}>")
 
 
 def open_zarr_root(path: str | Path) -> Any:
@@ -345,21 +576,31 @@ _READERS: dict[str, type[ArrayReader]] = {
 }
 
 
-def open_array(address: str | Path | ArrayAddress) -> ArrayReader:
+def open_array(address: str | Path | ArrayAddress, *, sparse: bool = False) -> ArrayReader:
     """Open the array at ``address`` for block reads (metadata only is read here).
 
     Parameters
     ----------
     address : str, Path or ArrayAddress
         ``x.npy``, ``x.h5:/group/name`` or ``x.zarr:group/name``; without a dataset part
-        a file holding exactly one array uses it.
+        a file holding exactly one array uses it. With ``sparse``, also ``x.npz``
+        (``scipy.sparse.save_npz``) and an HDF5/Zarr group (or a file whose root is one)
+        holding CSR ``data``, ``indices``, ``indptr`` and a ``shape`` attribute.
+    sparse : bool
+        Accept sparse matrices (a :class:`SparseReader`, whose ``read_rows`` returns
+        CSR matrices). Without it a sparse input is an :class:`InputError`, so engines
+        that read dense blocks never meet one.
 
     Raises
     ------
     MissingInputError
         No such file, or no such dataset (the message lists the arrays the file holds).
     FormatError
-        The file is not a valid file of the format its extension names.
+        The file is not a valid file of the format its extension names, or its CSR
+        arrays are inconsistent.
+    InputError
+        A sparse input without ``sparse``; a group that looks sparse but is not CSR
+        (another format, or ``indptr``, ``indices``, ``data`` or ``shape`` missing).
     UsageError
         The address has an unknown extension.
     """
@@ -374,7 +615,24 @@ def open_array(address: str | Path | ArrayAddress) -> ArrayReader:
         raise FormatError(f"{path} is a directory, not a .{path.suffix.lstrip('.')} file")
     if not os.access(path, os.R_OK):
         raise LogmmError(f"permission denied: {path}")
-    return _READERS[addr.format](addr)
+    try:
+        if addr.format == "npz":
+            raise _SparseGroup(addr)
+        return _READERS[addr.format](addr)
+    except _SparseGroup as group:
+        addr = group.address
+    if not sparse:
+        raise InputError(f"{addr} holds a sparse matrix; this command needs a dense array "
+                         "(logmm project reads sparse inputs)")
+    return SparseReader(addr)
+
+
+class _SparseGroup(Exception):
+    """Raised by the dense readers when the address names a sparse matrix's group."""
+
+    def __init__(self, address: ArrayAddress) -> None:
+        super().__init__(str(address))
+        self.address = address
 
 
 def list_arrays(path: str | Path | ArrayAddress) -> list[str]:
@@ -388,7 +646,7 @@ def list_arrays(path: str | Path | ArrayAddress) -> list[str]:
     addr = parse_address(path).with_dataset(None)
     if not addr.path.exists():
         raise MissingInputError(f"no such file: {addr.path}")
-    if addr.format == "npy":
+    if addr.format in ("npy", "npz"):
         return [""]
     if addr.format == "hdf5":
         import h5py
@@ -456,6 +714,128 @@ def _zarr_arrays(group: Any) -> list[str]:
 
     return sorted(name for name, node in group.members(max_depth=None)
                   if isinstance(node, zarr.Array))
+
+
+#: attributes that name a sparse group's format (logmm/scipy style, anndata, h5sparse)
+_FORMAT_ATTRS = ("format", "encoding-type", "h5sparse_format")
+_SHAPE_ATTRS = ("shape", "h5sparse_shape")
+_CSR_ARRAYS = ("data", "indices", "indptr")
+
+
+def _hdf5_members(group: Any) -> dict[str, Any]:
+    """Direct children of an h5py group that are datasets, by name."""
+    import h5py
+
+    members = {}
+    for name in group:
+        try:
+            node = group.get(name)
+        except Exception:  # a broken link
+            continue
+        if isinstance(node, h5py.Dataset):
+            members[name] = node
+    return members
+
+
+def _zarr_members(group: Any) -> dict[str, Any]:
+    """Direct children of a zarr group that are arrays, by name."""
+    import zarr
+
+    return {name: node for name, node in group.members() if isinstance(node, zarr.Array)}
+
+
+def _format_attr(attrs: dict[str, Any]) -> tuple[str, str] | None:
+    """``(attribute, value)`` of the first sparse-format attribute, or None."""
+    for key in _FORMAT_ATTRS:
+        if key in attrs:
+            value = attrs[key]
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", "replace")
+            return key, str(value)
+    return None
+
+
+def _looks_sparse(members: dict[str, Any], attrs: dict[str, Any], *, root: bool) -> bool:
+    """Whether a group is meant as a sparse matrix. A named group is when it has
+    ``indices`` or ``indptr``, a format or shape attribute; a file's root only when it
+    has a format attribute or all three CSR arrays (a root holding ``data`` and other
+    arrays is an ordinary file, e.g. a logmm output)."""
+    if _format_attr(attrs) is not None:
+        return True
+    if root:
+        return all(name in members for name in _CSR_ARRAYS)
+    return bool({"indices", "indptr"} & set(members)) or any(k in attrs for k in _SHAPE_ATTRS)
+
+
+def _signal_sparse_group(address: ArrayAddress, members: dict[str, Any],
+                         attrs: dict[str, Any]) -> None:
+    if _looks_sparse(members, attrs, root=False):
+        raise _SparseGroup(address)
+
+
+def _signal_sparse_root(address: ArrayAddress, members: dict[str, Any],
+                        attrs: dict[str, Any]) -> None:
+    if _looks_sparse(members, attrs, root=True):
+        raise _SparseGroup(address.with_dataset(None))
+
+
+def _signal_single_csr_group(address: ArrayAddress, names: list[str]) -> None:
+    """A file whose only arrays are one group's ``data``, ``indices`` and ``indptr`` means
+    that group when no dataset is named."""
+    parents = {name.rpartition("/")[0] for name in names}
+    if (len(parents) == 1 and len(names) == 3
+            and {name.rpartition("/")[2] for name in names} == set(_CSR_ARRAYS)):
+        raise _SparseGroup(address.with_dataset(parents.pop() or None))
+
+
+def _csr_arrays(address: ArrayAddress, members: dict[str, Any],
+                attrs: dict[str, Any]) -> tuple[str, str, str]:
+    """The names of a CSR group's arrays, or an :class:`InputError` saying why it is not
+    one."""
+    fmt = _format_attr(attrs)
+    if fmt is not None:
+        kind = fmt[1].lower().removesuffix("_matrix").removesuffix("_array")
+        if kind != "csr":
+            raise InputError(f"{address} holds a sparse matrix in {fmt[1]!r} format "
+                             f"(attribute {fmt[0]}); logmm reads CSR groups only (convert "
+                             "with scipy: M.tocsr())")
+    missing = [name for name in _CSR_ARRAYS if name not in members]
+    if missing:
+        raise InputError(f"{address} is not a CSR group: no {', '.join(missing)} array; a "
+                         "CSR group holds data, indices and indptr arrays and a 'shape' "
+                         "attribute")
+    return _CSR_ARRAYS
+
+
+def _csr_shape(address: ArrayAddress, attrs: dict[str, Any]) -> tuple[int, int]:
+    """The ``shape`` attribute of a CSR group as two ints."""
+    key = next((k for k in _SHAPE_ATTRS if k in attrs), None)
+    if key is None:
+        raise InputError(f"{address} is not a CSR group: no 'shape' attribute (rows, "
+                         "columns)")
+    value = attrs[key]
+    try:
+        shape = tuple(int(s) for s in np.asarray(value).ravel())
+        if len(shape) != 2 or any(s < 0 for s in shape) or np.asarray(value).dtype.kind == "f":
+            raise ValueError
+    except (TypeError, ValueError):
+        raise InputError(f"{address}: the '{key}' attribute is {value!r}; a CSR group needs "
+                         "two non-negative integers (rows, columns)") from None
+    return shape  # type: ignore[return-value]
+
+
+def _npz_problem(path: Path, exc: BaseException) -> str:
+    """Why ``scipy.sparse.load_npz`` failed, as one line."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = list(archive.files)
+    except Exception:
+        return f"{path}: not a readable .npz file ({_one_line(exc)})"
+    if "format" not in names:
+        shown = ", ".join(names[:_MAX_LISTED]) or "nothing"
+        return (f"{path} is not a scipy.sparse .npz (it holds {shown}); save sparse "
+                "matrices with scipy.sparse.save_npz, dense arrays as .npy")
+    return f"{path}: not a readable scipy.sparse .npz ({_one_line(exc)})"
 
 
 def _only_array(address: ArrayAddress, names: list[str], lead: str) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LogmmError, MissingInputError, OutputExistsError, UsageError
-from .addresses import ArrayAddress, parse_address
+from .addresses import INPUT_ONLY_FORMATS, ArrayAddress, parse_address
 from .compression import COMPRESSIONS, check_compression, hdf5_filter_kwargs, zarr_compressors
 
 __all__ = [
@@ -94,9 +94,13 @@ def check_output(address: str | Path | ArrayAddress, *, overwrite: bool = False,
     MissingInputError
         The output's directory does not exist.
     UsageError
-        Unknown extension, or a compression the format does not offer.
+        Unknown extension, an input-only format (``.npz``), or a compression the format
+        does not offer.
     """
     addr = output_address(address)
+    if addr.format in INPUT_ONLY_FORMATS:
+        raise UsageError(f"{addr.path}: logmm does not write .{addr.format} files; write the "
+                         "result as .npy, .h5 or .zarr")
     _check_compression(addr, compression)
     path = addr.path
     parent = path.parent
