@@ -29,13 +29,15 @@ Examples:
   logmm multiply a.h5:/a b.h5:/b -o c.h5
   logmm multiply a.npy b.zarr:b -o c.zarr --method exact --dtype float32
   logmm multiply big.h5:/a b.npy -o c.h5 --memory 2GiB --compression gzip
+  logmm project x.npz w.npy --blocks 30 -o y.h5
   logmm info c.h5                   arrays, chunks, compression, provenance
   logmm convert c.h5 c.zarr --compression zstd
   logmm multiply --help
 
 \b
 Array addresses: x.npy, x.h5:/group/name (also .hdf5), x.zarr:group/name.
-Without :NAME, a file holding exactly one array uses it.
+Without :NAME, a file holding exactly one array uses it. project also reads
+sparse CSR matrices: x.npz (scipy.sparse.save_npz) or an HDF5/Zarr CSR group.
 Exit codes: 0 success, 1 data or runtime error, 2 usage error, 130 interrupted.
 """
 

@@ -31,13 +31,13 @@ import scipy.sparse as sp
 from .errors import InputError
 from .logmatmul import compute_dtype, logmatmulexp
 
-__all__ = ["SEMIRINGS", "Identity", "block_project", "kron_matvec"]
+__all__ = ["DENSIFY_ABOVE", "SEMIRINGS", "Identity", "block_project", "kron_matvec"]
 
 SEMIRINGS = ("real", "log")
 #: sparse rows denser than this are densified (per call, so per streamed block): measured
 #: at 1666 x 23520 float32, K = 30, the sparse product wins below about 10% density
 #: (0.014 s vs 0.051 s at 1%) and loses above (0.14 s vs 0.10 s at 20%)
-_DENSIFY_ABOVE = 0.1
+DENSIFY_ABOVE = 0.1
 
 
 @dataclass(frozen=True)
@@ -144,6 +144,12 @@ def kron_matvec(factors: Sequence[Factor], X: np.ndarray | sp.spmatrix, *,
             f"X has shape {tuple(X.shape)} but the factors' widths "
             f"{' x '.join(str(w) for w in widths)} multiply to {math.prod(widths)}"
         )
+    with np.errstate(invalid="ignore", over="ignore", under="ignore", divide="ignore"):
+        return _kron_matvec(factors, widths, X, semiring)   # inf * 0 is NaN, quietly
+
+
+def _kron_matvec(factors: list[Factor], widths: list[int], X: np.ndarray | sp.spmatrix,
+                 semiring: str) -> np.ndarray:
     dtype = _result_dtype(X, factors, semiring)
     r = X.shape[0]
     heights = [f.shape[0] for f in factors]
@@ -152,7 +158,7 @@ def kron_matvec(factors: Sequence[Factor], X: np.ndarray | sp.spmatrix, *,
         out = X.toarray() if sp.issparse(X) else np.array(X)
         return out.astype(dtype, copy=False)
 
-    if sp.issparse(X) and semiring == "real" and X.nnz > _DENSIFY_ABOVE * r * X.shape[1]:
+    if sp.issparse(X) and semiring == "real" and X.nnz > DENSIFY_ABOVE * r * X.shape[1]:
         X = X.toarray()     # this dense, BLAS beats the sparse product (crossover ~10%)
     if sp.issparse(X):
         first = live[-1]                           # the sparse mode product goes first

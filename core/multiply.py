@@ -15,7 +15,6 @@ rounding (a GEMM's result may depend on how many rows it is given).
 
 from __future__ import annotations
 
-import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, fields
@@ -25,14 +24,14 @@ from typing import Any
 import numpy as np
 
 from .accumulate import LogSumAccumulator
-from .errors import InputError, LogmmError, UsageError
+from .engine import Block, OpenOutput, finish_output, open_output, stream_blocks
+from .errors import InputError, UsageError
 from .io.addresses import ArrayAddress
 from .io.readers import ArrayReader, open_array, require_matrix
-from .io.resume import OutputLock, ResumeRecord, input_fingerprint, record_path
-from .io.writers import ArrayWriter, check_output, create_writer, default_chunk_rows
+from .io.resume import input_fingerprint
+from .io.writers import check_output, default_chunk_rows
 from .logmatmul import METHODS, ProductReport, check_no_posinf, logmatmulexp_report, result_dtype
 from .plan import ProductPlan, plan_product
-from .stream import run_pipeline
 
 __all__ = ["MultiplyResult", "multiply", "resolve_dtype"]
 
@@ -189,59 +188,39 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
         out = check_output(out_address, overwrite=overwrite, compression=compression)
         if not command:
             command = _python_call(a.address, b.address, out, method, dtype)
-        stack.enter_context(OutputLock(out.path))
 
         fingerprint = {
             "operation": "multiply", "a": input_fingerprint(a.address, a.shape, a.dtype),
             "b": input_fingerprint(b.address, b.shape, b.dtype), "method": method,
             "dtype": str(out_dtype), "output": str(out), "compression": compression,
         }
-        record = ResumeRecord.load(record_path(out.path)) if resume else None
-        if record is not None and (why := record.mismatch(fingerprint)):
-            raise LogmmError(f"cannot resume {out}: {why}; rerun without --resume to "
-                             "start afresh")
-        if record is not None:
-            plan = ProductPlan(**record.plan)
-        else:
-            plan = plan_product(
+
+        def make_plan() -> ProductPlan:
+            return plan_product(
                 n, k, m, a_itemsize=a.dtype.itemsize, b_itemsize=b.dtype.itemsize,
                 a_read_copies=3 if a.decodes_chunks else 2,
                 itemsize=out_dtype.itemsize, memory=memory, block_rows=block_rows,
                 chunk_rows=chunk_rows, a_chunk_rows=a.chunk_rows,
                 default_chunk_rows=default_chunk_rows(n, m * out_dtype.itemsize))
 
-        writer = stack.enter_context(create_writer(
-            out, (n, m), out_dtype, overwrite=overwrite, compression=compression,
-            chunk_rows=plan.chunk_rows, resume=record is not None,
-            contiguous=chunk_rows is None))
-        if not writer.resumed or record is None:
-            record = ResumeRecord(record_path(out.path), fingerprint, plan.as_dict())
-        record.save()
-        blocks = [(i, r0, r1) for i, (r0, r1) in enumerate(plan.row_blocks())
-                  if i not in record.done]
-        try:
-            report = _run_product(a, b, writer, record, plan, blocks, method, out_dtype,
-                                  progress)
-        except (KeyboardInterrupt, SystemExit):
-            writer.suspend()          # interrupted: keep what is stored for --resume
-            raise
-        except BaseException:
-            record.remove()           # failed: the partial output goes with the writer
-            raise
-        writer.set_attrs(_provenance(a.address, b.address, (n, k), (k_b, m), method,
-                                     out_dtype, report, command, plan))
-        writer.commit()
-        record.remove()
+        output = open_output(stack, out, (n, m), out_dtype, fingerprint=fingerprint,
+                             resume=resume, make_plan=make_plan,
+                             load_plan=lambda d: ProductPlan(**d), overwrite=overwrite,
+                             compression=compression, contiguous=chunk_rows is None)
+        plan = output.plan
+        report = finish_output(
+            output, lambda: _run_product(a, b, output, method, out_dtype, progress),
+            lambda report: _provenance(a.address, b.address, (n, k), (k_b, m), method,
+                                       out_dtype, report, command, plan))
     return MultiplyResult(
         output=out, shape=(n, m), dtype=out_dtype, method=method, report=report,
         seconds=time.perf_counter() - started, block_rows=plan.block_rows, plan=plan,
-        resumed_blocks=len(plan.row_blocks()) - len(blocks),
+        resumed_blocks=output.resumed_blocks,
     )
 
 
-def _run_product(a: ArrayReader, b: ArrayReader, writer: ArrayWriter, record: ResumeRecord,
-                 plan: ProductPlan, blocks: list[tuple[int, int, int]], method: str,
-                 out_dtype: np.dtype, progress: bool) -> ProductReport:
+def _run_product(a: ArrayReader, b: ArrayReader, output: OpenOutput[ProductPlan],
+                 method: str, out_dtype: np.dtype, progress: bool) -> ProductReport:
     """Stream the listed row blocks through the kernel into ``writer``.
 
     B resident: read once, then each block of A is read ahead on a thread, multiplied, and
@@ -249,6 +228,7 @@ def _run_product(a: ArrayReader, b: ArrayReader, writer: ArrayWriter, record: Re
     block), and with a contraction split each panel's partial products are combined by
     :class:`logmm.accumulate.LogSumAccumulator`.
     """
+    writer, plan = output.writer, output.plan
     report = ProductReport()
     B = None
     if plan.b_resident:
@@ -269,11 +249,11 @@ def _run_product(a: ArrayReader, b: ArrayReader, writer: ArrayWriter, record: Re
         report += part_report
         return C
 
-    def load(block: tuple[int, int, int]) -> np.ndarray | None:
+    def load(block: Block) -> np.ndarray | None:
         _, r0, r1 = block
         return a.read_rows(r0, r1, allow_view=True) if len(chunks) <= 1 else None
 
-    def compute(block: tuple[int, int, int], A_rows: np.ndarray | None) -> list:
+    def compute(block: Block, A_rows: np.ndarray | None) -> list:
         _, r0, r1 = block
         where = f"A ({a.address}, rows {r0}:{r1})"
         if B is not None:
@@ -296,20 +276,13 @@ def _run_product(a: ArrayReader, b: ArrayReader, writer: ArrayWriter, record: Re
             regions.append((c0, acc.result(out_dtype)))
         return regions
 
-    def store(block: tuple[int, int, int], regions: list) -> None:
+    def store(block: Block, regions: list) -> None:
         _, r0, _ = block
         for c0, C in regions:
             writer.write_region(r0, c0, C)
         writer.flush()
 
-    bar = _progress_bar(plan.n, progress)
-    bar.update(plan.n - sum(r1 - r0 for _, r0, r1 in blocks))
-    try:
-        run_pipeline(blocks, load, compute, store,
-                     on_stored=lambda block: (record.mark_done(block[0]),
-                                              bar.update(block[2] - block[1])))
-    finally:
-        bar.close()
+    stream_blocks(output, plan.n, load, compute, store, progress=progress, desc="multiply")
     return report
 
 
@@ -343,10 +316,3 @@ def _python_call(a: ArrayAddress, b: ArrayAddress, out: ArrayAddress, method: st
                  dtype: Any) -> str:
     extra = f", dtype={str(np.dtype(dtype))!r}" if dtype is not None else ""
     return f"logmm.multiply({str(a)!r}, {str(b)!r}, {str(out)!r}, method={method!r}{extra})"
-
-
-def _progress_bar(total: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="row", unit_scale=True, desc="multiply", file=sys.stderr,
-                disable=not enabled, leave=False, dynamic_ncols=True)

@@ -30,10 +30,12 @@ __all__ = [
     "DEFAULT_MEMORY_CAP",
     "KERNEL_OVERHEAD",
     "ProductPlan",
+    "RowPlan",
     "available_memory",
     "default_memory",
     "plan_copy_rows",
     "plan_product",
+    "plan_rows",
 ]
 
 #: scratch the kernel keeps whatever the block size (repair and exact tiles, threads)
@@ -164,20 +166,95 @@ def plan_product(n: int, k: int, m: int, *, a_itemsize: int, b_itemsize: int,
     rows = int(block_rows) if block_rows is not None else int(rows)
     rows = max(1, min(rows, max(n, 1)))
 
-    out_chunk = int(chunk_rows or default_chunk_rows or rows)
-    if out_chunk >= rows:
-        out_chunk = rows
-    elif block_rows is None:                   # whole output chunks per block
-        aligned = rows - rows % out_chunk
-        if a_chunk_rows and a_chunk_rows > 1:
-            both = math.lcm(out_chunk, a_chunk_rows)
-            if both <= rows:
-                aligned = rows - rows % both
-        rows = aligned
+    rows, out_chunk = _align_rows(rows, chunk_rows or default_chunk_rows,
+                                  aligned=block_rows is None, in_chunk_rows=a_chunk_rows)
     estimate = KERNEL_OVERHEAD + resident + rows * per_row
     return ProductPlan(n=n, k=k, m=m, block_rows=rows, col_panel=min(col_panel, max(m, 1)),
                        k_chunk=min(k_chunk, max(k, 1)), chunk_rows=out_chunk, memory=memory,
                        estimate=int(estimate))
+
+
+def _align_rows(rows: int, chunk_rows: int | None, *, aligned: bool,
+                in_chunk_rows: int | None) -> tuple[int, int]:
+    """``(block rows, output chunk rows)``: a block of ``rows`` made of whole output chunks
+    (and of whole input chunks when both fit) unless the rows were given (``aligned``
+    false); a chunk is never longer than a block."""
+    out_chunk = int(chunk_rows or rows)
+    if out_chunk >= rows:
+        return rows, rows
+    if aligned:                                 # whole output chunks per block
+        aligned_rows = rows - rows % out_chunk
+        if in_chunk_rows and in_chunk_rows > 1:
+            both = math.lcm(out_chunk, in_chunk_rows)
+            if both <= rows:
+                aligned_rows = rows - rows % both
+        rows = aligned_rows
+    return rows, out_chunk
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """Row blocks of a row-by-row operation (``project``): every block is independent.
+
+    ``estimate`` is the planned peak of working memory in bytes, to compare with
+    ``memory``.
+    """
+
+    n: int
+    block_rows: int
+    chunk_rows: int
+    memory: int
+    estimate: int
+
+    def row_blocks(self) -> list[tuple[int, int]]:
+        """``[(start, stop), ...]`` covering the rows."""
+        return _ranges(self.n, self.block_rows)
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def plan_rows(n: int, *, row_bytes: int, resident: int = 0, overhead: int = KERNEL_OVERHEAD,
+              memory: int | None = None, block_rows: int | None = None,
+              chunk_rows: int | None = None, in_chunk_rows: int | None = None,
+              default_chunk_rows: int | None = None) -> RowPlan:
+    """Plan row blocks of an operation whose rows are independent, within ``memory``.
+
+    Parameters
+    ----------
+    n : int
+        Rows in all.
+    row_bytes : int
+        Working memory per row of a block, every copy in flight counted by the caller
+        (see :func:`logmm.project.project_row_bytes`).
+    resident : int
+        Bytes held for the whole run whatever the block (operands read once).
+    overhead : int
+        Fixed scratch (the log kernel's tiles and threads).
+    memory, block_rows, chunk_rows, default_chunk_rows
+        As for :func:`plan_product`.
+    in_chunk_rows : int, optional
+        Rows per storage chunk of the input; blocks are rounded to it when that keeps
+        them whole output chunks.
+
+    Raises
+    ------
+    UsageError
+        The budget cannot hold one row.
+    """
+    memory = int(memory) if memory is not None else default_memory()
+    avail = memory - overhead - resident
+    per_row = max(1, int(row_bytes))
+    rows = avail // per_row if avail > 0 else 0
+    if block_rows is None and rows < 1:
+        raise UsageError(f"memory budget {_size(memory)} cannot hold one row; use at least "
+                         f"{_size(overhead + resident + per_row)}")
+    rows = int(block_rows) if block_rows is not None else int(rows)
+    rows = max(1, min(rows, max(n, 1)))
+    rows, out_chunk = _align_rows(rows, chunk_rows or default_chunk_rows,
+                                  aligned=block_rows is None, in_chunk_rows=in_chunk_rows)
+    return RowPlan(n=n, block_rows=rows, chunk_rows=out_chunk, memory=memory,
+                   estimate=int(overhead + resident + rows * per_row))
 
 
 def _size(nbytes: int) -> str:

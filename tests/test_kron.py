@@ -149,3 +149,14 @@ def test_mixed_product_identity(shapes, identity, seed) -> None:
     K = explicit(factors)
     X = rng.normal(size=(3, math.prod(f.shape[1] for f in factors)))
     np.testing.assert_allclose(kron_matvec(factors, X), X @ K.T, rtol=1e-10, atol=1e-10)
+
+
+def test_infinities_in_the_real_semiring_give_nan_without_warnings() -> None:
+    import warnings
+
+    X = np.array([[np.inf, 1.0, 2.0, 3.0]])
+    W = np.array([[0.0, 1.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = block_project(X, W, 2)
+    assert np.isnan(got[0, 0]) and got[0, 1] == 3.0      # inf * 0 is NaN, as in numpy

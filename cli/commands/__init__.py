@@ -7,8 +7,9 @@ import click
 from .convert import convert
 from .info import info
 from .multiply import multiply
+from .project import project
 
 __all__ = ["COMMANDS"]
 
 #: every subcommand, in the order ``logmm --help`` lists them
-COMMANDS: list[click.Command] = [multiply, info, convert]
+COMMANDS: list[click.Command] = [multiply, project, info, convert]

@@ -1,0 +1,148 @@
+"""What every streaming engine does around its kernel: lock, resume record, writer, run.
+
+An engine (``multiply``, ``project``) opens and checks its inputs, then
+
+1. :func:`open_output` takes the output's lock, loads the resume record of an
+   interrupted run when ``resume`` is asked (refusing one whose fingerprint differs),
+   reuses its block plan or makes a new one, opens the writer (reopening the partial
+   output when resuming) and lists the row blocks still to compute;
+2. :func:`stream_blocks` runs those blocks through :func:`logmm.stream.run_pipeline`
+   (read ahead, compute, write behind), marking each stored block in the record and
+   advancing a progress bar;
+3. :func:`finish_output` wraps the run: on an interruption the partial output is kept for
+   ``--resume``, on a failure it goes, on success the provenance attributes are stored,
+   the output is committed (renamed into place) and the record removed.
+
+The plan is any object with ``chunk_rows``, ``row_blocks()`` and ``as_dict()`` (see
+:class:`logmm.plan.ProductPlan`, :class:`logmm.plan.RowPlan`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from .errors import LogmmError
+from .io.addresses import ArrayAddress
+from .io.resume import OutputLock, ResumeRecord, record_path
+from .io.writers import ArrayWriter, create_writer
+from .stream import run_pipeline
+
+__all__ = ["Block", "OpenOutput", "finish_output", "open_output", "progress_bar",
+           "stream_blocks"]
+
+#: ``(index, start, stop)``: a row block of the plan
+Block = tuple[int, int, int]
+P = TypeVar("P")
+T = TypeVar("T")
+
+
+@dataclass
+class OpenOutput(Generic[P]):
+    """An output being written: its writer, resume record, plan and the blocks left.
+
+    Attributes
+    ----------
+    writer : ArrayWriter
+    record : ResumeRecord
+    plan : the plan (recorded one when resuming)
+    pending : list of (index, start, stop)
+        Row blocks not yet stored.
+    resumed_blocks : int
+        Row blocks an interrupted run had already stored.
+    """
+
+    writer: ArrayWriter
+    record: ResumeRecord
+    plan: P
+    pending: list[Block]
+    resumed_blocks: int
+
+
+def open_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...], dtype: np.dtype,
+                *, fingerprint: dict[str, Any], resume: bool, make_plan: Callable[[], P],
+                load_plan: Callable[[dict[str, Any]], P], overwrite: bool = False,
+                compression: str | None = None, contiguous: bool = False) -> OpenOutput[P]:
+    """Lock ``out``, find what an interrupted run left, and open the writer.
+
+    ``fingerprint`` names the inputs (:func:`logmm.io.resume.input_fingerprint`) and every
+    option that changes the result; ``make_plan()`` plans a fresh run and
+    ``load_plan(record.plan)`` rebuilds a recorded plan. The lock and the writer are
+    entered on ``stack``.
+
+    Raises
+    ------
+    LogmmError
+        Another run holds the lock, or ``resume`` and the recorded fingerprint differs.
+    """
+    stack.enter_context(OutputLock(out.path))
+    record = ResumeRecord.load(record_path(out.path)) if resume else None
+    if record is not None and (why := record.mismatch(fingerprint)):
+        raise LogmmError(f"cannot resume {out}: {why}; rerun without --resume to start afresh")
+    plan = load_plan(record.plan) if record is not None else make_plan()
+    writer = stack.enter_context(create_writer(
+        out, shape, dtype, overwrite=overwrite, compression=compression,
+        chunk_rows=plan.chunk_rows, resume=record is not None,  # type: ignore[attr-defined]
+        contiguous=contiguous))
+    if not writer.resumed or record is None:
+        record = ResumeRecord(record_path(out.path), fingerprint,
+                              plan.as_dict())  # type: ignore[attr-defined]
+    record.save()
+    blocks = list(enumerate(plan.row_blocks()))  # type: ignore[attr-defined]
+    pending = [(i, r0, r1) for i, (r0, r1) in blocks if i not in record.done]
+    return OpenOutput(writer=writer, record=record, plan=plan, pending=pending,
+                      resumed_blocks=len(blocks) - len(pending))
+
+
+def finish_output(output: OpenOutput[Any], run: Callable[[], T],
+                  attrs: Callable[[T], Mapping[str, Any]]) -> T:
+    """``run()`` the blocks, then store ``attrs(result)`` and commit; return the result.
+
+    An interruption (KeyboardInterrupt, SystemExit) keeps the partial output and its
+    record for ``--resume``; any other failure removes the record (the writer removes the
+    partial output when its ``with`` block exits with the error).
+    """
+    try:
+        result = run()
+    except (KeyboardInterrupt, SystemExit):
+        output.writer.suspend()       # interrupted: keep what is stored for --resume
+        raise
+    except BaseException:
+        output.record.remove()        # failed: the partial output goes with the writer
+        raise
+    output.writer.set_attrs(attrs(result))
+    output.writer.commit()
+    output.record.remove()
+    return result
+
+
+def stream_blocks(output: OpenOutput[Any], n_rows: int, load: Callable[[Block], Any],
+                  compute: Callable[[Block, Any], Any], store: Callable[[Block, Any], None],
+                  *, progress: bool = False, desc: str = "") -> None:
+    """Run the pending blocks through the read-ahead / compute / write-behind pipeline.
+
+    After each block is stored, the resume record notes it and the progress bar (rows, on
+    stderr, when ``progress``) advances; it starts at the rows already stored.
+    """
+    pending, record = output.pending, output.record
+    bar = progress_bar(n_rows, progress, desc)
+    bar.update(n_rows - sum(r1 - r0 for _, r0, r1 in pending))
+    try:
+        run_pipeline(pending, load, compute, store,
+                     on_stored=lambda block: (record.mark_done(block[0]),
+                                              bar.update(block[2] - block[1])))
+    finally:
+        bar.close()
+
+
+def progress_bar(total: int, enabled: bool, desc: str) -> Any:
+    """A tqdm bar counting rows on stderr (a no-op one when not ``enabled``)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="row", unit_scale=True, desc=desc, file=sys.stderr,
+                disable=not enabled, leave=False, dynamic_ncols=True)
