@@ -1,5 +1,5 @@
 # logmm: two commands set everything up on a machine with only python3.
-#   make demo    create .venv, install logmm, run `logmm multiply` on sample_data/
+#   make demo    create .venv, install logmm, run `logmm multiply` and `project` on sample_data/
 #   make test    create .venv if needed, install with test extras, lint, run the suite
 #   make bench   run benchmarks/ and print ratio tables
 
@@ -27,6 +27,7 @@ demo: $(VENV)/.installed
 	$(BIN)/logmm multiply sample_data/a.h5:/a sample_data/b.h5:/b -o $(DEMO_OUT)/ab.h5 --overwrite
 	$(BIN)/logmm multiply sample_data/a.npy sample_data/b.zarr:b -o $(DEMO_OUT)/ab.zarr --overwrite
 	$(BIN)/logmm multiply sample_data/adversarial.h5:/a sample_data/adversarial.h5:/b -o $(DEMO_OUT)/adversarial.npy --overwrite
+	$(BIN)/logmm project sample_data/x_sparse.npz sample_data/w.npy --blocks 6 -o $(DEMO_OUT)/projected.h5 --overwrite
 	@echo "demo results are in $(DEMO_OUT)/"
 
 lint: $(VENV)/.installed-test

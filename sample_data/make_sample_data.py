@@ -12,11 +12,22 @@ Files (in ``--out DIR``, default this script's directory):
   ``exp`` overflows, and shifting by A's row maximum and B's column maximum leaves
   ``e^-1400 * 1 + 1 * e^-1400 = 0``, i.e. ``-inf``. Also contains ``-inf`` (log 0) entries.
 
+For ``logmm project`` (Kronecker-free projection; X's width 48 = 6·8 = 2·6·4):
+
+- ``x.h5:/x`` - X, 60×48 float32, dense
+- ``x_sparse.npz`` (``scipy.sparse.save_npz``), ``x_sparse.h5:/x`` and ``x_sparse.zarr:x``
+  (CSR groups: ``data``, ``indices``, ``indptr`` and a ``shape`` attribute) - the same X
+  with about 80% of its entries set to zero
+- ``w.npy`` - W, 5×8 float32: ``--blocks 6`` maps each row to 6·5 = 30 values
+- ``f1.npy`` (3×2) and ``f2.npy`` (4×4) float32: with ``--identity 6`` between or before
+  them, ``(F1 ⊗ I_6 ⊗ F2)`` maps each row to 3·6·4 = 72 values
+
 Usage::
 
     python sample_data/make_sample_data.py [--out DIR]
     logmm multiply sample_data/a.h5 sample_data/b.h5 -o c.h5
     logmm multiply sample_data/adversarial.h5:/a sample_data/adversarial.h5:/b -o adv.npy
+    logmm project sample_data/x_sparse.npz sample_data/w.npy --blocks 6 -o y.h5
 """
 
 from __future__ import annotations
@@ -53,6 +64,27 @@ def adversarial_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+def projection_example(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """X (60×48) dense and 20%-dense, W (5×8), F1 (3×2), F2 (4×4), all float32."""
+    x = rng.standard_normal((60, 48)).astype(np.float32)
+    mask = rng.random((60, 48)) < 0.2
+    return {"x": x, "x_sparse": np.where(mask, x, np.float32(0)),
+            "w": rng.standard_normal((5, 8)).astype(np.float32),
+            "f1": rng.standard_normal((3, 2)).astype(np.float32),
+            "f2": rng.standard_normal((4, 4)).astype(np.float32)}
+
+
+def write_csr_group(group: object, matrix: object) -> None:
+    """Store a CSR matrix in an h5py or zarr group: data, indices, indptr, attrs shape."""
+    for name in ("data", "indices", "indptr"):
+        arr = getattr(matrix, name)
+        if hasattr(group, "create_array"):                        # zarr
+            group.create_array(name, data=arr)
+        else:                                                     # h5py
+            group.create_dataset(name, data=arr)
+    group.attrs["shape"] = [int(s) for s in matrix.shape]
+
+
 def make_sample_data(out: Path) -> list[Path]:
     """Write the sample files into ``out`` (created if needed); return their paths."""
     import h5py
@@ -81,7 +113,31 @@ def make_sample_data(out: Path) -> list[Path]:
         f.create_dataset("a", data=adv_a)
         f.create_dataset("b", data=adv_b)
     written.append(out / "adversarial.h5")
+    written += make_projection_data(out)
     return written
+
+
+def make_projection_data(out: Path) -> list[Path]:
+    """Write the ``logmm project`` sample files into ``out``; return their paths."""
+    import h5py
+    import scipy.sparse as sp
+    import zarr
+
+    arrays = projection_example(np.random.default_rng(SEED + 1))
+    with h5py.File(out / "x.h5", "w") as f:
+        f.create_dataset("x", data=arrays["x"], chunks=(20, 48))
+    csr = sp.csr_matrix(arrays["x_sparse"])
+    sp.save_npz(out / "x_sparse.npz", csr)
+    with h5py.File(out / "x_sparse.h5", "w") as f:
+        write_csr_group(f.create_group("x"), csr)
+    store = out / "x_sparse.zarr"
+    if store.exists():
+        shutil.rmtree(store)
+    write_csr_group(zarr.open_group(str(store), mode="w", zarr_format=3).create_group("x"), csr)
+    for name in ("w", "f1", "f2"):
+        np.save(out / f"{name}.npy", arrays[name])
+    return [out / "x.h5", out / "x_sparse.npz", out / "x_sparse.h5", store,
+            *(out / f"{name}.npy" for name in ("w", "f1", "f2"))]
 
 
 def main(argv: list[str] | None = None) -> None:
