@@ -233,3 +233,31 @@ def test_a_live_lock_is_refused_and_a_stale_one_taken_over(tmp_path: Path) -> No
     multiply(a, b, out)                                 # the holder is gone: stale lock
     assert out.exists() and not lock_path(out).exists()
     assert not os.path.exists(record_path(out))
+
+
+def test_project_memory_stays_within_budget(tmp_path: Path) -> None:
+    """X (a 20%-sparse HDF5 CSR group, ~4x the budget as dense) streamed by project."""
+    import h5py
+    import scipy.sparse as sp
+
+    budget = 64 * MiB
+    rows, width, per_row = 40000, 30 * 64, 384                 # 20% of each row stored
+    cols = np.arange(per_row) * 5 + (np.arange(rows) % 5)[:, None]   # sorted per row
+    data = np.random.default_rng(0).random((rows, per_row), dtype=np.float32)
+    X = sp.csr_matrix((data.ravel(), cols.ravel(), np.arange(rows + 1) * per_row),
+                      shape=(rows, width))
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        g = f.create_group("x")
+        g.attrs["shape"] = X.shape
+        for name in ("data", "indices", "indptr"):
+            g.create_dataset(name, data=getattr(X, name))
+    np.save(tmp_path / "w.npy", np.ones((30, 64), np.float32))
+    del X
+    baseline, _ = _peak_anon_kib(IMPORTS + "import scipy.sparse\nnumpy.zeros(1)", tmp_path)
+    code = IMPORTS + textwrap.dedent(f"""
+        from logmm.project import project
+        r = project("x.h5:/x", "y.npy", w_address="w.npy", blocks=30, memory={budget})
+        assert len(r.plan.row_blocks()) > 1
+    """)
+    peak, _ = _peak_anon_kib(code, tmp_path)
+    assert (peak - baseline) * 1024 <= budget, (peak - baseline) / 1024
