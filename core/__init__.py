@@ -3,13 +3,15 @@
 Public API: :func:`logmatmulexp` (``log(exp(A) @ exp(B))`` without overflow or underflow),
 :func:`logmatmulexp_report` (the same, with how many entries each tier handled),
 :func:`kron_matvec` and :func:`block_project` (rows times Kronecker-structured operators,
-never formed; real or log semiring, dense or sparse rows).
+never formed; real or log semiring, dense or sparse rows), :func:`logeinsum` (einsum in
+the log, max or real semiring, pairwise contractions through the stable kernel).
 """
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .einsum import contraction_info, logeinsum
 from .errors import (
     FormatError,
     InputError,
@@ -37,7 +39,9 @@ __all__ = [
     "UsageError",
     "__version__",
     "block_project",
+    "contraction_info",
     "kron_matvec",
+    "logeinsum",
     "logmatmulexp",
     "logmatmulexp_report",
 ]

@@ -53,6 +53,7 @@ _FAST_BLOCK_ELEMENTS = 1 << 19      # rows of A per fast-path block: ~this many 
 _GEMM_BOUND_BLOCK_ELEMENTS = 1 << 21  # ... when the GEMM dominates (one BLAS call per block)
 _GEMM_BOUND_RATIO = 128             # k*m/(k+m) above which the GEMM dominates the fast path
 _PARALLEL_MIN_WORK = 1 << 22        # n*k*m below which row blocks run on one thread
+_BATCHED_MAX_WORK = 1 << 25         # n*k*m per batch element up to which batches run as one
 _REPAIR_CHUNK_ELEMENTS = 1 << 18    # per-entry repair: entries x K per chunk
 _BLOCKED_TIER_ELEMENTS = 1 << 20    # blocked tier: blocks x rows x cols per group
 _REBALANCE_TILE_ENTRIES = 1 << 14   # rebalanced tier: output entries per tile
@@ -350,8 +351,12 @@ def logmatmulexp_report(A: np.ndarray, B: np.ndarray, *, method: str = "auto",
     A_b = np.broadcast_to(A, batch + (n, k))
     B_b = np.broadcast_to(B, batch + (k, m))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        for idx in np.ndindex(*batch):
-            report += _product_2d(A_b[idx], B_b[idx], C[idx], method)
+        if (batch and method != "exact" and k and n * m and C.flags.c_contiguous
+                and n * k * m <= _BATCHED_MAX_WORK):
+            report += _batched_product(A_b, B_b, C, method)
+        else:
+            for idx in np.ndindex(*batch):
+                report += _product_2d(A_b[idx], B_b[idx], C[idx], method)
     if squeeze_b:
         C = C[..., 0]
     if squeeze_a:
@@ -391,43 +396,62 @@ def _trust_threshold(dtype: np.dtype, terms: int) -> float:
     return max(math.exp(_log_tau(dtype)), 64.0 * terms * tiny)
 
 
-def _restore_neg_inf(C: np.ndarray, rows: np.ndarray | None = None,
-                     cols: np.ndarray | None = None) -> None:
-    """Set the listed rows and columns of ``C`` to exactly -inf (log 0), keeping NaN.
+def _restore_neg_inf(C: np.ndarray, dead_rows: np.ndarray, dead_cols: np.ndarray) -> None:
+    """Set entries of ``C`` (..., r, q) on dead rows (..., r) or columns (..., q) to
+    exactly -inf (log 0), keeping NaN.
 
-    Used where every term of those lines has a -inf factor, whose clamped exponentials
-    left a tiny sum rather than 0; a NaN there came from a NaN input and must stay.
+    A line is dead when every term on it has a -inf factor; its clamped exponentials
+    left a tiny sum rather than 0. A NaN there came from a NaN input and must stay.
     """
-    for index, axis in ((rows, 0), (cols, 1)):
-        if index is None or not index.any():
-            continue
-        part = C[index] if axis == 0 else C[:, index]
-        part[~np.isnan(part)] = -np.inf
-        if axis == 0:
-            C[index] = part
-        else:
-            C[:, index] = part
+    if dead_rows.any() or dead_cols.any():
+        dead = dead_rows[..., :, None] | dead_cols[..., None, :]
+        np.copyto(C, -np.inf, where=dead & ~np.isnan(C))
 
 
 def _shifted_gemm(fa: _ShiftedFactor, fb: _ShiftedFactor, out: np.ndarray,
                   check: bool) -> np.ndarray | None:
     """``out = fa.shift + fb.shift + log(fa.E @ fb.E)``: the one GEMM every tier uses.
 
-    ``fa`` shifts rows of a (r, k), ``fb`` columns of b (k, q); ``out`` is (r, q). With
-    ``check``, returns the mask of entries the error argument cannot vouch for: shifted
-    sum below the trust threshold, excluding exact -inf lines and NaN entries.
+    ``fa`` shifts rows of a (..., r, k), ``fb`` columns of b (..., k, q); ``out`` is
+    (..., r, q) (leading batch dimensions alike). With ``check``, returns the mask of
+    entries the error argument cannot vouch for: shifted sum below the trust threshold,
+    excluding exact -inf lines and NaN entries.
     """
     S = np.matmul(fa.E, fb.E, out=out)
+    dead_rows, dead_cols = ~np.isfinite(fa.max), ~np.isfinite(fb.max)
     untrusted = None
     if check:
-        untrusted = S < _trust_threshold(out.dtype, fa.E.shape[1])   # NaN compares False
-        untrusted[~np.isfinite(fa.max)] = False
-        untrusted[:, ~np.isfinite(fb.max)] = False
+        untrusted = S < _trust_threshold(out.dtype, fa.E.shape[-1])   # NaN compares False
+        if dead_rows.any() or dead_cols.any():
+            untrusted &= ~(dead_rows[..., :, None] | dead_cols[..., None, :])
     np.log(S, out=S)
-    S += fa.shift[:, None]
-    S += fb.shift[None, :]
-    _restore_neg_inf(S, ~np.isfinite(fa.max), ~np.isfinite(fb.max))
+    S += fa.shift[..., :, None]
+    S += fb.shift[..., None, :]
+    _restore_neg_inf(S, dead_rows, dead_cols)
     return untrusted
+
+
+def _batched_product(A: np.ndarray, B: np.ndarray, out: np.ndarray,
+                     method: str) -> ProductReport:
+    """The fast tier over all batch elements at once (one numpy call per step instead of
+    one per batch), then the repair tiers for the batch elements that need them."""
+    report = ProductReport(entries=out.size)
+    untrusted = _shifted_gemm(_ShiftedFactor(A, -1, "A"), _ShiftedFactor(B, -2, "B"), out,
+                              check=method == "auto")
+    if untrusted is None:
+        report.unchecked = out.size
+        return report
+    n, m = out.shape[-2:]
+    flat = untrusted.reshape(-1, n, m)
+    needy = np.flatnonzero(flat.any(axis=(1, 2)))
+    if needy.size:
+        A_flat = A.reshape(-1, *A.shape[-2:])
+        B_flat = B.reshape(-1, *B.shape[-2:])
+        C_flat = out.reshape(-1, n, m)           # out is C-contiguous: a view
+        for index in needy:
+            report += _repair(A_flat[index], B_flat[index], C_flat[index], flat[index])
+    report.fast = out.size - report.repaired
+    return report
 
 
 def _product_2d(A: np.ndarray, B: np.ndarray, out: np.ndarray, method: str) -> ProductReport:

@@ -71,10 +71,50 @@ def error_bound(A: np.ndarray, B: np.ndarray, dtype: np.dtype) -> float:
 
 def max_abs_error(C: np.ndarray, ref: np.ndarray) -> float:
     """Largest |C - ref|; equal infinities and NaN-vs-NaN count as 0, other mismatches inf."""
-    C = np.asarray(C, dtype=np.float64)
+    C = np.atleast_1d(np.asarray(C, dtype=np.float64))
+    ref = np.atleast_1d(np.asarray(ref, dtype=np.float64))
     same = (C == ref) | (np.isnan(C) & np.isnan(ref))
     with np.errstate(invalid="ignore"):
         d = np.abs(C - ref)
     d[same] = 0.0
     d[np.isnan(d)] = np.inf
     return float(d.max()) if d.size else 0.0
+
+
+def exact_logeinsum(subscripts: str, *operands: np.ndarray) -> np.ndarray:
+    """Exact log-semiring einsum by brute force over every label assignment (small inputs)."""
+    import itertools
+
+    import opt_einsum
+
+    operands = [np.asarray(op, dtype=np.float64) for op in operands]
+    inputs, output, _ = opt_einsum.parser.parse_einsum_input((subscripts, *operands))
+    terms = inputs.split(",")
+    sizes: dict[str, int] = {}
+    for term, op in zip(terms, operands, strict=True):
+        for label, size in zip(term, op.shape, strict=True):
+            sizes[label] = max(sizes.get(label, 1), size)
+    summed = [c for c in sizes if c not in output]
+    result = np.empty([sizes[c] for c in output])
+    with mpmath.workprec(_PREC):
+        for out_index in itertools.product(*(range(sizes[c]) for c in output)):
+            total, nan = mpmath.mpf(0), False
+            for sum_index in itertools.product(*(range(sizes[c]) for c in summed)):
+                where = dict(zip(output, out_index, strict=True)) | dict(
+                    zip(summed, sum_index, strict=True))
+                exponent = mpmath.mpf(0)
+                dead = False
+                for term, op in zip(terms, operands, strict=True):
+                    idx = tuple(where[c] if op.shape[i] > 1 else 0 for i, c in enumerate(term))
+                    value = float(op[idx])
+                    if math.isnan(value):
+                        nan = True
+                    elif value == -math.inf:
+                        dead = True
+                    else:
+                        exponent += mpmath.mpf(value)
+                if not dead:
+                    total += mpmath.exp(exponent)
+            result[out_index] = math.nan if nan else (
+                float(mpmath.log(total)) if total > 0 else -math.inf)
+    return result

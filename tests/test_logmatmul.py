@@ -327,3 +327,26 @@ def test_near_the_supported_limit_results_stay_finite_and_exact() -> None:
     ref = exact_logmatmul(A, B)
     assert np.isfinite(C).all()
     assert max_abs_error(C, ref) <= error_bound(A, B, np.float32)
+
+
+def test_batched_fast_tier_repairs_only_the_batches_that_need_it() -> None:
+    """Small batched products run the fast tier over all batches at once; adversarial
+    batch elements are repaired one by one and match the 2-D results exactly."""
+    A1, B1 = adversarial.banded(12, 40, 9, fraction=0.3, seed=1)
+    A2, B2 = adversarial.log_probabilities(12, 40, 9, seed=2)
+    A3, B3 = adversarial.neg_inf_mask(12, 40, 9, density=0.9, seed=3)
+    A3[4] = -np.inf
+    A3[5, 3] = np.nan
+    A, B = np.stack([A1, A2, A3]), np.stack([B1, B2, B3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        C, report = logmm.logmatmulexp_report(A, B)
+    assert report.entries == C.size and report.repaired > 0
+    for index, (a, b) in enumerate(zip(A, B, strict=True)):
+        ref = exact_logmatmul(a, b)
+        assert np.array_equal(np.isnan(C[index]), np.isnan(ref))
+        assert max_abs_error(C[index], ref) <= error_bound(a, b, np.float64)
+    assert np.all(C[2, 4] == -np.inf)
+    fast, fast_report = logmm.logmatmulexp_report(A, B, method="fast")
+    assert fast_report.unchecked == C.size
+    np.testing.assert_array_equal(fast[1], C[1])      # nothing to repair there

@@ -1,0 +1,235 @@
+"""Einsum in the log, max (tropical) and real semirings, at GEMM speed in the log semiring.
+
+``logeinsum("bimd,bind->bimn", A, B)`` computes ``log Σ exp(A[b,i,m,d] + B[b,i,n,d])``
+over the summed labels. The contraction order comes from opt_einsum
+(``contract_path``); every pairwise contraction is rearranged (the tensordot trick) into
+a batched product ``(batch, left, summed) x (batch, summed, right)`` and handed to the
+stable kernel :func:`logmm.logmatmulexp`, so it runs at GEMM speed with the kernel's
+error bound. Labels summed over a single operand are reduced first with a stable
+logsumexp (max in the max semiring); repeated labels within an operand take its
+diagonal. ``semiring="max"`` is the tropical semiring (max of sums, computed by blocked
+broadcasting); ``"real"`` delegates to opt_einsum.
+
+Conventions as for logmatmulexp: ``-inf`` is log 0 and valid everywhere, NaN reaches the
+entries it enters, ``+inf`` in a log- or max-semiring operand is an error, float32 stays
+float32. Size-1 dimensions broadcast against their label's size (as numpy does for
+``...``).
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+
+import numpy as np
+import opt_einsum
+
+from .accumulate import logsumexp
+from .errors import InputError, UsageError
+from .logmatmul import check_no_posinf, compute_dtype, logmatmulexp
+
+__all__ = ["SEMIRINGS", "contraction_info", "logeinsum"]
+
+SEMIRINGS = ("log", "max", "real")
+_MAXPLUS_TILE_ELEMENTS = 1 << 20
+
+
+def logeinsum(subscripts: str, *operands: np.ndarray, semiring: str = "log",
+              method: str = "auto") -> np.ndarray:
+    """Einsum with sums replaced by log-sum-exp (``"log"``) or max (``"max"``).
+
+    Parameters
+    ----------
+    subscripts : str
+        numpy einsum syntax: ``"ij,jk->ik"``, implicit output (``"ij,jk"``), ``...``.
+    *operands : array_like
+        Log-values (float32 or float64; integers become float64) for ``log``/``max``.
+    semiring : {"log", "max", "real"}
+    method : {"auto", "fast", "exact"}
+        Passed to :func:`logmm.logmatmulexp` for every pairwise log contraction.
+
+    Returns
+    -------
+    ndarray
+        The contraction, shape from the output subscripts; a 0-d array for a full
+        reduction.
+
+    Raises
+    ------
+    UsageError
+        Malformed subscripts, wrong number of operands, unknown semiring.
+    InputError
+        A label's sizes disagree (other than 1), ``+inf`` in a log/max operand, a
+        non-real dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> A = np.array([[-500.0, 900.0]]); B = np.array([[900.0], [-500.0]])
+    >>> float(logeinsum("ij,jk->ik", A, B)[0, 0])
+    400.6931471805599
+    """
+    if semiring not in SEMIRINGS:
+        raise UsageError(f"unknown semiring {semiring!r}; choose one of {', '.join(SEMIRINGS)}")
+    operands = tuple(np.asarray(op) for op in operands)
+    inputs, output = _parse(subscripts, operands)
+    if semiring == "real":
+        try:
+            return np.asarray(opt_einsum.contract(subscripts, *operands))
+        except ValueError as exc:
+            raise InputError(f"einsum {subscripts!r}: {exc}") from None
+    dtype = np.result_type(*(compute_dtype(op.dtype) for op in operands)) if operands else \
+        np.dtype(np.float64)
+    arrays = []
+    for position, op in enumerate(operands):
+        check_no_posinf(op, f"operand {position + 1}")
+        arrays.append(op.astype(dtype, copy=False))
+    arrays = _broadcast_labels(inputs, arrays)
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        terms = list(inputs)
+        # diagonals and labels only one operand has (and the output lacks) first
+        for i, term in enumerate(terms):
+            others = set(output).union(*(set(t) for j, t in enumerate(terms) if j != i))
+            terms[i], arrays[i] = _prepare(term, arrays[i], others, semiring)
+        if len(terms) > 1:
+            path, _ = opt_einsum.contract_path(",".join(terms) + "->" + output,
+                                               *[a.shape for a in arrays], shapes=True)
+            for step in path:
+                picked = sorted(step, reverse=True)
+                pairs = [(terms.pop(i), arrays.pop(i)) for i in picked]
+                needed = set(output).union(*(set(t) for t in terms))
+                term, array = pairs[0]
+                for other_term, other in pairs[1:]:
+                    term, array = _contract_pair(term, array, other_term, other, needed,
+                                                 semiring, method)
+                terms.append(term)
+                arrays.append(array)
+        term, array = _prepare(terms[0], arrays[0], set(output), semiring)
+        # np.array, not ascontiguousarray: a full reduction must stay 0-d
+        return np.array(np.transpose(array, [term.index(c) for c in output]), order="C")
+
+
+def contraction_info(subscripts: str, *operands_or_shapes: np.ndarray | Sequence[int]) -> str:
+    """opt_einsum's description of the chosen contraction order and its cost."""
+    shapes = [tuple(np.shape(x)) if hasattr(x, "shape") else tuple(x)
+              for x in operands_or_shapes]
+    try:
+        _, info = opt_einsum.contract_path(subscripts, *shapes, shapes=True)
+    except ValueError as exc:
+        raise UsageError(f"einsum {subscripts!r}: {exc}") from None
+    return str(info)
+
+
+# --------------------------------------------------------------------------- parsing
+
+def _parse(subscripts: str, operands: tuple[np.ndarray, ...]) -> tuple[list[str], str]:
+    if not isinstance(subscripts, str) or not subscripts.strip():
+        raise UsageError("einsum needs subscripts such as 'ij,jk->ik'")
+    if not operands:
+        raise UsageError(f"einsum {subscripts!r} needs at least one operand")
+    named = subscripts.split("->")[0].count(",") + 1
+    if named != len(operands):
+        raise UsageError(f"einsum {subscripts!r} names {named} operands but "
+                         f"{len(operands)} were given")
+    try:
+        inputs, output, _ = opt_einsum.parser.parse_einsum_input((subscripts, *operands))
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise UsageError(f"bad einsum subscripts {subscripts!r}: {exc}") from None
+    terms = inputs.split(",")
+    for i, (term, op) in enumerate(zip(terms, operands, strict=True)):
+        if len(term) != op.ndim:
+            raise InputError(f"operand {i + 1} has {op.ndim} dimensions but its subscripts "
+                             f"{term!r} name {len(term)}")
+    unknown = set(output) - set("".join(terms))
+    if unknown:
+        raise UsageError(f"einsum {subscripts!r}: output label(s) {''.join(sorted(unknown))} "
+                         "appear in no operand")
+    if len(set(output)) != len(output):
+        raise UsageError(f"einsum {subscripts!r}: an output label is repeated")
+    return terms, output
+
+
+def _broadcast_labels(terms: list[str], arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Check that each label has one size; size-1 dimensions broadcast to it."""
+    sizes: dict[str, int] = {}
+    for term, array in zip(terms, arrays, strict=True):
+        for label, size in zip(term, array.shape, strict=True):
+            known = sizes.get(label, 1)
+            if size != 1 and known != 1 and size != known:
+                raise InputError(f"label {label!r} has size {known} in one operand and "
+                                 f"{size} in another")
+            sizes[label] = max(known, size) if size != known else size
+    return [np.broadcast_to(a, [sizes[c] if s == 1 else s for c, s in zip(t, a.shape,
+                                                                       strict=True)])
+            for t, a in zip(terms, arrays, strict=True)]
+
+
+# --------------------------------------------------------------------------- contraction
+
+def _reduce(array: np.ndarray, axes: tuple[int, ...], semiring: str) -> np.ndarray:
+    if not axes:
+        return array
+    if semiring == "log":
+        return logsumexp(array, axis=axes)
+    return np.max(array, axis=axes, initial=-np.inf)
+
+
+def _prepare(term: str, array: np.ndarray, keep: set[str], semiring: str
+             ) -> tuple[str, np.ndarray]:
+    """Take diagonals of repeated labels, then reduce labels not in ``keep``."""
+    if len(set(term)) != len(term):
+        unique = "".join(dict.fromkeys(term))
+        array = np.einsum(f"{_ascii(term)}->{_ascii(unique, term)}", array)   # the diagonal
+        term = unique
+    drop = tuple(i for i, c in enumerate(term) if c not in keep)
+    array = _reduce(array, drop, semiring)
+    return "".join(c for c in term if c in keep), array
+
+
+def _ascii(labels: str, reference: str | None = None) -> str:
+    """Map labels to letters np.einsum accepts (opt_einsum may use other symbols)."""
+    order = list(dict.fromkeys(reference or labels))
+    letters = string.ascii_letters
+    table = {c: letters[i] for i, c in enumerate(order)}
+    return "".join(table[c] for c in labels)
+
+
+def _contract_pair(ta: str, a: np.ndarray, tb: str, b: np.ndarray, needed: set[str],
+                   semiring: str, method: str) -> tuple[str, np.ndarray]:
+    """Contract two operands, keeping the labels in ``needed`` (and batch labels)."""
+    shared = set(ta) & set(tb)
+    ta, a = _prepare(ta, a, needed | set(tb), semiring)
+    tb, b = _prepare(tb, b, needed | set(ta), semiring)
+    batch = [c for c in ta if c in shared and c in needed]
+    summed = [c for c in ta if c in shared and c not in needed]
+    left = [c for c in ta if c not in shared]
+    right = [c for c in tb if c not in shared]
+    size = dict(zip(ta, a.shape, strict=True)) | dict(zip(tb, b.shape, strict=True))
+
+    def prod(labels: list[str]) -> int:
+        return int(np.prod([size[c] for c in labels], dtype=np.int64))
+
+    A3 = np.transpose(a, [ta.index(c) for c in batch + left + summed]).reshape(
+        prod(batch), prod(left), prod(summed))
+    B3 = np.transpose(b, [tb.index(c) for c in batch + summed + right]).reshape(
+        prod(batch), prod(summed), prod(right))
+    if semiring == "log":
+        C3 = logmatmulexp(A3, B3, method=method)
+    else:
+        C3 = _maxplus(A3, B3)
+    term = "".join(batch + left + right)
+    return term, C3.reshape([size[c] for c in term])
+
+
+def _maxplus(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``C[b, i, j] = max_k A[b, i, k] + B[b, k, j]`` by tiles of broadcast sums."""
+    nb, n, k = A.shape
+    m = B.shape[2]
+    C = np.empty((nb, n, m), dtype=np.result_type(A, B))
+    rows = max(1, _MAXPLUS_TILE_ELEMENTS // max(1, k * m))
+    for batch in range(nb):
+        for start in range(0, n, rows):
+            tile = A[batch, start:start + rows, :, None] + B[batch, None, :, :]
+            C[batch, start:start + rows] = np.max(tile, axis=1, initial=-np.inf)
+    return C
