@@ -29,6 +29,9 @@ Examples:
   logmm multiply a.h5:/a b.h5:/b -o c.h5
   logmm multiply a.npy b.zarr:b -o c.zarr --method exact --dtype float32
   logmm multiply big.h5:/a b.npy -o c.h5 --memory 2GiB --compression gzip
+  logmm chain m1.npy m2.h5:/m2 m3.npy -o c.h5 --explain
+  logmm power trans.npy -n 16 -o trans16.npy
+  logmm einsum 'bij,bjk->bik' x.h5:/x y.h5:/y -o z.h5 --semiring log
   logmm project x.npz w.npy --blocks 30 -o y.h5
   logmm info c.h5                   arrays, chunks, compression, provenance
   logmm convert c.h5 c.zarr --compression zstd

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import click
 
+from .chain import chain
 from .convert import convert
+from .einsum import einsum
 from .info import info
 from .multiply import multiply
+from .power import power
 from .project import project
 
 __all__ = ["COMMANDS"]
 
 #: every subcommand, in the order ``logmm --help`` lists them
-COMMANDS: list[click.Command] = [multiply, project, info, convert]
+COMMANDS: list[click.Command] = [multiply, chain, power, einsum, project, info,
+                                convert]
