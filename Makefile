@@ -1,5 +1,5 @@
 # logmm: two commands set everything up on a machine with only python3.
-#   make demo    create .venv, install logmm, run `logmm multiply` and `project` on sample_data/
+#   make demo    create .venv, install logmm, run multiply, project, chain, power, einsum on sample_data/
 #   make test    create .venv if needed, install with test extras, lint, run the suite
 #   make bench   run benchmarks/ and print ratio tables
 
@@ -28,6 +28,9 @@ demo: $(VENV)/.installed
 	$(BIN)/logmm multiply sample_data/a.npy sample_data/b.zarr:b -o $(DEMO_OUT)/ab.zarr --overwrite
 	$(BIN)/logmm multiply sample_data/adversarial.h5:/a sample_data/adversarial.h5:/b -o $(DEMO_OUT)/adversarial.npy --overwrite
 	$(BIN)/logmm project sample_data/x_sparse.npz sample_data/w.npy --blocks 6 -o $(DEMO_OUT)/projected.h5 --overwrite
+	$(BIN)/logmm chain sample_data/chain.h5:/m1 sample_data/chain.h5:/m2 sample_data/chain.h5:/m3 -o $(DEMO_OUT)/chain.h5 --explain --overwrite
+	$(BIN)/logmm power sample_data/trans.npy -n 16 -o $(DEMO_OUT)/trans16.npy --overwrite
+	$(BIN)/logmm einsum 'bij,bjk->bik' sample_data/batch.h5:/x sample_data/batch.h5:/y -o $(DEMO_OUT)/batch.h5 --overwrite
 	@echo "demo results are in $(DEMO_OUT)/"
 
 lint: $(VENV)/.installed-test

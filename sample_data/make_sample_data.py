@@ -22,12 +22,26 @@ For ``logmm project`` (Kronecker-free projection; X's width 48 = 6·8 = 2·6·4)
 - ``f1.npy`` (3×2) and ``f2.npy`` (4×4) float32: with ``--identity 6`` between or before
   them, ``(F1 ⊗ I_6 ⊗ F2)`` maps each row to 3·6·4 = 72 values
 
+For ``logmm chain``, ``logmm power`` and ``logmm einsum`` (log-probabilities):
+
+- ``trans.npy`` - the 3×3 log transition matrix of a left-to-right HMM (rows sum to 1 in
+  probability space; the last state is absorbing, so the entries below the diagonal are
+  ``-inf`` and stay so in every power)
+- ``chain.h5:/m1`` (40×30), ``chain.h5:/m2`` (30×50), ``chain.h5:/m3`` (50×5) float64 -
+  log row-stochastic matrices whose cheapest order is ``(M1 (M2 M3))``
+- ``batch.h5:/x`` (4×6×8) and ``batch.h5:/y`` (4×8×5) float64 - log row-stochastic
+  batches for ``'bij,bjk->bik'``; x's rows are peaked (logits of scale 200), so ``exp``
+  of the smallest entries underflows
+
 Usage::
 
     python sample_data/make_sample_data.py [--out DIR]
     logmm multiply sample_data/a.h5 sample_data/b.h5 -o c.h5
     logmm multiply sample_data/adversarial.h5:/a sample_data/adversarial.h5:/b -o adv.npy
     logmm project sample_data/x_sparse.npz sample_data/w.npy --blocks 6 -o y.h5
+    logmm power sample_data/trans.npy -n 16 -o trans16.npy
+    logmm chain sample_data/chain.h5:/m1 sample_data/chain.h5:/m2 sample_data/chain.h5:/m3 -o c.h5
+    logmm einsum 'bij,bjk->bik' sample_data/batch.h5:/x sample_data/batch.h5:/y -o z.h5
 """
 
 from __future__ import annotations
@@ -114,7 +128,43 @@ def make_sample_data(out: Path) -> list[Path]:
         f.create_dataset("b", data=adv_b)
     written.append(out / "adversarial.h5")
     written += make_projection_data(out)
+    written += make_chain_data(out)
     return written
+
+
+#: a left-to-right HMM: stay or move one state on; the last state is absorbing
+HMM_TRANSITIONS = np.array([[0.90, 0.10, 0.00],
+                            [0.00, 0.80, 0.20],
+                            [0.00, 0.00, 1.00]])
+
+
+def chain_example(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The HMM transitions (log), a chain of three log row-stochastic matrices of
+    different shapes, and a pair of log row-stochastic batches."""
+    with np.errstate(divide="ignore"):
+        trans = np.log(HMM_TRANSITIONS)
+    x = np.stack([log_row_stochastic(rng, (6, 8), scale=200.0) for _ in range(4)])
+    y = np.stack([log_row_stochastic(rng, (8, 5), scale=2.0) for _ in range(4)])
+    return {"trans": trans,
+            "m1": log_row_stochastic(rng, (40, 30), scale=3.0),
+            "m2": log_row_stochastic(rng, (30, 50), scale=3.0),
+            "m3": log_row_stochastic(rng, (50, 5), scale=3.0),
+            "x": x, "y": y}
+
+
+def make_chain_data(out: Path) -> list[Path]:
+    """Write the ``chain``, ``power`` and ``einsum`` sample files into ``out``."""
+    import h5py
+
+    arrays = chain_example(np.random.default_rng(SEED + 2))
+    np.save(out / "trans.npy", arrays["trans"])
+    with h5py.File(out / "chain.h5", "w") as f:
+        for name in ("m1", "m2", "m3"):
+            f.create_dataset(name, data=arrays[name])
+    with h5py.File(out / "batch.h5", "w") as f:
+        for name in ("x", "y"):
+            f.create_dataset(name, data=arrays[name])
+    return [out / "trans.npy", out / "chain.h5", out / "batch.h5"]
 
 
 def make_projection_data(out: Path) -> list[Path]:
