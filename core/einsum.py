@@ -75,7 +75,8 @@ def logeinsum(subscripts: str, *operands: np.ndarray, semiring: str = "log",
     inputs, output = _parse(subscripts, operands)
     if semiring == "real":
         try:
-            return np.asarray(opt_einsum.contract(subscripts, *operands))
+            with np.errstate(invalid="ignore", over="ignore", under="ignore", divide="ignore"):
+                return np.asarray(opt_einsum.contract(subscripts, *operands))  # inf*0: NaN
         except ValueError as exc:
             raise InputError(f"einsum {subscripts!r}: {exc}") from None
     dtype = np.result_type(*(compute_dtype(op.dtype) for op in operands)) if operands else \

@@ -567,8 +567,23 @@ def _repair_tile(a: np.ndarray, a_colmax: np.ndarray, b: np.ndarray,
     exact tier. Returns the (r, q) values (meaningful where ``todo``) and the tier counts.
     """
     report = ProductReport()
-    e = finite_or_zero(a_colmax / 2 - np.fmax.reduce(b, axis=1) / 2)   # halves: no overflow
     values = np.empty(todo.shape, dtype=np.result_type(a, b))
+    # Structural zeros first: where no k has both factors finite the entry is exactly
+    # log 0 (a banded or triangular transition matrix has many). One small GEMM of the
+    # supports finds them; they are exact, so they count as vouched for, not repaired.
+    # (Both sides need a -inf for one to exist, dead lines aside: two cheap passes gate it.)
+    if np.isneginf(a).any() and np.isneginf(b).any():
+        support = np.matmul((a != -np.inf).astype(np.float32),
+                            (b != -np.inf).astype(np.float32))
+        structural = todo & (support == 0)
+    else:
+        structural = np.zeros_like(todo)
+    if structural.any():
+        todo = todo & ~structural
+        if not todo.any():
+            values[structural] = -np.inf
+            return values, report
+    e = finite_or_zero(a_colmax / 2 - np.fmax.reduce(b, axis=1) / 2)   # halves: no overflow
     left = _shifted_gemm(_ShiftedFactor(a - e, 1, "A"), _ShiftedFactor(b + e[:, None], 0, "B"),
                          values, check=True)
     left &= todo
@@ -587,6 +602,7 @@ def _repair_tile(a: np.ndarray, a_colmax: np.ndarray, b: np.ndarray,
     if ii.size:
         values[ii, jj] = _exact_entries(a, b, ii, jj)
         report.exact = int(ii.size)
+    values[structural] = -np.inf        # after the GEMMs, which write the whole tile
     return values, report
 
 

@@ -130,3 +130,13 @@ def test_errors() -> None:
 def test_contraction_info_describes_the_path() -> None:
     info = contraction_info("ij,jk,kl->il", (100, 5), (5, 100), (100, 3))
     assert "Optimized FLOP count" in info and "ij,jk,kl->il" in info
+
+
+def test_real_semiring_with_infinities_warns_nothing() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = logeinsum("ij,jk->ik", np.array([[np.inf, 1.0]]), np.array([[0.0], [2.0]]),
+                        semiring="real")
+    assert np.isnan(got[0, 0])
