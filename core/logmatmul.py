@@ -523,6 +523,8 @@ def _repair(a: np.ndarray, B: np.ndarray, C: np.ndarray, untrusted: np.ndarray) 
     tile_rows = max(128, _REBALANCE_TILE_ENTRIES // tile_cols)
     tile_rows = max(1, min(tile_rows, _REPAIR_GATHER_ELEMENTS // max(1, a.shape[1])))
     B_cols = B[:, cols]          # one gather; tiles below are contiguous column ranges
+    # structural zeros need a -inf on both sides: look for them only then
+    structural = bool(np.isneginf(B_cols).any()) and bool(np.isneginf(a[rows]).any())
 
     def repair_row_tile(r0: int) -> ProductReport:
         report = ProductReport()
@@ -536,7 +538,7 @@ def _repair(a: np.ndarray, B: np.ndarray, C: np.ndarray, untrusted: np.ndarray) 
             if todo.any():
                 ii, jj = np.nonzero(todo)
                 values, tile_report = _repair_tile(a_tile, a_colmax, B_cols[:, c0:c0 + tile_cols],
-                                                   todo)
+                                                   todo, structural)
                 C[R[ii], Q[jj]] = values[ii, jj]     # row tiles own disjoint rows of C
                 report += tile_report
         return report
@@ -556,8 +558,8 @@ def _argmax_of(x: np.ndarray, index: np.ndarray, axis: int) -> np.ndarray:
     return np.argmax(np.take(x, index, axis=1 - axis), axis=axis)
 
 
-def _repair_tile(a: np.ndarray, a_colmax: np.ndarray, b: np.ndarray,
-                 todo: np.ndarray) -> tuple[np.ndarray, ProductReport]:
+def _repair_tile(a: np.ndarray, a_colmax: np.ndarray, b: np.ndarray, todo: np.ndarray,
+                 look_for_structural: bool = True) -> tuple[np.ndarray, ProductReport]:
     """Values for the ``todo`` entries of the tile ``a`` (r, k) x ``b`` (k, q).
 
     First one *rebalanced* shifted GEMM of ``a - e`` and ``b + e``, with ``e_k`` half the
@@ -572,7 +574,7 @@ def _repair_tile(a: np.ndarray, a_colmax: np.ndarray, b: np.ndarray,
     # log 0 (a banded or triangular transition matrix has many). One small GEMM of the
     # supports finds them; they are exact, so they count as vouched for, not repaired.
     # (Both sides need a -inf for one to exist, dead lines aside: two cheap passes gate it.)
-    if np.isneginf(a).any() and np.isneginf(b).any():
+    if look_for_structural and np.isneginf(a).any() and np.isneginf(b).any():
         support = np.matmul((a != -np.inf).astype(np.float32),
                             (b != -np.inf).astype(np.float32))
         structural = todo & (support == 0)
