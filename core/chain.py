@@ -32,7 +32,7 @@ from .errors import InputError, UsageError
 from .io.addresses import ArrayAddress
 from .io.readers import ArrayReader, open_array, require_matrix
 from .io.resume import OutputLock
-from .io.writers import check_output, create_writer
+from .io.writers import check_output, create_writer, temporary_path
 from .logmatmul import (
     METHODS,
     ProductReport,
@@ -518,12 +518,17 @@ def _report_attrs(report: ProductReport) -> dict[str, int]:
 def chain_files(addresses: Sequence[Address], out_address: Address, *, method: str = "auto",
                 dtype: np.dtype | type | str | None = None, overwrite: bool = False,
                 compression: str | None = None, chunk_rows: int | None = None,
+                memory: int | None = None, block_rows: int | None = None,
                 progress: bool = False, command: str = "",
                 explain: Callable[[str], None] | None = None) -> ChainResult:
     """Write ``log(exp(M1) @ … @ exp(Mn))`` for matrices in files, in the cheapest order.
 
-    Every input is read whole into memory (this increment does not stream); the result
-    is written under a hidden partial name and renamed into place when complete, with
+    When the cheapest order is ``(M1 (M2 … Mn))`` and M1 is the large one (more bytes
+    than the rest together), ``R = M2 … Mn`` is computed in memory and M1's rows are
+    streamed against it by the :func:`logmm.multiply.multiply` engine (``memory``,
+    ``block_rows``, read-ahead, progress). Otherwise every input is read whole into
+    memory. Either way the result is written under a hidden partial name and renamed
+    into place when complete, with
     the attributes ``logmm_version``, ``command``, ``operation: chain``, ``method``,
     ``inputs``, ``input_shapes``, ``order`` (e.g. ``(M1 (M2 M3))``), ``cost``
     (multiply-adds), ``dtype``, ``shape`` and the kernel's ``repaired_entries`` and
@@ -577,6 +582,14 @@ def chain_files(addresses: Sequence[Address], out_address: Address, *, method: s
         if not command:
             command = (f"logmm.chain_files({[str(r.address) for r in readers]!r}, "
                        f"{str(out)!r}, method={method!r})")
+        n_mats = len(readers)
+        if (n_mats > 1 and split[0][n_mats - 1] == 0
+                and readers[0].nbytes > sum(r.nbytes for r in readers[1:])):
+            return _chain_streaming_first(readers, names, out, out_dtype, method, order, cost,
+                                          overwrite=overwrite, compression=compression,
+                                          chunk_rows=chunk_rows, memory=memory,
+                                          block_rows=block_rows, progress=progress,
+                                          command=command, started=started)
         stack.enter_context(OutputLock(out.path))
         matrices = [read_whole(r) for r in readers]
         bar = stack.enter_context(progress_steps(len(readers) - 1, progress, "chain"))
@@ -587,6 +600,39 @@ def chain_files(addresses: Sequence[Address], out_address: Address, *, method: s
                      cost=int(cost), **_report_attrs(report))
         write_whole(out, result, attrs, overwrite=overwrite, compression=compression,
                     chunk_rows=chunk_rows)
+    return ChainResult(output=out, shape=result.shape, dtype=out_dtype, operation="chain",
+                       method=method, seconds=time.perf_counter() - started, order=order,
+                       cost=int(cost), products=len(readers) - 1, report=report, attrs=attrs)
+
+
+def _chain_streaming_first(readers: Sequence[ArrayReader], names: Sequence[str],
+                           out: ArrayAddress, out_dtype: np.dtype, method: str, order: str,
+                           cost: int, *, overwrite: bool, compression: str | None,
+                           chunk_rows: int | None, memory: int | None,
+                           block_rows: int | None, progress: bool, command: str,
+                           started: float) -> ChainResult:
+    """``M1 @ (M2 … Mn)`` with M1 streamed by rows through the multiply engine."""
+    from .multiply import multiply
+
+    rest = [read_whole(r) for r in readers[1:]]
+    R, rest_report, _, _ = _log_chain_report(rest, names[1:], method, out_dtype)
+    scratch = temporary_path(out.path, "chain-rest").with_suffix(".npy")
+    np.save(scratch, R)
+    try:
+        attrs = base_provenance(command, "chain", method, readers, out_dtype,
+                                (readers[0].shape[0], R.shape[1]))
+        attrs.update(input_shapes=[list(r.shape) for r in readers], order=order,
+                     cost=int(cost), streamed="M1")
+        attrs.pop("b", None)
+        result = multiply(readers[0].address, scratch, out, method=method, dtype=out_dtype,
+                          overwrite=overwrite, compression=compression, chunk_rows=chunk_rows,
+                          memory=memory, block_rows=block_rows, progress=progress,
+                          command=command, provenance=attrs | {"b": "M2 … Mn (in memory)"})
+    finally:
+        scratch.unlink(missing_ok=True)
+    report = result.report
+    report += rest_report
+    attrs.update(_report_attrs(report))
     return ChainResult(output=out, shape=result.shape, dtype=out_dtype, operation="chain",
                        method=method, seconds=time.perf_counter() - started, order=order,
                        cost=int(cost), products=len(readers) - 1, report=report, attrs=attrs)

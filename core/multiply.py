@@ -16,6 +16,7 @@ rounding (a GEMM's result may depend on how many rows it is given).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -102,7 +103,8 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
              dtype: np.dtype | type | str | None = None, block_rows: int | None = None,
              overwrite: bool = False, compression: str | None = None,
              chunk_rows: int | None = None, memory: int | None = None,
-             resume: bool = False, progress: bool = False, command: str = "") -> MultiplyResult:
+             resume: bool = False, progress: bool = False, command: str = "",
+             provenance: Mapping[str, Any] | None = None) -> MultiplyResult:
     """Write ``C = log(exp(A) @ exp(B))`` for arrays in files, streaming A by row blocks.
 
     Parameters
@@ -139,6 +141,9 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
         Show a tqdm bar (rows) on stderr.
     command : str
         Recorded in the output's ``command`` attribute (the CLI passes its command line).
+    provenance : mapping, optional
+        Attributes that replace or add to the recorded ones (engines built on this one,
+        such as a chain whose first factor is streamed, describe themselves with it).
 
     Returns
     -------
@@ -211,7 +216,7 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
         report = finish_output(
             output, lambda: _run_product(a, b, output, method, out_dtype, progress),
             lambda report: _provenance(a.address, b.address, (n, k), (k_b, m), method,
-                                       out_dtype, report, command, plan))
+                                       out_dtype, report, command, plan) | dict(provenance or {}))
     return MultiplyResult(
         output=out, shape=(n, m), dtype=out_dtype, method=method, report=report,
         seconds=time.perf_counter() - started, block_rows=plan.block_rows, plan=plan,

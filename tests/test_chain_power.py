@@ -402,3 +402,30 @@ def test_power_file(tmp_path: Path, save) -> None:
     with pytest.raises(UsageError, match="non-negative"):
         power_file(addr, -2, tmp_path / "x.npy")
     assert not (tmp_path / "x.npy").exists() and _leftovers(tmp_path) == []
+
+
+def test_chain_streams_a_large_first_factor_through_the_multiply_engine(tmp_path) -> None:
+    """M1 (6000x20) is the large one and the cheapest order is (M1 (M2 M3)): M1's rows
+    are streamed in blocks against R = M2 M3 computed in memory."""
+    from logmm import adversarial, logmatmulexp
+    from logmm.chain import chain_files
+    from logmm.io import open_array
+
+    M1, M2 = adversarial.banded(6000, 20, 15, fraction=0.2, seed=1)
+    M3 = np.log(np.random.default_rng(2).dirichlet(np.ones(4), size=15))
+    for name, m in (("m1", M1), ("m2", M2), ("m3", M3)):
+        np.save(tmp_path / f"{name}.npy", m)
+    result = chain_files([tmp_path / "m1.npy", tmp_path / "m2.npy", tmp_path / "m3.npy"],
+                         tmp_path / "c.h5", block_rows=500)
+    assert result.order == "(M1 (M2 M3))" and result.attrs["streamed"] == "M1"
+    with open_array(tmp_path / "c.h5") as reader:
+        C = reader.read_all()
+    expected = logmatmulexp(M1, logmatmulexp(M2, M3, method="exact"), method="exact")
+    np.testing.assert_allclose(C, expected, rtol=1e-12, atol=1e-12)
+    assert not [p for p in tmp_path.iterdir() if ".logmm-" in p.name]   # no scratch left
+    import h5py
+
+    with h5py.File(tmp_path / "c.h5") as f:
+        attrs = dict(f["data"].attrs)
+    assert attrs["operation"] == "chain" and attrs["order"] == "(M1 (M2 M3))"
+    assert attrs["block_rows"] == 500 and attrs["complete"]

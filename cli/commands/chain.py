@@ -11,11 +11,13 @@ from logmm.chain import ChainResult, chain_files
 from logmm.errors import UsageError
 
 from ..options import (
+    block_rows_option,
     chunk_rows_option,
     command_line,
     compression_option,
     debug_option,
     dtype_option,
+    memory_option,
     method_option,
     output_option,
     overwrite_option,
@@ -57,6 +59,8 @@ def explain_option(help_text: str) -> Callable[[F], F]:
 @overwrite_option
 @method_option
 @dtype_option
+@memory_option
+@block_rows_option
 @compression_option
 @chunk_rows_option
 @quiet_option
@@ -64,14 +68,15 @@ def explain_option(help_text: str) -> Callable[[F], F]:
 @debug_option
 @click.pass_context
 def chain(ctx: click.Context, matrices: tuple[str, ...], output: str, explain: bool,
-          overwrite: bool, method: str, dtype: str | None, compression: str | None,
-          chunk_rows: int | None, quiet: bool, progress: bool | None) -> None:
+          overwrite: bool, method: str, dtype: str | None, memory: int | None,
+          block_rows: int | None, compression: str | None, chunk_rows: int | None,
+          quiet: bool, progress: bool | None) -> None:
     """C = log(exp(M1) @ exp(M2) @ … @ exp(Mn)), parenthesised by the cheapest order."""
     if not matrices:
         raise UsageError("chain needs at least one matrix")
     result = chain_files(
         matrices, output, method=method, dtype=dtype, overwrite=overwrite,
-        compression=compression, chunk_rows=chunk_rows,
+        compression=compression, chunk_rows=chunk_rows, memory=memory, block_rows=block_rows,
         progress=resolve_progress(progress, quiet), command=command_line(ctx),
         explain=(lambda text: click.echo(text, err=True)) if explain else None,
     )
