@@ -98,7 +98,7 @@ def logeinsum(subscripts: str, *operands: np.ndarray, semiring: str = "log",
                                                *[a.shape for a in arrays], shapes=True)
             for step in path:
                 picked = sorted(step, reverse=True)
-                pairs = [(terms.pop(i), arrays.pop(i)) for i in picked]
+                pairs = [(terms.pop(i), arrays.pop(i)) for i in picked][::-1]  # input order
                 needed = set(output).union(*(set(t) for t in terms))
                 term, array = pairs[0]
                 for other_term, other in pairs[1:]:
@@ -107,8 +107,12 @@ def logeinsum(subscripts: str, *operands: np.ndarray, semiring: str = "log",
                 terms.append(term)
                 arrays.append(array)
         term, array = _prepare(terms[0], arrays[0], set(output), semiring)
-        # np.array, not ascontiguousarray: a full reduction must stay 0-d
-        return np.array(np.transpose(array, [term.index(c) for c in output]), order="C")
+        result = np.transpose(array, [term.index(c) for c in output])
+        if len(operands) > 1 and result.flags.c_contiguous:
+            return result          # a fresh kernel output already in order: no 134 MB copy
+        # np.array, not ascontiguousarray: a full reduction must stay 0-d; a single operand
+        # may still be a view of the caller's array, so it is copied
+        return np.array(result, order="C")
 
 
 def contraction_info(subscripts: str, *operands_or_shapes: np.ndarray | Sequence[int]) -> str:
