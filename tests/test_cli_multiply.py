@@ -409,3 +409,13 @@ def test_sample_data_generator(tmp_path: Path) -> None:
     with pytest.raises(MissingInputError, match="holds 2 arrays"):
         multiply(tmp_path / "adversarial.h5", tmp_path / "b.h5", tmp_path / "x.h5")
     shutil.rmtree(tmp_path / "a.zarr")
+
+
+def test_sample_data_command_writes_the_same_files(tmp_path: Path) -> None:
+    res = invoke("sample-data", str(tmp_path / "samples"))
+    assert res.exit_code == 0, res.output
+    assert res.stderr.startswith("wrote ") and "sample files" in res.stderr
+    committed = Path(__file__).resolve().parents[1] / "sample_data"
+    for name in ("a.npy", "b.npy", "w.npy", "trans.npy"):
+        np.testing.assert_array_equal(np.load(tmp_path / "samples" / name),
+                                      np.load(committed / name))

@@ -11,9 +11,10 @@ from .info import info
 from .multiply import multiply
 from .power import power
 from .project import project
+from .sample_data import sample_data
 
 __all__ = ["COMMANDS"]
 
 #: every subcommand, in the order ``logmm --help`` lists them
 COMMANDS: list[click.Command] = [multiply, chain, power, einsum, project, info,
-                                convert]
+                                convert, sample_data]
