@@ -18,6 +18,7 @@ from logmm.io.writers import COMPRESSIONS
 from logmm.logmatmul import METHODS
 
 __all__ = [
+    "storage_options",
     "ARGV_KEY",
     "DEBUG_KEY",
     "ByteSize",
@@ -34,6 +35,7 @@ __all__ = [
     "parse_size",
     "progress_option",
     "quiet_option",
+    "reporting_options",
     "resolve_progress",
     "resume_option",
 ]
@@ -179,6 +181,16 @@ def progress_option(f: F) -> F:
     return click.option("--progress/--no-progress", default=None,
                         help="Show a progress bar on stderr  [default: when stderr is a "
                              "terminal and not --quiet]")(f)
+
+
+def storage_options(f: F) -> F:
+    """``--compression`` and ``--chunk-rows``: how an output is stored."""
+    return compression_option(chunk_rows_option(f))
+
+
+def reporting_options(f: F) -> F:
+    """``--quiet``, ``--progress/--no-progress`` and ``--debug``: what a command reports."""
+    return quiet_option(progress_option(debug_option(f)))
 
 
 def resolve_progress(progress: bool | None, quiet: bool) -> bool:

@@ -12,18 +12,15 @@ from logmm.errors import UsageError
 
 from ..options import (
     block_rows_option,
-    chunk_rows_option,
     command_line,
-    compression_option,
-    debug_option,
     dtype_option,
     memory_option,
     method_option,
     output_option,
     overwrite_option,
-    progress_option,
-    quiet_option,
+    reporting_options,
     resolve_progress,
+    storage_options,
 )
 
 __all__ = ["chain", "explain_option", "summary_line"]
@@ -61,11 +58,8 @@ def explain_option(help_text: str) -> Callable[[F], F]:
 @dtype_option
 @memory_option
 @block_rows_option
-@compression_option
-@chunk_rows_option
-@quiet_option
-@progress_option
-@debug_option
+@storage_options
+@reporting_options
 @click.pass_context
 def chain(ctx: click.Context, matrices: tuple[str, ...], output: str, explain: bool,
           overwrite: bool, method: str, dtype: str | None, memory: int | None,

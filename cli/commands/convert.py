@@ -9,16 +9,13 @@ from logmm.convert import convert as run_convert
 
 from ..options import (
     block_rows_option,
-    chunk_rows_option,
     command_line,
-    compression_option,
-    debug_option,
     dtype_option,
     memory_option,
     overwrite_option,
-    progress_option,
-    quiet_option,
+    reporting_options,
     resolve_progress,
+    storage_options,
 )
 
 __all__ = ["convert", "summary_line"]
@@ -44,13 +41,10 @@ need 'pip install logmm[hdf5plugin]'.
 @click.argument("output", metavar="OUT")
 @overwrite_option
 @dtype_option
-@compression_option
-@chunk_rows_option
+@storage_options
 @memory_option
 @block_rows_option
-@quiet_option
-@progress_option
-@debug_option
+@reporting_options
 @click.pass_context
 def convert(ctx: click.Context, source: str, output: str, overwrite: bool, dtype: str | None,
             compression: str | None, chunk_rows: int | None, memory: int | None,

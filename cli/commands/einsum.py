@@ -7,17 +7,14 @@ import click
 from logmm.einsum_files import EINSUM_SEMIRINGS, einsum_files
 
 from ..options import (
-    chunk_rows_option,
     command_line,
-    compression_option,
-    debug_option,
     dtype_option,
     method_option,
     output_option,
     overwrite_option,
-    progress_option,
-    quiet_option,
+    reporting_options,
     resolve_progress,
+    storage_options,
 )
 from .chain import explain_option, summary_line
 
@@ -56,11 +53,8 @@ complete, with provenance attributes. A scalar result needs a .npy or .h5 output
 @overwrite_option
 @method_option
 @dtype_option
-@compression_option
-@chunk_rows_option
-@quiet_option
-@progress_option
-@debug_option
+@storage_options
+@reporting_options
 @click.pass_context
 def einsum(ctx: click.Context, subscripts: str, operands: tuple[str, ...], output: str,
            semiring: str, explain: bool, overwrite: bool, method: str, dtype: str | None,

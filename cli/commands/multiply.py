@@ -9,19 +9,16 @@ from logmm.multiply import multiply as run_multiply
 
 from ..options import (
     block_rows_option,
-    chunk_rows_option,
     command_line,
-    compression_option,
-    debug_option,
     dtype_option,
     memory_option,
     method_option,
     output_option,
     overwrite_option,
-    progress_option,
-    quiet_option,
+    reporting_options,
     resolve_progress,
     resume_option,
+    storage_options,
 )
 
 __all__ = ["multiply", "summary_line"]
@@ -49,11 +46,8 @@ attributes (a .npy output gets them in OUT.npy.json).
 @memory_option
 @block_rows_option
 @resume_option
-@compression_option
-@chunk_rows_option
-@quiet_option
-@progress_option
-@debug_option
+@storage_options
+@reporting_options
 @click.pass_context
 def multiply(ctx: click.Context, a: str, b: str, output: str, overwrite: bool, method: str,
              dtype: str | None, memory: int | None, block_rows: int | None,

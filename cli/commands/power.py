@@ -7,17 +7,14 @@ import click
 from logmm.chain import power_file
 
 from ..options import (
-    chunk_rows_option,
     command_line,
-    compression_option,
-    debug_option,
     dtype_option,
     method_option,
     output_option,
     overwrite_option,
-    progress_option,
-    quiet_option,
+    reporting_options,
     resolve_progress,
+    storage_options,
 )
 from .chain import explain_option, summary_line
 
@@ -49,11 +46,8 @@ when complete, with provenance attributes (steps, schedule, repaired entries).
 @overwrite_option
 @method_option
 @dtype_option
-@compression_option
-@chunk_rows_option
-@quiet_option
-@progress_option
-@debug_option
+@storage_options
+@reporting_options
 @click.pass_context
 def power(ctx: click.Context, p: str, steps: int, output: str, explain: bool, overwrite: bool,
           method: str, dtype: str | None, compression: str | None, chunk_rows: int | None,

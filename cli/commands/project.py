@@ -14,18 +14,15 @@ from logmm.project import project as run_project
 
 from ..options import (
     block_rows_option,
-    chunk_rows_option,
     command_line,
-    compression_option,
-    debug_option,
     dtype_option,
     memory_option,
     output_option,
     overwrite_option,
-    progress_option,
-    quiet_option,
+    reporting_options,
     resolve_progress,
     resume_option,
+    storage_options,
 )
 
 __all__ = ["factor_specs", "project", "summary_line"]
@@ -124,11 +121,8 @@ def factor_specs(factors: tuple[str, ...], identities: tuple[int, ...],
 @memory_option
 @block_rows_option
 @resume_option
-@compression_option
-@chunk_rows_option
-@quiet_option
-@progress_option
-@debug_option
+@storage_options
+@reporting_options
 @click.pass_context
 def project(ctx: click.Context, x: str, w: str | None, blocks: int | None,
             factor: tuple[str, ...], identity: tuple[int, ...], semiring: str, output: str,
