@@ -20,6 +20,7 @@ from .errors import (
     OutputExistsError,
     UsageError,
 )
+from .gaussian import diag_gaussian_logpdf, softplus
 from .kron import Identity, block_project, kron_matvec
 from .logmatmul import ProductReport, logmatmulexp, logmatmulexp_report
 
@@ -40,8 +41,10 @@ __all__ = [
     "__version__",
     "block_project",
     "contraction_info",
+    "diag_gaussian_logpdf",
     "kron_matvec",
     "logeinsum",
     "logmatmulexp",
     "logmatmulexp_report",
+    "softplus",
 ]
