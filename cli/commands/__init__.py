@@ -8,6 +8,7 @@ from .chain import chain
 from .convert import convert
 from .einsum import einsum
 from .info import info
+from .loglik import loglik
 from .multiply import multiply
 from .power import power
 from .project import project
@@ -16,5 +17,5 @@ from .sample_data import sample_data
 __all__ = ["COMMANDS"]
 
 #: every subcommand, in the order ``logmm --help`` lists them
-COMMANDS: list[click.Command] = [multiply, chain, power, einsum, project, info,
+COMMANDS: list[click.Command] = [multiply, chain, power, einsum, project, loglik, info,
                                 convert, sample_data]

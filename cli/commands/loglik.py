@@ -1,0 +1,73 @@
+"""``logmm loglik X --mu MU (--sigma S | --rho R) [-o OUT]``: a Gaussian log-likelihood."""
+
+from __future__ import annotations
+
+import click
+
+from logmm.gaussian import REDUCTIONS
+from logmm.loglik import loglik as run_loglik
+
+from ..options import (
+    block_rows_option,
+    command_line,
+    dtype_option,
+    memory_option,
+    overwrite_option,
+    reporting_options,
+    resolve_progress,
+    resume_option,
+    storage_options,
+)
+
+__all__ = ["loglik"]
+
+EPILOG = """\b
+Examples:
+  logmm loglik x.h5:/x --mu 0 --sigma 1 -o ll.h5
+  logmm loglik x.npy --mu mu.npy --rho rho.npy --reduce row -o per_sample.npy
+  logmm loglik x.zarr:x --mu mu.npy --sigma s.npy --reduce sum      # prints the total
+
+\b
+MU, S and R are numbers or array addresses: a row of X's width (per column), or an array
+of X's shape (streamed with X). --rho gives sigma = softplus(rho) = log(1 + exp(rho)),
+computed without overflow. X is read in row blocks (--memory, --block-rows, --resume).
+"""
+
+
+@click.command(epilog=EPILOG, short_help="Diagonal-Gaussian log-likelihood of X.")
+@click.argument("x", metavar="X")
+@click.option("--mu", required=True, metavar="MU", help="Mean: a number or an array address.")
+@click.option("--sigma", default=None, metavar="S",
+              help="Standard deviation (> 0): a number or an array address.")
+@click.option("--rho", default=None, metavar="R",
+              help="sigma = softplus(rho): a number or an array address.")
+@click.option("--reduce", type=click.Choice(REDUCTIONS), default="none", show_default=True,
+              help="none: elementwise; row: one value per row; sum: the total, printed on "
+                   "stdout (and written when -o is given).")
+@click.option("-o", "--output", default=None, metavar="ADDR",
+              help="Output address (required unless --reduce sum).")
+@overwrite_option
+@dtype_option
+@memory_option
+@block_rows_option
+@resume_option
+@storage_options
+@reporting_options
+@click.pass_context
+def loglik(ctx: click.Context, x: str, mu: str, sigma: str | None, rho: str | None,
+           reduce: str, output: str | None, overwrite: bool, dtype: str | None,
+           memory: int | None, block_rows: int | None, resume: bool,
+           compression: str | None, chunk_rows: int | None, quiet: bool,
+           progress: bool | None) -> None:
+    """log N(X; MU, diag(S²)) elementwise, per row, or in total."""
+    result = run_loglik(
+        x, output, mu=mu, sigma=sigma, rho=rho, reduce=reduce, dtype=dtype,
+        block_rows=block_rows, memory=memory, overwrite=overwrite, compression=compression,
+        chunk_rows=chunk_rows, resume=resume, progress=resolve_progress(progress, quiet),
+        command=command_line(ctx))
+    if result.total is not None:
+        click.echo(repr(result.total))
+    if not quiet and result.output is not None:
+        shape = "×".join(str(s) for s in result.shape)
+        click.echo(f"wrote {result.output} ({shape} {result.dtype}, reduce {reduce}) in "
+                   f"{result.seconds:.2f} s", err=True)

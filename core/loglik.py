@@ -1,0 +1,203 @@
+"""The streaming engine behind ``logmm loglik``: a diagonal-Gaussian log-likelihood of X.
+
+X is read in row blocks through the same planner, pipeline, atomic writer and resume
+record as ``multiply`` (:mod:`logmm.engine`); each block goes through
+:func:`logmm.gaussian.diag_gaussian_logpdf`. ``mu`` and ``sigma``/``rho`` are numbers or
+arrays: a scalar, a row of X's width (per column), or an array of X's own shape, which is
+then streamed in the same row blocks. ``reduce="none"`` writes the elementwise values,
+``"row"`` one value per row, ``"sum"`` the total (returned, and written as a 1-element
+array when an output is given).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .engine import finish_output, open_output, stream_blocks
+from .errors import InputError, UsageError
+from .gaussian import REDUCTIONS, diag_gaussian_logpdf
+from .io.addresses import ArrayAddress
+from .io.readers import ArrayReader, open_array, require_matrix
+from .io.resume import input_fingerprint
+from .io.writers import check_output, default_chunk_rows
+from .plan import RowPlan, plan_rows
+
+__all__ = ["LoglikResult", "loglik"]
+
+Param = str | Path | ArrayAddress | float | int
+_OVERHEAD = 16 << 20
+
+
+@dataclass
+class LoglikResult:
+    """What :func:`loglik` computed: the output (or None), its shape, the total for
+    ``reduce="sum"``, and the plan."""
+
+    output: ArrayAddress | None
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    reduce: str
+    total: float | None
+    seconds: float
+    plan: RowPlan
+
+
+def _number(value: Param) -> float | None:
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(str(value))
+    except ValueError:
+        return None
+
+
+def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
+           sigma: Param | None = None, rho: Param | None = None, reduce: str = "none",
+           dtype: Any = None, block_rows: int | None = None, memory: int | None = None,
+           overwrite: bool = False, compression: str | None = None,
+           chunk_rows: int | None = None, resume: bool = False, progress: bool = False,
+           command: str = "") -> LoglikResult:
+    """Write (or return) ``log N(X; mu, diag(sigma²))``, streaming X by row blocks.
+
+    Parameters
+    ----------
+    x_address : address
+        X (n, width), 2-D.
+    out_address : address or None
+        Output; required unless ``reduce="sum"``. Shape (n, width), (n,) or (1,).
+    mu, sigma, rho : number or address
+        Exactly one of ``sigma``/``rho`` (``sigma = softplus(rho)``); arrays of shape
+        (width,), (1, width) or (n, width).
+    reduce, dtype
+        As for :func:`logmm.diag_gaussian_logpdf` (``dtype`` float32/float64 forces the
+        result type).
+    block_rows, memory, overwrite, compression, chunk_rows, resume, progress, command
+        As for :func:`logmm.multiply.multiply`.
+
+    Raises
+    ------
+    UsageError
+        Both or neither of sigma/rho, no output for an elementwise or per-row result.
+    InputError
+        A parameter whose shape does not fit X; sigma ≤ 0; rho not finite.
+    """
+    started = time.perf_counter()
+    if (sigma is None) == (rho is None):
+        raise UsageError("give exactly one of --sigma and --rho")
+    if reduce not in REDUCTIONS:
+        raise UsageError(f"unknown reduce {reduce!r}; choose one of {', '.join(REDUCTIONS)}")
+    if out_address is None and reduce != "sum":
+        raise UsageError("an output (-o) is needed unless --reduce sum")
+    scale_name, scale = ("sigma", sigma) if sigma is not None else ("rho", rho)
+    with ExitStack() as stack:
+        x = stack.enter_context(open_array(x_address))
+        require_matrix(x, "X")
+        n, width = x.shape
+        params: dict[str, tuple[float | None, ArrayReader | None, np.ndarray | None]] = {}
+        for name, value in (("mu", mu), (scale_name, scale)):
+            number = _number(value)
+            if number is not None:
+                params[name] = (number, None, None)
+                continue
+            reader = stack.enter_context(open_array(value))
+            shape = reader.shape
+            if shape in ((width,), (1, width)):
+                params[name] = (None, None, reader.read_all().reshape(width))
+            elif shape == (n, width):
+                params[name] = (None, reader, None)            # streamed with X
+            else:
+                raise InputError(f"{name} ({reader.address}) has shape {shape}; it must be "
+                                 f"a number, ({width},), (1, {width}) or ({n}, {width})")
+        typed = [x.dtype] + [p[1].dtype if p[1] is not None else p[2].dtype
+                             for p in params.values() if p[0] is None]
+        out_dtype = np.dtype(dtype) if dtype is not None else np.result_type(
+            *(np.float64 if t.kind in "biu" else t for t in typed))
+        out_shape = {"none": (n, width), "row": (n,), "sum": (1,)}[reduce]
+
+        def block_of(name: str, r0: int, r1: int) -> Any:
+            number, reader, array = params[name]
+            if number is not None:
+                return out_dtype.type(number)
+            if reader is not None:
+                return reader.read_rows(r0, r1).astype(out_dtype, copy=False)
+            return array.astype(out_dtype, copy=False)
+
+        def load(block: tuple[int, int, int]) -> tuple[np.ndarray, Any, Any]:
+            _, r0, r1 = block
+            return (x.read_rows(r0, r1).astype(out_dtype, copy=False),
+                    block_of("mu", r0, r1), block_of(scale_name, r0, r1))
+
+        def compute(block: tuple[int, int, int], data: tuple) -> Any:
+            xb, mub, sb = data
+            return diag_gaussian_logpdf(xb, mub, reduce=reduce, **{scale_name: sb})
+
+        row_bytes = width * (x.dtype.itemsize * 3 + out_dtype.itemsize * 6)
+        row_bytes += sum(width * 8 * 2 for p in params.values() if p[1] is not None)
+
+        def make_plan() -> RowPlan:
+            return plan_rows(n, row_bytes=row_bytes, overhead=_OVERHEAD, memory=memory,
+                             block_rows=block_rows, chunk_rows=chunk_rows,
+                             in_chunk_rows=x.chunk_rows,
+                             default_chunk_rows=default_chunk_rows(
+                                 n, (width if reduce == "none" else 1) * out_dtype.itemsize))
+
+        if reduce == "sum":
+            plan = make_plan()
+            # each block's sum is float64-accumulated; the blocks' sums are added exactly
+            total = math.fsum(compute((0, r0, r1), load((0, r0, r1)))
+                              for r0, r1 in plan.row_blocks())
+            out = None
+            if out_address is not None:
+                from .chain import write_whole  # the one-shot atomic writer
+
+                out = check_output(out_address, overwrite=overwrite, compression=compression)
+                write_whole(out, np.array([total], out_dtype), _attrs(
+                    command, x, params, scale_name, reduce, out_dtype, (1,)),
+                    overwrite=overwrite, compression=compression, chunk_rows=None)
+            return LoglikResult(output=out, shape=(1,), dtype=out_dtype, reduce=reduce,
+                                total=total, seconds=time.perf_counter() - started, plan=plan)
+
+        out = check_output(out_address, overwrite=overwrite, compression=compression)
+        fingerprint = {
+            "operation": "loglik", "x": input_fingerprint(x.address, x.shape, x.dtype),
+            "params": {k: v[0] if v[0] is not None else str(v[1].address if v[1] is not None
+                                                          else "array") for k, v in
+                       params.items()},
+            "reduce": reduce, "dtype": str(out_dtype), "output": str(out),
+            "compression": compression,
+        }
+        output = open_output(stack, out, out_shape, out_dtype, fingerprint=fingerprint,
+                             resume=resume, make_plan=make_plan,
+                             load_plan=lambda d: RowPlan(**d), overwrite=overwrite,
+                             compression=compression, contiguous=chunk_rows is None)
+
+        def store(block: tuple[int, int, int], values: np.ndarray) -> None:
+            output.writer.write_rows(block[1], values)
+            output.writer.flush()
+
+        finish_output(output, lambda: stream_blocks(output, n, load, compute, store,
+                                                    progress=progress, desc="loglik"),
+                      lambda _: _attrs(command, x, params, scale_name, reduce, out_dtype,
+                                       out_shape))
+    return LoglikResult(output=out, shape=out_shape, dtype=out_dtype, reduce=reduce,
+                        total=None, seconds=time.perf_counter() - started, plan=output.plan)
+
+
+def _attrs(command: str, x: ArrayReader, params: dict, scale_name: str, reduce: str,
+           dtype: np.dtype, shape: tuple[int, ...]) -> dict[str, Any]:
+    from . import __version__
+
+    described = {name: (number if number is not None else
+                        str(reader.address) if reader is not None else "array")
+                 for name, (number, reader, _) in params.items()}
+    return {"logmm_version": __version__, "command": command or "logmm.loglik(...)",
+            "operation": "loglik", "x": str(x.address), "x_shape": list(x.shape),
+            "scale": scale_name, **{k: str(v) for k, v in described.items()},
+            "reduce": reduce, "dtype": str(dtype), "shape": list(shape)}
