@@ -47,6 +47,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_streaming.py
 	$(BIN)/python benchmarks/bench_project.py
 	$(BIN)/python benchmarks/bench_einsum.py
+	$(BIN)/python benchmarks/bench_loglik.py
 
 sample-data: $(VENV)/.installed
 	$(BIN)/python sample_data/make_sample_data.py --out sample_data

@@ -131,12 +131,19 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
 
         def load(block: tuple[int, int, int]) -> tuple[np.ndarray, Any, Any]:
             _, r0, r1 = block
-            return (x.read_rows(r0, r1).astype(out_dtype, copy=False),
+            return (x.read_rows(r0, r1, allow_view=True).astype(out_dtype, copy=False),
                     block_of("mu", r0, r1), block_of(scale_name, r0, r1))
 
+        writer_view: list = []          # the open output, once there is one
+
         def compute(block: tuple[int, int, int], data: tuple) -> Any:
+            _, r0, r1 = block
             xb, mub, sb = data
-            return diag_gaussian_logpdf(xb, mub, reduce=reduce, **{scale_name: sb})
+            view = (writer_view[0].region_view(r0, 0, (r1 - r0, width))
+                    if writer_view and reduce == "none" else None)
+            values = diag_gaussian_logpdf(xb, mub, reduce=reduce, out=view,
+                                          **{scale_name: sb})
+            return None if view is not None and values is view else values
 
         row_bytes = width * (x.dtype.itemsize * 3 + out_dtype.itemsize * 6)
         row_bytes += sum(width * 8 * 2 for p in params.values() if p[1] is not None)
@@ -178,8 +185,11 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
                              load_plan=lambda d: RowPlan(**d), overwrite=overwrite,
                              compression=compression, contiguous=chunk_rows is None)
 
-        def store(block: tuple[int, int, int], values: np.ndarray) -> None:
-            output.writer.write_rows(block[1], values)
+        writer_view.append(output.writer)
+
+        def store(block: tuple[int, int, int], values: np.ndarray | None) -> None:
+            if values is not None:                  # else computed straight into a .npy map
+                output.writer.write_rows(block[1], values)
             output.writer.flush()
 
         finish_output(output, lambda: stream_blocks(output, n, load, compute, store,
