@@ -158,20 +158,13 @@ def plan_product(n: int, k: int, m: int, *, a_itemsize: int, b_itemsize: int,
     per_row = (k_chunk * (a_read_copies * a_itemsize + 2 * itemsize)  # as read; cast, exp
                + col_panel * (3 * itemsize + 2)              # 3 output blocks, repair masks
                + (col_panel * 16 if k_split else 0))          # accumulator (m, s) float64
-    resident = k_chunk * col_panel * b_elem
-    rows = (avail - resident) // per_row
-    if block_rows is None and rows < 1:
-        raise UsageError(f"memory budget {_size(memory)} cannot hold one row of A; "
-                         f"use at least {_size(KERNEL_OVERHEAD + resident + per_row)}")
-    rows = int(block_rows) if block_rows is not None else int(rows)
-    rows = max(1, min(rows, max(n, 1)))
-
-    rows, out_chunk = _align_rows(rows, chunk_rows or default_chunk_rows,
-                                  aligned=block_rows is None, in_chunk_rows=a_chunk_rows)
-    estimate = KERNEL_OVERHEAD + resident + rows * per_row
-    return ProductPlan(n=n, k=k, m=m, block_rows=rows, col_panel=min(col_panel, max(m, 1)),
-                       k_chunk=min(k_chunk, max(k, 1)), chunk_rows=out_chunk, memory=memory,
-                       estimate=int(estimate))
+    rows = plan_rows(n, row_bytes=per_row, resident=k_chunk * col_panel * b_elem,
+                     overhead=KERNEL_OVERHEAD, memory=memory, block_rows=block_rows,
+                     chunk_rows=chunk_rows, in_chunk_rows=a_chunk_rows,
+                     default_chunk_rows=default_chunk_rows)
+    return ProductPlan(n=n, k=k, m=m, block_rows=rows.block_rows,
+                       col_panel=min(col_panel, max(m, 1)), k_chunk=min(k_chunk, max(k, 1)),
+                       chunk_rows=rows.chunk_rows, memory=memory, estimate=rows.estimate)
 
 
 def _align_rows(rows: int, chunk_rows: int | None, *, aligned: bool,
