@@ -233,6 +233,22 @@ def _check_method(method: str) -> None:
         raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
 
 
+class _CountedProducts:
+    """``logmatmulexp`` that sums the tiers' reports and ticks a progress step per product."""
+
+    def __init__(self, method: str, dtype: np.dtype,
+                 step: Callable[[], None] | None = None) -> None:
+        self.method, self.dtype, self.step = method, dtype, step
+        self.report = ProductReport()
+
+    def __call__(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+        C, part = logmatmulexp_report(X, Y, method=self.method, dtype=self.dtype)
+        self.report += part
+        if self.step is not None:
+            self.step()
+        return C
+
+
 def _log_chain_report(matrices: Sequence[np.ndarray], names: Sequence[str], method: str,
                       dtype: Any, step: Callable[[], None] | None = None
                       ) -> tuple[np.ndarray, ProductReport, int, str]:
@@ -243,25 +259,19 @@ def _log_chain_report(matrices: Sequence[np.ndarray], names: Sequence[str], meth
     out_dtype = _out_dtype([a.dtype for a in arrays], dtype)
     arrays = [_operand(a, name, out_dtype) for a, name in zip(arrays, names, strict=True)]
     cost, split = _chain_table(dims)
-    report = ProductReport()
+    mul = _CountedProducts(method, out_dtype, step)
 
     def product(i: int, j: int) -> np.ndarray:
         if i == j:
             return arrays[i]
         s = split[i][j]
-        left, right = product(i, s), product(s + 1, j)
-        C, part = logmatmulexp_report(left, right, method=method, dtype=out_dtype)
-        nonlocal report
-        report += part
-        if step is not None:
-            step()
-        return C
+        return mul(product(i, s), product(s + 1, j))
 
     result = product(0, len(arrays) - 1)
     if len(arrays) == 1:
         result = result.copy()
     order = _paren(split, 0, len(arrays) - 1, [f"M{i + 1}" for i in range(len(arrays))])
-    return result, report, cost, order
+    return result, mul.report, cost, order
 
 
 def log_chain(matrices: Sequence[np.ndarray], *, method: str = "auto",
@@ -321,17 +331,9 @@ def _log_power_report(P: np.ndarray, steps: int, name: str, method: str, dtype: 
                          "square 2-D matrix")
     out_dtype = _out_dtype([P.dtype], dtype)
     P = _operand(P, name, out_dtype)
-    report = ProductReport()
+    mul = _CountedProducts(method, out_dtype, step)
     if steps == 0:
-        return log_identity(P.shape[0], out_dtype), report
-
-    def mul(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
-        C, part = logmatmulexp_report(X, Y, method=method, dtype=out_dtype)
-        nonlocal report
-        report += part
-        if step is not None:
-            step()
-        return C
+        return log_identity(P.shape[0], out_dtype), mul.report
 
     result: np.ndarray | None = None
     base, remaining = P, steps
@@ -343,7 +345,7 @@ def _log_power_report(P: np.ndarray, steps: int, name: str, method: str, dtype: 
             break
         base = mul(base, base)
     assert result is not None
-    return (result.copy() if result is P else result), report
+    return (result.copy() if result is P else result), mul.report
 
 
 def log_power(P: np.ndarray, steps: int, *, method: str = "auto",
