@@ -7,8 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -17,6 +15,8 @@ import opt_einsum
 import logmm
 from logmm.accumulate import logsumexp
 from logmm.einsum import logeinsum
+
+from timing import timed
 
 _BLOCK_ELEMENTS = 1 << 22
 
@@ -47,18 +47,6 @@ def blocked_broadcast_pair(subscripts: str, A: np.ndarray, B: np.ndarray) -> np.
         out[tuple(slice(lo, hi) if c == split else slice(None) for c in output)] = \
             logsumexp(terms, axis=tuple(range(len(output), len(full))))
     return out
-
-
-def timed(methods: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    for fn in methods.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(repeats):
-        for name, fn in methods.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def report(title: str, methods: dict[str, Callable[[], object]], repeats: int) -> None:

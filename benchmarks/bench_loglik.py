@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
 
 import numpy as np
 from scipy.stats import norm
@@ -19,17 +17,7 @@ from scipy.stats import norm
 import logmm
 from logmm.loglik import loglik
 
-
-def timed(methods: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    for fn in methods.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(repeats):
-        for name, fn in methods.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+from timing import timed
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,10 +11,7 @@ broadcast reference where exact is too slow), and how many entries each tier han
 from __future__ import annotations
 
 import argparse
-import random
-import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -23,6 +20,8 @@ from scipy.special import logsumexp as scipy_logsumexp
 import logmm
 from logmm import adversarial
 from logmm.logmatmul import _exact_entries
+
+from timing import timed
 
 Method = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -51,23 +50,6 @@ def broadcast(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 def logmm_method(name: str) -> Method:
     return lambda A, B: logmm.logmatmulexp(A, B, method=name)
-
-
-def time_interleaved(methods: dict[str, Method], A: np.ndarray, B: np.ndarray,
-                     repeats: int, seed: int = 0) -> dict[str, float]:
-    """Median seconds per method; the methods take turns, in a shuffled order each repeat."""
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    for fn in methods.values():       # warm-up (page faults, thread pools)
-        fn(A, B)
-    order = list(methods)
-    rng = random.Random(seed)
-    for _ in range(repeats):
-        rng.shuffle(order)
-        for name in order:
-            t0 = time.perf_counter()
-            methods[name](A, B)
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def sample_entries(A: np.ndarray, B: np.ndarray, count: int = 400,
@@ -101,7 +83,7 @@ def run_case(label: str, A: np.ndarray, B: np.ndarray, methods: dict[str, Method
     """Print one table: time, ratio to naive, and max error on sampled exact entries."""
     n, k = A.shape
     m = B.shape[1]
-    times = time_interleaved(methods, A, B, repeats)
+    times = timed({name: (lambda fn=fn: fn(A, B)) for name, fn in methods.items()}, repeats)
     _, report = logmm.logmatmulexp_report(A, B, method="auto")
     share = report.repaired / max(report.entries, 1)
     ii, jj, exact = sample_entries(A, B)

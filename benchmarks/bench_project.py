@@ -10,34 +10,17 @@ so every row maps to (I_30 ⊗ W) x of length 900.
 from __future__ import annotations
 
 import argparse
-import random
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
 
 import logmm
 
+from timing import timed
+
 K, D, P = 30, 784, 30
-
-
-def timed(methods: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds per method, methods shuffled within each repeat (after a warm-up)."""
-    for fn in methods.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    order = list(methods)
-    rng = random.Random(0)
-    for _ in range(repeats):
-        rng.shuffle(order)
-        for name in order:
-            t0 = time.perf_counter()
-            methods[name]()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def streamed_from_hdf5(X: np.ndarray, W: np.ndarray, in_memory: float) -> None:

@@ -11,7 +11,9 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_logmatmul.py"
 
 
-def test_bench_logmatmul_quick_prints_tables(capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_logmatmul_quick_prints_tables(capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH.parent))      # as when run as a script
     spec = importlib.util.spec_from_file_location("bench_logmatmul", BENCH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
