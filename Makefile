@@ -2,13 +2,14 @@
 #   make demo    create .venv, install logmm, run multiply, project, chain, power, einsum on sample_data/
 #   make test    create .venv if needed, install with test extras, lint, run the suite
 #   make bench   run benchmarks/ and print ratio tables
+#   make bench-plots  measure again and redraw the PNGs in docs/img/ (docs/benchmarks.md)
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_OUT := demo_output
 
-.PHONY: demo test test-slow lint bench sample-data clean
+.PHONY: demo test test-slow lint bench bench-plots sample-data clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -48,6 +53,9 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_project.py
 	$(BIN)/python benchmarks/bench_einsum.py
 	$(BIN)/python benchmarks/bench_loglik.py
+
+bench-plots: $(VENV)/.installed-bench
+	$(BIN)/python benchmarks/bench_plots.py --out docs/img
 
 sample-data: $(VENV)/.installed
 	$(BIN)/python sample_data/make_sample_data.py --out sample_data

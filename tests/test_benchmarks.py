@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import math
 import re
 from pathlib import Path
 
@@ -28,3 +30,31 @@ def test_bench_logmatmul_quick_prints_tables(capsys: pytest.CaptureFixture[str],
                    if line.startswith("auto ")]
     assert auto_errors and max(auto_errors) < 1e-4
     assert re.search(r"^rowcol_max\s.*\sinf$", out, re.MULTILINE)
+
+
+def test_bench_plots_quick_draws_figures_from_measurements(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib (test extra) is not installed")
+    script = BENCH.parent / "bench_plots.py"
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    spec = importlib.util.spec_from_file_location("bench_plots", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--quick", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    for name in ("time_vs_size.png", "accuracy.png", "memory_vs_size.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    data = json.loads((tmp_path / "bench_plots.json").read_text())
+    # The accuracy panel shows logmm within the tests' bound on every family and dtype,
+    # and the textbook recipes failing on the public counterexamples.
+    for dtype, per_family in data["accuracy"].items():
+        for family, row in per_family.items():
+            assert row["logmm auto"] <= row["bound"], (dtype, family)
+        assert math.isinf(per_family["counterexample 2"]["row/col max shift"]), dtype
+        assert math.isinf(per_family["counterexample 1"]["global max shift"]), dtype
+    # Every timed method has one point per size it ran at; streaming stays under budget.
+    assert {len(v) for v in data["time"]["banded"].values()} == {2}
+    streamed = data["memory"]["streamed"]["logmm multiply --memory 64MB"]
+    assert all(mib < 64 for _, mib in streamed)
