@@ -20,6 +20,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@# torch is optional (logmm[torch]); this exact version is a CPU wheel, not a multi-GB CUDA build
+	$(BIN)/python -m pip install --quiet torch==2.13.0 || echo "torch could not be installed: torch tests will be skipped"
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
