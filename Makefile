@@ -36,7 +36,7 @@ demo: $(VENV)/.installed
 	@echo "demo results are in $(DEMO_OUT)/"
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check core cli tests benchmarks sample_data
+	$(BIN)/ruff check core cli tests benchmarks sample_data examples
 
 test: lint
 	$(BIN)/python -m pytest
@@ -50,6 +50,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_project.py
 	$(BIN)/python benchmarks/bench_einsum.py
 	$(BIN)/python benchmarks/bench_loglik.py
+	$(BIN)/python benchmarks/bench_grad.py
 
 sample-data: $(VENV)/.installed
 	$(BIN)/python sample_data/make_sample_data.py --out sample_data

@@ -28,3 +28,21 @@ def test_bench_logmatmul_quick_prints_tables(capsys: pytest.CaptureFixture[str],
                    if line.startswith("auto ")]
     assert auto_errors and max(auto_errors) < 1e-4
     assert re.search(r"^rowcol_max\s.*\sinf$", out, re.MULTILINE)
+
+
+def test_bench_grad_quick_prints_table(capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    path = BENCH.parent / "bench_grad.py"
+    monkeypatch.syspath_prepend(str(path.parent))
+    spec = importlib.util.spec_from_file_location("bench_grad", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--n", "48", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    methods = [m for m in module.METHODS
+               if "torch" not in m or importlib.util.find_spec("torch") is not None]
+    rows = [line for line in out.splitlines() if any(line.startswith(m) for m in methods)]
+    assert len(rows) == len(methods)
+    for line in rows:               # every method's gradient agrees with the f64 one
+        assert float(line.split()[-1]) < 1e-4, line
+        assert "-" not in line.split()[-3:-1], line      # peak memory was measured

@@ -292,3 +292,21 @@ def test_logeinsum_vjp_errors() -> None:
         logmm.logeinsum_vjp("ij->i", [X], C, np.ones(3))
     with pytest.raises(logmm.UsageError):
         logmm.logeinsum_vjp("ij,jk->ik", [X], C, np.ones_like(C))
+
+
+def test_hmm_example_runs_and_agrees(capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "hmm_gradient.py"
+    spec = importlib.util.spec_from_file_location("hmm_gradient", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--states", "5", "--steps", "8"]) == 0
+    out = capsys.readouterr().out
+    differences = [float(line.rsplit(" ", 1)[1]) for line in out.splitlines()
+                   if line.startswith("largest difference")]
+    assert differences and max(differences) < 1e-8, out
+    if importlib.util.find_spec("torch") is not None:
+        assert "torch autograd through logmm.torch" in out
