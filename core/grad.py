@@ -82,9 +82,11 @@ def logmatmulexp_vjp(A: np.ndarray, B: np.ndarray, C: np.ndarray, G: np.ndarray,
     finite entries, ``|L±| <= |log|G|| + |C|``); dB likewise with n terms and
     ``M_B = max|A| + max|L±|``. Each part is accurate relative to itself; when G has
     both signs the subtraction can cancel, and no method avoids that without extra
-    precision. The tests (mpmath at 200 bits, public counterexamples, ``-inf`` masks,
-    banded and scale-drift families, float32 and float64) check ``4 u (K + M)``-style
-    bounds in these terms.
+    precision. The rounding of the exponents (``A + B - C`` from values of size
+    ``M = max|A| + max|B|``) dominates in practice: against mpmath (200 bits) on the
+    public counterexamples, every adversarial family, ``-inf`` masks and hypothesis
+    inputs, in float32 and float64, the componentwise error stayed below ``u (M + k)`` times
+    ``sum_j |G_ij| P_ikj``.
 
     Raises
     ------
