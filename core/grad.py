@@ -133,7 +133,7 @@ def logmatmulexp_vjp(A: np.ndarray, B: np.ndarray, C: np.ndarray, G: np.ndarray,
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         if parts:
-            L = np.stack([L for _, L in parts])           # (parts, ..., n, m)
+            L = np.stack([L for _, L in parts]) if len(parts) > 1 else parts[0][1][None]
             BT, AT = np.swapaxes(B, -1, -2), np.swapaxes(A, -1, -2)
             dA = _combine(A, [s for s, _ in parts], logmatmulexp(L, BT, method=method))
             dB = _combine(B, [s for s, _ in parts], logmatmulexp(AT, L, method=method))
