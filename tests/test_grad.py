@@ -136,6 +136,19 @@ def test_property_matches_exact_gradient(inputs: tuple, dtype) -> None:
     check_against_exact("ik,kj->ij", [A, B], G, logmm.logmatmulexp_vjp(A, B, C, G), C)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gradients_of_extreme_magnitude_neither_overflow_nor_vanish(dtype) -> None:
+    """G enters as log|G|, so no intermediate overflows before the gradient itself does."""
+    big = 1e300 if dtype == np.float64 else 1e35
+    A, B = adversarial.banded(3, 10, 4, dtype=dtype, seed=1)
+    C = logmm.logmatmulexp(A, B)
+    G = np.array([[big, -1 / big, 1.0, -big / 7], [1 / big, 2.0, -3.0, big / 3],
+                  [0.0, -big, 1 / big, 5.0]], dtype=dtype)
+    grads = logmm.logmatmulexp_vjp(A, B, C, G)
+    assert all(np.isfinite(g).all() for g in grads)
+    check_against_exact("ik,kj->ij", [A, B], G, grads, C)
+
+
 def central_difference(f, X: np.ndarray, h: float = 1e-6) -> np.ndarray:
     grad = np.zeros_like(X)
     for idx in np.ndindex(X.shape):
