@@ -322,5 +322,7 @@ def test_hmm_example_runs_and_agrees(capsys: pytest.CaptureFixture[str],
     differences = [float(line.rsplit(" ", 1)[1]) for line in out.splitlines()
                    if line.startswith("largest difference")]
     assert differences and max(differences) < 1e-8, out
-    if importlib.util.find_spec("torch") is not None:
+    from test_benchmarks import torch_imports
+
+    if torch_imports():
         assert "torch autograd through logmm.torch" in out

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'logmm[torch]')")
+torch = pytest.importorskip("torch", reason="torch is not installed or does not import "
+                            "(pip install 'logmm[torch]')", exc_type=ImportError)
 
 import logmm.torch as lt  # noqa: E402
 from logmm import adversarial  # noqa: E402
