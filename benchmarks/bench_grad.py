@@ -81,6 +81,13 @@ def _status(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
+def _available_memory() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024.0
+    return float("inf")
+
+
 def child(name: str, n: int, dtype: str) -> None:
     """Run one method once in this (fresh) process; print its extra peak memory."""
     A, B, G = inputs(n, dtype)
@@ -128,6 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         torch = None
     names = [m for m in METHODS if not any(s in m for s in args.skip)
              and (torch is not None or "torch" not in m)]
+    broadcast = "torch autograd, broadcast logsumexp"
+    need = 4.5 * n**3 * np.dtype(args.dtype).itemsize    # four n·k·m tensors at its peak
+    if broadcast in names and need > _available_memory():
+        names.remove(broadcast)
+        print(f"(the broadcast needs about {need / 2**30:.1f} GiB and "
+              f"{_available_memory() / 2**30:.1f} GiB are available: left out; try a "
+              "smaller --n)")
     A, B, G = inputs(n, args.dtype)
     print(f"logmm {logmm.__version__}, numpy {np.__version__}, torch "
           f"{torch.__version__ if torch else 'not installed'}; {n}^3 {args.dtype}, "
