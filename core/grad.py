@@ -160,10 +160,12 @@ def logeinsum_vjp(subscripts: str, operands: Sequence[np.ndarray], C: np.ndarray
     ``sum |G| P``, as there). Labels of ``t_p`` that no other operand and not the output
     carry (summed within ``X_p``) broadcast; repeated labels (diagonals) get their
     gradient on the diagonal and 0 elsewhere; operands broadcast along size-1
-    dimensions get the gradient summed over them. One gradient einsum per operand and
-    sign: the cost is about ``2 N`` forward contractions for N operands (``4 N`` when G
-    has both signs), against ``N`` for a tape of pairwise steps; memory is that of the
-    forward contractions.
+    dimensions get the gradient summed over them. Cost: one gradient einsum per operand
+    (and per sign of G), each about as costly as the forward pass, i.e. ``N (N - 1)``
+    pairwise products for N operands, against ``2 (N - 1)`` for a tape of the forward's
+    pairwise VJPs (plus ``N - 1`` to recompute the forward, or the memory to keep its
+    intermediates): the same for two operands, dearer from four. Memory is that of the
+    forward contractions; nothing of the forward is kept.
 
     Parameters
     ----------
