@@ -238,7 +238,7 @@ def logeinsum_vjp(subscripts: str, operands: Sequence[np.ndarray], C: np.ndarray
                                                               strict=True)) if n0 != n1)
             if axes:                                    # broadcast along size-1 dimensions
                 grad = grad.sum(axis=axes, keepdims=True)
-            grads.append(np.ascontiguousarray(grad.astype(dtypes[p], copy=False)))
+            grads.append(np.asarray(grad, dtype=dtypes[p], order="C"))
     return tuple(grads)
 
 
@@ -293,7 +293,7 @@ def _log_weight_parts(C: np.ndarray, G: np.ndarray) -> list[tuple[float, np.ndar
 def _combine(X: np.ndarray, signs: list[float], R: np.ndarray) -> np.ndarray:
     """``sum_p signs[p] exp(X + R[p])``: -inf in X or R gives exactly 0, NaN stays."""
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        out = np.add(X, R[0])
+        out = np.asarray(np.add(X, R[0]))               # 0-d operands give a scalar
         np.exp(out, out=out)
         if signs[0] < 0:
             np.negative(out, out=out)

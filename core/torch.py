@@ -46,7 +46,8 @@ def _to_numpy(x: torch.Tensor) -> np.ndarray:
 
 
 def _to_tensor(x: np.ndarray, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x)).to(device=like.device, dtype=dtype)
+    x = np.asarray(x, order="C")                 # (np.ascontiguousarray makes 0-d 1-d)
+    return torch.from_numpy(x).to(device=like.device, dtype=dtype)
 
 
 def _float_dtype(*tensors: torch.Tensor) -> torch.dtype:

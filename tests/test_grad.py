@@ -270,7 +270,7 @@ def test_logeinsum_vjp_matches_exact_gradient(subscripts: str, shapes: list, dty
 
 
 BROADCAST = [("ij,ij->j", [(1, 4), (3, 4)]), ("i,j->", [(3,), (4,)]),
-             ("...ij,...jk->...ik", [(2, 1, 3, 4), (3, 4, 2)])]
+             ("...ij,...jk->...ik", [(2, 1, 3, 4), (3, 4, 2)]), ("ij,->ij", [(2, 3), ()])]
 
 
 @pytest.mark.parametrize(("subscripts", "shapes"), CASES[:4] + BROADCAST,
@@ -288,6 +288,15 @@ def test_logeinsum_vjp_matches_finite_differences(subscripts: str, shapes: list)
             return float(np.sum(G * logmm.logeinsum(subscripts, *args)))
 
         np.testing.assert_allclose(grads[p], central_difference(loss, op), atol=1e-7)
+
+
+@pytest.mark.parametrize(("subscripts", "shapes"), BROADCAST, ids=[c[0] for c in BROADCAST])
+def test_logeinsum_vjp_broadcasting_matches_exact_gradient(subscripts: str, shapes: list
+                                                          ) -> None:
+    ops = operands(shapes, np.float64, seed=5, scale=30.0)
+    C = logmm.logeinsum(subscripts, *ops)
+    G = signed_gradient(C.shape, np.float64)
+    check_against_exact(subscripts, ops, G, logmm.logeinsum_vjp(subscripts, ops, C, G), C)
 
 
 def test_logeinsum_vjp_counterexample_inside_a_contraction() -> None:

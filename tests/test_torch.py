@@ -27,13 +27,18 @@ def test_gradcheck_logmatmulexp() -> None:
     assert torch.autograd.gradcheck(lt.logmatmulexp, (A, B))
 
 
-def test_gradcheck_logeinsum() -> None:
+EINSUM_CASES = [("ij,jk,kl->il", [(3, 4), (4, 2), (2, 3)]), ("ii->i", [(3, 3)]),
+                ("...ij,...jk->...ik", [(2, 1, 3, 4), (3, 4, 2)]), ("ij,ij->j", [(1, 4), (3, 4)]),
+                ("ijk->", [(2, 3, 2)])]
+
+
+@pytest.mark.parametrize(("subscripts", "shapes"), EINSUM_CASES,
+                         ids=[c[0] for c in EINSUM_CASES])
+def test_gradcheck_logeinsum(subscripts: str, shapes: list) -> None:
     gen = torch.Generator().manual_seed(1)
-    X = torch.randn(3, 4, dtype=torch.float64, generator=gen, requires_grad=True)
-    Y = torch.randn(4, 2, dtype=torch.float64, generator=gen, requires_grad=True)
-    Z = torch.randn(2, 3, dtype=torch.float64, generator=gen, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, y, z: lt.logeinsum("ij,jk,kl->il", x, y, z),
-                                    (X, Y, Z))
+    ops = [torch.randn(*s, dtype=torch.float64, generator=gen, requires_grad=True)
+           for s in shapes]
+    assert torch.autograd.gradcheck(lambda *xs: lt.logeinsum(subscripts, *xs), tuple(ops))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
