@@ -233,6 +233,16 @@ def test_zero_gradient_is_zero() -> None:
     assert np.all(dA == 0) and np.all(dB == 0) and dA.shape == A.shape
 
 
+@pytest.mark.parametrize(("shape_a", "shape_b"), [((2, 0), (0, 3)), ((0, 4), (4, 3)),
+                                                   ((3, 2, 0), (0, 5))])
+def test_empty_dimensions(shape_a: tuple, shape_b: tuple) -> None:
+    A, B = np.zeros(shape_a), np.zeros(shape_b)
+    C = logmm.logmatmulexp(A, B)                 # every entry log 0 (or none at all)
+    dA, dB = logmm.logmatmulexp_vjp(A, B, C, np.ones_like(C))
+    assert dA.shape == A.shape and dB.shape == B.shape
+    assert not dA.any() and not dB.any()
+
+
 def test_errors() -> None:
     A, B = np.zeros((2, 3)), np.zeros((3, 4))
     C = logmm.logmatmulexp(A, B)
