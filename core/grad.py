@@ -37,7 +37,7 @@ from .logmatmul import (
     check_no_posinf,
     compute_dtype,
     logmatmulexp,
-    result_dtype,
+    matmul_operands,
 )
 
 __all__ = ["logeinsum_vjp", "logmatmulexp_vjp"]
@@ -103,28 +103,12 @@ def logmatmulexp_vjp(A: np.ndarray, B: np.ndarray, C: np.ndarray, G: np.ndarray,
     >>> dA.round(12).tolist(), dB.round(12).tolist()   # the two equal terms share 1/2 each
     ([[0.5, 0.5]], [[0.5], [0.5]])
     """
-    A = _as_log_operand(A, "A")
-    B = _as_log_operand(B, "B")
-    a_dtype, b_dtype = A.dtype, B.dtype
-    dtype = result_dtype(A.dtype, B.dtype)
-    A = A.astype(dtype, copy=False)
-    B = B.astype(dtype, copy=False)
+    A, B = _as_log_operand(A, "A"), _as_log_operand(B, "B")
+    a_dtype, b_dtype = A.dtype, B.dtype                 # the gradients' dtypes
+    A, B, batch, squeeze_a, squeeze_b = matmul_operands(A, B)
+    dtype = A.dtype
     check_no_posinf(A, "A")
     check_no_posinf(B, "B")
-    squeeze_a, squeeze_b = A.ndim == 1, B.ndim == 1
-    if squeeze_a:
-        A = A[np.newaxis, :]
-    if squeeze_b:
-        B = B[:, np.newaxis]
-    if A.shape[-1] != B.shape[-2]:
-        raise InputError(f"shape mismatch: A is {_shape_str(A.shape)} and B is "
-                         f"{_shape_str(B.shape)}; A's last dimension must equal B's "
-                         "second-to-last")
-    try:
-        batch = np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
-    except ValueError:
-        raise InputError(f"batch dimensions of A {_shape_str(A.shape)} and B "
-                         f"{_shape_str(B.shape)} do not broadcast") from None
     shape = batch + (A.shape[-2], B.shape[-1])
     C = _as_result(C, "C", shape, dtype, squeeze_a, squeeze_b)
     G = _as_result(G, "G", shape, dtype, squeeze_a, squeeze_b)

@@ -81,20 +81,26 @@ def max_abs_error(C: np.ndarray, ref: np.ndarray) -> float:
     return float(d.max()) if d.size else 0.0
 
 
-def exact_logeinsum(subscripts: str, *operands: np.ndarray) -> np.ndarray:
-    """Exact log-semiring einsum by brute force over every label assignment (small inputs)."""
-    import itertools
-
+def _labels(subscripts: str, operands: list[np.ndarray]
+            ) -> tuple[list[str], str, dict[str, int], list[str]]:
+    """Terms, output, label sizes (size-1 dimensions broadcast) and summed labels."""
     import opt_einsum
 
-    operands = [np.asarray(op, dtype=np.float64) for op in operands]
     inputs, output, _ = opt_einsum.parser.parse_einsum_input((subscripts, *operands))
     terms = inputs.split(",")
     sizes: dict[str, int] = {}
     for term, op in zip(terms, operands, strict=True):
         for label, size in zip(term, op.shape, strict=True):
             sizes[label] = max(sizes.get(label, 1), size)
-    summed = [c for c in sizes if c not in output]
+    return terms, output, sizes, [c for c in sizes if c not in output]
+
+
+def exact_logeinsum(subscripts: str, *operands: np.ndarray) -> np.ndarray:
+    """Exact log-semiring einsum by brute force over every label assignment (small inputs)."""
+    import itertools
+
+    operands = [np.asarray(op, dtype=np.float64) for op in operands]
+    terms, output, sizes, summed = _labels(subscripts, operands)
     result = np.empty([sizes[c] for c in output])
     with mpmath.workprec(_PREC):
         for out_index in itertools.product(*(range(sizes[c]) for c in output)):
@@ -133,17 +139,9 @@ def exact_logeinsum_vjp(subscripts: str, operands: list[np.ndarray], G: np.ndarr
     """
     import itertools
 
-    import opt_einsum
-
     operands = [np.asarray(op, dtype=np.float64) for op in operands]
     G = np.asarray(G, dtype=np.float64)
-    inputs, output, _ = opt_einsum.parser.parse_einsum_input((subscripts, *operands))
-    terms = inputs.split(",")
-    sizes: dict[str, int] = {}
-    for term, op in zip(terms, operands, strict=True):
-        for label, size in zip(term, op.shape, strict=True):
-            sizes[label] = max(sizes.get(label, 1), size)
-    summed = [c for c in sizes if c not in output]
+    terms, output, sizes, summed = _labels(subscripts, operands)
     grads_mp: list[dict] = [{} for _ in operands]      # entry -> exact sum (mpf)
     scales_mp: list[dict] = [{} for _ in operands]
     with mpmath.workprec(_PREC):
