@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .einsum import _broadcast_labels, _parse, logeinsum
+from .einsum import _log_operands, _parse, logeinsum
 from .errors import InputError
 from .logmatmul import (
     _as_log_operand,
@@ -184,13 +184,9 @@ def logeinsum_vjp(subscripts: str, operands: Sequence[np.ndarray], C: np.ndarray
     """
     operands = [np.asarray(op) for op in operands]
     inputs, output = _parse(subscripts, tuple(operands))
-    dtypes = [compute_dtype(op.dtype) for op in operands]
-    dtype = np.result_type(*dtypes)
-    arrays = []
-    for i, op in enumerate(operands):
-        check_no_posinf(op, f"operand {i + 1}")
-        arrays.append(op.astype(dtype, copy=False))
-    full = _broadcast_labels(inputs, arrays)
+    dtypes = [compute_dtype(op.dtype) for op in operands]     # the gradients' dtypes
+    full = _log_operands(inputs, operands)
+    dtype = full[0].dtype
     sizes = {c: n for term, a in zip(inputs, full, strict=True)
              for c, n in zip(term, a.shape, strict=True)}
     shape = tuple(sizes[c] for c in output)
