@@ -21,6 +21,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@# torch is optional (logmm[torch]); this exact version is a CPU wheel, not a multi-GB CUDA build
+	$(BIN)/python -m pip install --quiet torch==2.13.0 || echo "torch could not be installed: torch tests will be skipped"
 	touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
@@ -39,7 +41,7 @@ demo: $(VENV)/.installed
 	@echo "demo results are in $(DEMO_OUT)/"
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check core cli tests benchmarks sample_data
+	$(BIN)/ruff check core cli tests benchmarks sample_data examples
 
 test: lint
 	$(BIN)/python -m pytest
@@ -53,6 +55,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_project.py
 	$(BIN)/python benchmarks/bench_einsum.py
 	$(BIN)/python benchmarks/bench_loglik.py
+	$(BIN)/python benchmarks/bench_grad.py
 
 bench-plots: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench_plots.py --out docs/img

@@ -4,7 +4,9 @@ Public API: :func:`logmatmulexp` (``log(exp(A) @ exp(B))`` without overflow or u
 :func:`logmatmulexp_report` (the same, with how many entries each tier handled),
 :func:`kron_matvec` and :func:`block_project` (rows times Kronecker-structured operators,
 never formed; real or log semiring, dense or sparse rows), :func:`logeinsum` (einsum in
-the log, max or real semiring, pairwise contractions through the stable kernel).
+the log, max or real semiring, pairwise contractions through the stable kernel),
+:func:`logmatmulexp_vjp` and :func:`logeinsum_vjp` (their gradients, through the same
+kernel; ``logmm.torch`` wraps both as autograd functions, imported only on request).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .errors import (
     UsageError,
 )
 from .gaussian import diag_gaussian_logpdf, softplus
+from .grad import logeinsum_vjp, logmatmulexp_vjp
 from .kron import Identity, block_project, kron_matvec
 from .logmatmul import ProductReport, logmatmulexp, logmatmulexp_report
 
@@ -44,7 +47,9 @@ __all__ = [
     "diag_gaussian_logpdf",
     "kron_matvec",
     "logeinsum",
+    "logeinsum_vjp",
     "logmatmulexp",
     "logmatmulexp_report",
+    "logmatmulexp_vjp",
     "softplus",
 ]

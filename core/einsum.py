@@ -79,13 +79,7 @@ def logeinsum(subscripts: str, *operands: np.ndarray, semiring: str = "log",
                 return np.asarray(opt_einsum.contract(subscripts, *operands))  # inf*0: NaN
         except ValueError as exc:
             raise InputError(f"einsum {subscripts!r}: {exc}") from None
-    dtype = np.result_type(*(compute_dtype(op.dtype) for op in operands)) if operands else \
-        np.dtype(np.float64)
-    arrays = []
-    for position, op in enumerate(operands):
-        check_no_posinf(op, f"operand {position + 1}")
-        arrays.append(op.astype(dtype, copy=False))
-    arrays = _broadcast_labels(inputs, arrays)
+    arrays = _log_operands(inputs, operands)
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         terms = list(inputs)
@@ -153,6 +147,17 @@ def _parse(subscripts: str, operands: tuple[np.ndarray, ...]) -> tuple[list[str]
     if len(set(output)) != len(output):
         raise UsageError(f"einsum {subscripts!r}: an output label is repeated")
     return terms, output
+
+
+def _log_operands(terms: list[str], operands: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Log/max-semiring operands checked (no +inf), in their common float dtype, with
+    size-1 dimensions broadcast to their label's size."""
+    dtype = np.result_type(*(compute_dtype(op.dtype) for op in operands))
+    arrays = []
+    for position, op in enumerate(operands):
+        check_no_posinf(op, f"operand {position + 1}")
+        arrays.append(op.astype(dtype, copy=False))
+    return _broadcast_labels(terms, arrays)
 
 
 def _broadcast_labels(terms: list[str], arrays: list[np.ndarray]) -> list[np.ndarray]:

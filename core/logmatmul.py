@@ -315,29 +315,8 @@ def logmatmulexp_report(A: np.ndarray, B: np.ndarray, *, method: str = "auto",
     """
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    A = _as_log_operand(A, "A")
-    B = _as_log_operand(B, "B")
-    out_dtype = result_dtype(A.dtype, B.dtype, dtype)
-    A = _cast_checked(A, out_dtype, "A")
-    B = _cast_checked(B, out_dtype, "B")
-
-    squeeze_a, squeeze_b = A.ndim == 1, B.ndim == 1
-    if squeeze_a:
-        A = A[np.newaxis, :]
-    if squeeze_b:
-        B = B[:, np.newaxis]
-    if A.shape[-1] != B.shape[-2]:
-        raise InputError(
-            f"shape mismatch: A is {_shape_str(A.shape)} and B is {_shape_str(B.shape)}; "
-            f"A's last dimension ({A.shape[-1]}) must equal B's second-to-last ({B.shape[-2]})"
-        )
-    try:
-        batch = np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
-    except ValueError:
-        raise InputError(
-            f"batch dimensions of A {_shape_str(A.shape)} and B {_shape_str(B.shape)} "
-            "do not broadcast"
-        ) from None
+    A, B, batch, squeeze_a, squeeze_b = matmul_operands(A, B, dtype)
+    out_dtype = A.dtype
 
     n, k, m = A.shape[-2], A.shape[-1], B.shape[-1]
     if out is not None:
@@ -362,6 +341,46 @@ def logmatmulexp_report(A: np.ndarray, B: np.ndarray, *, method: str = "auto",
     if squeeze_a:
         C = C[..., 0, :] if not squeeze_b else C[..., 0]
     return C, report
+
+
+def matmul_operands(A: np.ndarray, B: np.ndarray, dtype: np.dtype | type | str | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], bool, bool]:
+    """Validate the operands of a log-space product as ``np.matmul`` would take them.
+
+    Returns ``(A, B, batch, squeeze_a, squeeze_b)``: A (..., n, k) and B (..., k, m) in
+    the result dtype (see :func:`result_dtype`), 1-D operands promoted (``squeeze_a``:
+    a row dimension was added to A, ``squeeze_b``: a column dimension to B), and the
+    broadcast batch shape.
+
+    Raises
+    ------
+    InputError
+        Non-float dtypes, scalars, values that do not fit ``dtype``, mismatched
+        contraction sizes, batch shapes that do not broadcast.
+    """
+    A = _as_log_operand(A, "A")
+    B = _as_log_operand(B, "B")
+    out_dtype = result_dtype(A.dtype, B.dtype, dtype)
+    A = _cast_checked(A, out_dtype, "A")
+    B = _cast_checked(B, out_dtype, "B")
+    squeeze_a, squeeze_b = A.ndim == 1, B.ndim == 1
+    if squeeze_a:
+        A = A[np.newaxis, :]
+    if squeeze_b:
+        B = B[:, np.newaxis]
+    if A.shape[-1] != B.shape[-2]:
+        raise InputError(
+            f"shape mismatch: A is {_shape_str(A.shape)} and B is {_shape_str(B.shape)}; "
+            f"A's last dimension ({A.shape[-1]}) must equal B's second-to-last ({B.shape[-2]})"
+        )
+    try:
+        batch = np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
+    except ValueError:
+        raise InputError(
+            f"batch dimensions of A {_shape_str(A.shape)} and B {_shape_str(B.shape)} "
+            "do not broadcast"
+        ) from None
+    return A, B, batch, squeeze_a, squeeze_b
 
 
 def _shape_str(shape: tuple[int, ...]) -> str:

@@ -81,20 +81,26 @@ def max_abs_error(C: np.ndarray, ref: np.ndarray) -> float:
     return float(d.max()) if d.size else 0.0
 
 
-def exact_logeinsum(subscripts: str, *operands: np.ndarray) -> np.ndarray:
-    """Exact log-semiring einsum by brute force over every label assignment (small inputs)."""
-    import itertools
-
+def _labels(subscripts: str, operands: list[np.ndarray]
+            ) -> tuple[list[str], str, dict[str, int], list[str]]:
+    """Terms, output, label sizes (size-1 dimensions broadcast) and summed labels."""
     import opt_einsum
 
-    operands = [np.asarray(op, dtype=np.float64) for op in operands]
     inputs, output, _ = opt_einsum.parser.parse_einsum_input((subscripts, *operands))
     terms = inputs.split(",")
     sizes: dict[str, int] = {}
     for term, op in zip(terms, operands, strict=True):
         for label, size in zip(term, op.shape, strict=True):
             sizes[label] = max(sizes.get(label, 1), size)
-    summed = [c for c in sizes if c not in output]
+    return terms, output, sizes, [c for c in sizes if c not in output]
+
+
+def exact_logeinsum(subscripts: str, *operands: np.ndarray) -> np.ndarray:
+    """Exact log-semiring einsum by brute force over every label assignment (small inputs)."""
+    import itertools
+
+    operands = [np.asarray(op, dtype=np.float64) for op in operands]
+    terms, output, sizes, summed = _labels(subscripts, operands)
     result = np.empty([sizes[c] for c in output])
     with mpmath.workprec(_PREC):
         for out_index in itertools.product(*(range(sizes[c]) for c in output)):
@@ -118,3 +124,52 @@ def exact_logeinsum(subscripts: str, *operands: np.ndarray) -> np.ndarray:
             result[out_index] = math.nan if nan else (
                 float(mpmath.log(total)) if total > 0 else -math.inf)
     return result
+
+
+def exact_logeinsum_vjp(subscripts: str, operands: list[np.ndarray], G: np.ndarray
+                        ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Exact gradients of ``logeinsum(subscripts, *operands)`` against ``G``, and their
+    error scales, by brute force over every label assignment (small inputs).
+
+    Returns ``(grads, scales)``: for each operand entry x, ``grad = sum G[out] P`` and
+    ``scale = sum |G[out]| P`` over the assignments that use x, with
+    ``P = exp(sum of the assignment's log-values - C*[out])`` and ``C*`` the exact
+    (unrounded) result. Entries of G where ``C* = -inf`` contribute nothing; NaN inputs
+    are not supported here. Operands broadcast along size-1 dimensions get the sum.
+    """
+    import itertools
+
+    operands = [np.asarray(op, dtype=np.float64) for op in operands]
+    G = np.asarray(G, dtype=np.float64)
+    terms, output, sizes, summed = _labels(subscripts, operands)
+    grads_mp: list[dict] = [{} for _ in operands]      # entry -> exact sum (mpf)
+    scales_mp: list[dict] = [{} for _ in operands]
+    with mpmath.workprec(_PREC):
+        for out_index in itertools.product(*(range(sizes[c]) for c in output)):
+            live = []                     # (exponent, operand indices) of finite terms
+            for sum_index in itertools.product(*(range(sizes[c]) for c in summed)):
+                where = dict(zip(output, out_index, strict=True)) | dict(
+                    zip(summed, sum_index, strict=True))
+                idxs = [tuple(where[c] if op.shape[i] > 1 else 0 for i, c in enumerate(term))
+                        for term, op in zip(terms, operands, strict=True)]
+                values = [float(op[idx]) for op, idx in zip(operands, idxs, strict=True)]
+                if any(v == -math.inf for v in values):
+                    continue
+                live.append((mpmath.fsum(mpmath.mpf(v) for v in values), idxs))
+            if not live:
+                continue                  # C* = -inf: contributes nothing
+            total = mpmath.fsum(mpmath.exp(e) for e, _ in live)
+            g = mpmath.mpf(float(G[out_index]))
+            for e, idxs in live:
+                share = mpmath.exp(e) / total
+                for grad, scale, idx in zip(grads_mp, scales_mp, idxs, strict=True):
+                    grad[idx] = grad.get(idx, 0) + g * share
+                    scale[idx] = scale.get(idx, 0) + abs(g) * share
+        grads = [np.zeros(op.shape) for op in operands]
+        scales = [np.zeros(op.shape) for op in operands]
+        for grad, scale, g_mp, s_mp in zip(grads, scales, grads_mp, scales_mp, strict=True):
+            for idx, value in g_mp.items():
+                grad[idx] = float(value)
+                scale[idx] = float(s_mp[idx])
+    return grads, scales
+

@@ -58,3 +58,28 @@ def test_bench_plots_quick_draws_figures_from_measurements(tmp_path: Path,
     assert {len(v) for v in data["time"]["banded"].values()} == {2}
     streamed = data["memory"]["streamed"]["logmm multiply --memory 64MB"]
     assert all(mib < 64 for _, mib in streamed)
+
+
+def torch_imports() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_bench_grad_quick_prints_table(capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    path = BENCH.parent / "bench_grad.py"
+    monkeypatch.syspath_prepend(str(path.parent))
+    spec = importlib.util.spec_from_file_location("bench_grad", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--n", "48", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    methods = [m for m in module.METHODS if "torch" not in m or torch_imports()]
+    rows = [line for line in out.splitlines() if any(line.startswith(m) for m in methods)]
+    assert len(rows) == len(methods)
+    for line in rows:               # every method's gradient agrees with the f64 one
+        assert float(line.split()[-1]) < 1e-4, line
+        assert "-" not in line.split()[-3:-1], line      # peak memory was measured

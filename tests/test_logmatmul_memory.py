@@ -37,3 +37,17 @@ def test_auto_memory_is_about_output_plus_inputs() -> None:
     B = rng.normal(size=(64, 64))
     peak = _peak_bytes(lambda: logmm.logmatmulexp(A, B))
     assert peak < 8 * (4000 * 64) * 2.5 + 2**20     # C, exp(A) block, masks: O(n*m + n*k)
+
+
+def test_vjp_memory_is_a_few_inputs_not_nkm() -> None:
+    """Forward + backward at 300^3 float64: the broadcast autograd route holds n*k*m
+    terms (216 MB); the VJP holds a few (n, k), (k, m) and (n, m) arrays."""
+    rng = np.random.default_rng(4)
+    n = 300
+    A, B = rng.normal(size=(n, n)), rng.normal(size=(n, n))
+    C = logmm.logmatmulexp(A, B)
+    # G of one sign: one part (measured 5.2 n^2 doubles); signed G: two (11.4 n^2)
+    for G, arrays in ((np.ones_like(C), 7), (rng.normal(size=C.shape), 14)):
+        peak = _peak_bytes(lambda G=G: logmm.logmatmulexp_vjp(A, B, C, G))
+        assert peak < 8 * n * n * arrays, peak / (8 * n * n)
+        assert peak < 8 * n**3 / 20
