@@ -15,6 +15,11 @@ An engine (``multiply``, ``project``) opens and checks its inputs, then
 
 The plan is any object with ``chunk_rows``, ``row_blocks()`` and ``as_dict()`` (see
 :class:`logmm.plan.ProductPlan`, :class:`logmm.plan.RowPlan`).
+
+With ``shard`` (``--shard I/N``), :func:`open_output` hands over to
+:func:`logmm.shards.open_shard_output`: the run computes only the shard's contiguous run
+of the same row blocks, into the shared Zarr store or its own HDF5 shard file, with its
+own lock and resume record; everything else here is the same.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from .errors import LogmmError
 from .io.addresses import ArrayAddress
 from .io.resume import OutputLock, ResumeRecord, record_path
 from .io.writers import ArrayWriter, create_writer
+from .shards import Shard, open_shard_output
 from .stream import run_pipeline
 
 __all__ = ["Block", "OpenOutput", "finish_output", "open_output", "progress_bar",
@@ -55,6 +61,10 @@ class OpenOutput(Generic[P]):
         Row blocks not yet stored.
     resumed_blocks : int
         Row blocks an interrupted run had already stored.
+    total_rows : int
+        Rows this run computes in all (the whole output, or its shard's rows).
+    shard : Shard or None
+        The shard computed (``--shard``), None for the whole output.
     """
 
     writer: ArrayWriter
@@ -62,24 +72,39 @@ class OpenOutput(Generic[P]):
     plan: P
     pending: list[Block]
     resumed_blocks: int
+    total_rows: int = 0
+    shard: Shard | None = None
 
 
 def open_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...], dtype: np.dtype,
                 *, fingerprint: dict[str, Any], resume: bool, make_plan: Callable[[], P],
                 load_plan: Callable[[dict[str, Any]], P], overwrite: bool = False,
-                compression: str | None = None, contiguous: bool = False) -> OpenOutput[P]:
+                compression: str | None = None, contiguous: bool = False,
+                shard: Shard | None = None) -> OpenOutput[P]:
     """Lock ``out``, find what an interrupted run left, and open the writer.
 
     ``fingerprint`` names the inputs (:func:`logmm.io.resume.input_fingerprint`) and every
     option that changes the result; ``make_plan()`` plans a fresh run and
     ``load_plan(record.plan)`` rebuilds a recorded plan. The lock and the writer are
-    entered on ``stack``.
+    entered on ``stack``. ``shard`` limits the run to one shard's row blocks (see
+    :mod:`logmm.shards`).
 
     Raises
     ------
     LogmmError
         Another run holds the lock, or ``resume`` and the recorded fingerprint differs.
+    UsageError
+        ``shard`` with a ``.npy`` output.
     """
+    if shard is not None:
+        writer, record, plan, blocks = open_shard_output(
+            stack, out, shape, dtype, fingerprint=fingerprint, resume=resume,
+            make_plan=make_plan, load_plan=load_plan, overwrite=overwrite,
+            compression=compression, contiguous=contiguous, shard=shard)
+        pending = [b for b in blocks if b[0] not in record.done]
+        return OpenOutput(writer=writer, record=record, plan=plan, pending=pending,
+                          resumed_blocks=len(blocks) - len(pending),
+                          total_rows=sum(r1 - r0 for _, r0, r1 in blocks), shard=shard)
     stack.enter_context(OutputLock(out.path))
     record = ResumeRecord.load(record_path(out.path)) if resume else None
     if record is not None and (why := record.mismatch(fingerprint)):
@@ -96,7 +121,8 @@ def open_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...], dty
     blocks = list(enumerate(plan.row_blocks()))  # type: ignore[attr-defined]
     pending = [(i, r0, r1) for i, (r0, r1) in blocks if i not in record.done]
     return OpenOutput(writer=writer, record=record, plan=plan, pending=pending,
-                      resumed_blocks=len(blocks) - len(pending))
+                      resumed_blocks=len(blocks) - len(pending),
+                      total_rows=sum(r1 - r0 for _, (r0, r1) in blocks))
 
 
 def finish_output(output: OpenOutput[Any], run: Callable[[], T],
@@ -128,7 +154,9 @@ def stream_blocks(output: OpenOutput[Any], n_rows: int, load: Callable[[Block], 
 
     After each block is stored, the resume record notes it and the progress bar (rows, on
     stderr, when ``progress``) advances; it starts at the rows already stored.
+    ``n_rows`` is the whole output's; a shard's bar counts its own rows.
     """
+    n_rows = output.total_rows if output.total_rows or output.shard is not None else n_rows
     pending, record = output.pending, output.record
     bar = progress_bar(n_rows, progress, desc)
     bar.update(n_rows - sum(r1 - r0 for _, r0, r1 in pending))

@@ -33,6 +33,7 @@ from .io.resume import input_fingerprint
 from .io.writers import check_output, default_chunk_rows
 from .logmatmul import METHODS, ProductReport, check_no_posinf, logmatmulexp_report, result_dtype
 from .plan import ProductPlan, plan_product
+from .shards import Shard, parse_shard, shard_summary
 
 __all__ = ["MultiplyResult", "multiply", "resolve_dtype"]
 
@@ -61,6 +62,8 @@ class MultiplyResult:
         Blocks, panels and contraction chunks used.
     resumed_blocks : int
         Row blocks found already stored by an interrupted run (``resume``).
+    shard_note : str or None
+        With ``shard``: which rows this shard wrote, and whether the output is finished.
     """
 
     output: ArrayAddress
@@ -72,6 +75,7 @@ class MultiplyResult:
     block_rows: int
     plan: ProductPlan
     resumed_blocks: int = 0
+    shard_note: str | None = None
 
     @property
     def path(self) -> Path:
@@ -103,7 +107,8 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
              dtype: np.dtype | type | str | None = None, block_rows: int | None = None,
              overwrite: bool = False, compression: str | None = None,
              chunk_rows: int | None = None, memory: int | None = None,
-             resume: bool = False, progress: bool = False, command: str = "",
+             resume: bool = False, progress: bool = False,
+             command: str = "", shard: Shard | str | None = None,
              provenance: Mapping[str, Any] | None = None) -> MultiplyResult:
     """Write ``C = log(exp(A) @ exp(B))`` for arrays in files, streaming A by row blocks.
 
@@ -144,6 +149,10 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
     provenance : mapping, optional
         Attributes that replace or add to the recorded ones (engines built on this one,
         such as a chain whose first factor is streamed, describe themselves with it).
+    shard : Shard or "I/N", optional
+        Compute only shard I of N of the plan's row blocks (see :mod:`logmm.shards`):
+        into the shared store of a ``.zarr`` output, or ``OUT.shard-IIII-of-NNNN.h5``
+        for an ``.h5`` output (``logmm merge`` joins those). Not for ``.npy``.
 
     Returns
     -------
@@ -169,6 +178,7 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
     ((200, 32), 0)
     """
     started = time.perf_counter()
+    shard = parse_shard(shard)
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     for name, value in (("block rows", block_rows), ("chunk rows", chunk_rows),
@@ -211,7 +221,8 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
         output = open_output(stack, out, (n, m), out_dtype, fingerprint=fingerprint,
                              resume=resume, make_plan=make_plan,
                              load_plan=lambda d: ProductPlan(**d), overwrite=overwrite,
-                             compression=compression, contiguous=chunk_rows is None)
+                             compression=compression, contiguous=chunk_rows is None,
+                             shard=shard)
         plan = output.plan
         report = finish_output(
             output, lambda: _run_product(a, b, output, method, out_dtype, progress),
@@ -220,7 +231,7 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
     return MultiplyResult(
         output=out, shape=(n, m), dtype=out_dtype, method=method, report=report,
         seconds=time.perf_counter() - started, block_rows=plan.block_rows, plan=plan,
-        resumed_blocks=output.resumed_blocks,
+        resumed_blocks=output.resumed_blocks, shard_note=shard_summary(output),
     )
 
 

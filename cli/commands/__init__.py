@@ -9,6 +9,7 @@ from .convert import convert
 from .einsum import einsum
 from .info import info
 from .loglik import loglik
+from .merge import merge
 from .multiply import multiply
 from .power import power
 from .project import project
@@ -18,4 +19,4 @@ __all__ = ["COMMANDS"]
 
 #: every subcommand, in the order ``logmm --help`` lists them
 COMMANDS: list[click.Command] = [multiply, chain, power, einsum, project, loglik, info,
-                                convert, sample_data]
+                                merge, convert, sample_data]
