@@ -149,23 +149,49 @@ def finish_output(output: OpenOutput[Any], run: Callable[[], T],
 
 def stream_blocks(output: OpenOutput[Any], n_rows: int, load: Callable[[Block], Any],
                   compute: Callable[[Block, Any], Any], store: Callable[[Block, Any], None],
-                  *, progress: bool = False, desc: str = "") -> None:
+                  *, progress: bool = False, desc: str = "", scheduler: Any = "local",
+                  dask_address: str | None = None) -> None:
     """Run the pending blocks through the read-ahead / compute / write-behind pipeline.
 
     After each block is stored, the resume record notes it and the progress bar (rows, on
     stderr, when ``progress``) advances; it starts at the rows already stored.
     ``n_rows`` is the whole output's; a shard's bar counts its own rows.
+
+    With ``scheduler`` ``"dask"`` (or a ``distributed.Client``), each block is instead a
+    task ``compute(block, load(block))`` on a dask cluster (``dask_address``, or a
+    LocalCluster within the plan's memory budget per worker), and this process stores
+    the results as they complete (see :mod:`logmm.dask_backend`); ``load`` and
+    ``compute`` must then pickle (readers do, as their addresses).
     """
     n_rows = output.total_rows if output.total_rows or output.shard is not None else n_rows
     pending, record = output.pending, output.record
     bar = progress_bar(n_rows, progress, desc)
     bar.update(n_rows - sum(r1 - r0 for _, r0, r1 in pending))
+
+    def stored(block: Block) -> None:
+        record.mark_done(block[0])
+        bar.update(block[2] - block[1])
+
     try:
-        run_pipeline(pending, load, compute, store,
-                     on_stored=lambda block: (record.mark_done(block[0]),
-                                              bar.update(block[2] - block[1])))
+        if isinstance(scheduler, str) and scheduler == "local" and not dask_address:
+            run_pipeline(pending, load, compute, store, on_stored=stored)
+        else:
+            from .dask_backend import run_dask
+
+            run_dask(pending, _BlockTask(load, compute), store, stored, scheduler=scheduler,
+                     address=dask_address, memory=getattr(output.plan, "memory", None))
     finally:
         bar.close()
+
+
+class _BlockTask:
+    """``compute(block, load(block))`` as one picklable callable (a dask task)."""
+
+    def __init__(self, load: Callable[[Block], Any], compute: Callable[[Block, Any], Any]):
+        self.load, self.compute = load, compute
+
+    def __call__(self, block: Block) -> Any:
+        return self.compute(block, self.load(block))
 
 
 def progress_bar(total: int, enabled: bool, desc: str) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .dask_backend import check_scheduler
 from .engine import finish_output, open_output, stream_blocks
 from .errors import InputError, UsageError
 from .gaussian import REDUCTIONS, diag_gaussian_logpdf
@@ -65,7 +66,8 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
            dtype: Any = None, block_rows: int | None = None, memory: int | None = None,
            overwrite: bool = False, compression: str | None = None,
            chunk_rows: int | None = None, resume: bool = False, progress: bool = False,
-           command: str = "", shard: Shard | str | None = None) -> LoglikResult:
+           command: str = "", shard: Shard | str | None = None, scheduler: Any = "local",
+           dask_address: str | None = None) -> LoglikResult:
     """Write (or return) ``log N(X; mu, diag(sigma²))``, streaming X by row blocks.
 
     Parameters
@@ -81,6 +83,7 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
         As for :func:`logmm.diag_gaussian_logpdf` (``dtype`` float32/float64 forces the
         result type).
     block_rows, memory, overwrite, compression, chunk_rows, resume, progress, command, shard
+    scheduler, dask_address
         As for :func:`logmm.multiply.multiply` (``shard`` not with ``reduce="sum"``: shard
         with ``reduce="row"`` and add the rows).
 
@@ -93,6 +96,7 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
     """
     started = time.perf_counter()
     shard = parse_shard(shard)
+    scheduler = check_scheduler(scheduler, dask_address)
     if shard is not None and reduce == "sum":
         raise UsageError("--shard cannot split --reduce sum; shard with --reduce row and add "
                          "the per-row values")
@@ -201,7 +205,9 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
             output.writer.flush()
 
         finish_output(output, lambda: stream_blocks(output, n, load, compute, store,
-                                                    progress=progress, desc="loglik"),
+                                                    progress=progress, desc="loglik",
+                                                    scheduler=scheduler,
+                                                    dask_address=dask_address),
                       lambda _: _attrs(command, x, params, scale_name, reduce, out_dtype,
                                        out_shape))
     return LoglikResult(output=out, shape=out_shape, dtype=out_dtype, reduce=reduce,

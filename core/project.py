@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from .dask_backend import check_scheduler
 from .engine import Block, finish_output, open_output, stream_blocks
 from .errors import InputError, UsageError
 from .io.addresses import ArrayAddress
@@ -110,7 +111,8 @@ def project(x_address: Address, out_address: Address, *, w_address: Address | No
             block_rows: int | None = None, memory: int | None = None, overwrite: bool = False,
             compression: str | None = None, chunk_rows: int | None = None,
             resume: bool = False, progress: bool = False, command: str = "",
-            shard: Shard | str | None = None) -> ProjectResult:
+            shard: Shard | str | None = None, scheduler: Any = "local",
+            dask_address: str | None = None) -> ProjectResult:
     """Write rows of X times ``(I_K ⊗ W)ᵀ`` or ``(F1 ⊗ F2 ⊗ …)ᵀ``, streaming X by row blocks.
 
     Parameters
@@ -136,6 +138,7 @@ def project(x_address: Address, out_address: Address, *, w_address: Address | No
         Result dtype; default the inputs' common type (float32 stays float32; integers
         become float64).
     block_rows, memory, chunk_rows, overwrite, compression, resume, progress, command, shard
+    scheduler, dask_address
         As for :func:`logmm.multiply.multiply`.
 
     Returns
@@ -168,6 +171,7 @@ def project(x_address: Address, out_address: Address, *, w_address: Address | No
     """
     started = time.perf_counter()
     shard = parse_shard(shard)
+    scheduler = check_scheduler(scheduler, dask_address)
     specs = _check_options(w_address, blocks, factors, semiring, dtype,
                            block_rows=block_rows, chunk_rows=chunk_rows, memory=memory)
 
@@ -237,7 +241,8 @@ def project(x_address: Address, out_address: Address, *, w_address: Address | No
         plan = output.plan
 
         def run() -> None:
-            _run_projection(x, operands, blocks, semiring, out_dtype, output, n, progress)
+            _run_projection(x, operands, blocks, semiring, out_dtype, output, n, progress,
+                            scheduler, dask_address)
 
         finish_output(output, run, lambda _: _provenance(
             x, readers, operands, blocks, semiring, out_dtype, command, operator, plan,
@@ -362,7 +367,8 @@ def _max_width(x: ArrayReader, operands: list[Any], blocks: int | None) -> int:
 
 
 def _run_projection(x: ArrayReader, operands: list[Any], blocks: int | None, semiring: str,
-                    out_dtype: np.dtype, output: Any, n: int, progress: bool) -> None:
+                    out_dtype: np.dtype, output: Any, n: int, progress: bool,
+                    scheduler: Any = "local", dask_address: str | None = None) -> None:
     """Stream the pending row blocks of X through the kernel into the writer."""
     writer = output.writer
     W = operands[1] if blocks is not None else None
@@ -388,7 +394,8 @@ def _run_projection(x: ArrayReader, operands: list[Any], blocks: int | None, sem
         writer.write_rows(block[1], Y)
         writer.flush()
 
-    stream_blocks(output, n, load, compute, store, progress=progress, desc="project")
+    stream_blocks(output, n, load, compute, store, progress=progress, desc="project",
+                  scheduler=scheduler, dask_address=dask_address)
 
 
 # ----------------------------------------------------------------------------- provenance

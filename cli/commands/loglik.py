@@ -18,6 +18,7 @@ from ..options import (
     reporting_options,
     resolve_progress,
     resume_option,
+    scheduler_options,
     shard_option,
     storage_options,
 )
@@ -55,12 +56,14 @@ computed without overflow. X is read in row blocks (--memory, --block-rows, --re
 @block_rows_option
 @resume_option
 @shard_option
+@scheduler_options
 @storage_options
 @reporting_options
 @click.pass_context
 def loglik(ctx: click.Context, x: str, mu: str, sigma: str | None, rho: str | None,
            reduce: str, output: str | None, overwrite: bool, dtype: str | None,
-           memory: int | None, block_rows: int | None, resume: bool, shard: Any,
+           memory: int | None, block_rows: int | None, resume: bool, shard: Any, scheduler: str,
+           dask_address: str | None,
            compression: str | None, chunk_rows: int | None, quiet: bool,
            progress: bool | None) -> None:
     """log N(X; MU, diag(S²)) elementwise, per row, or in total."""
@@ -68,7 +71,8 @@ def loglik(ctx: click.Context, x: str, mu: str, sigma: str | None, rho: str | No
         x, output, mu=mu, sigma=sigma, rho=rho, reduce=reduce, dtype=dtype,
         block_rows=block_rows, memory=memory, overwrite=overwrite, compression=compression,
         chunk_rows=chunk_rows, resume=resume, progress=resolve_progress(progress, quiet),
-        command=command_line(ctx), shard=shard)
+        command=command_line(ctx), shard=shard,
+        scheduler=scheduler, dask_address=dask_address)
     if result.total is not None:
         click.echo(repr(result.total))
     if not quiet and result.shard_note is not None:

@@ -20,6 +20,7 @@ from ..options import (
     reporting_options,
     resolve_progress,
     resume_option,
+    scheduler_options,
     shard_option,
     storage_options,
 )
@@ -50,12 +51,14 @@ attributes (a .npy output gets them in OUT.npy.json).
 @block_rows_option
 @resume_option
 @shard_option
+@scheduler_options
 @storage_options
 @reporting_options
 @click.pass_context
 def multiply(ctx: click.Context, a: str, b: str, output: str, overwrite: bool, method: str,
              dtype: str | None, memory: int | None, block_rows: int | None,
-             resume: bool, shard: Any, compression: str | None, chunk_rows: int | None,
+             resume: bool, shard: Any, scheduler: str,
+             dask_address: str | None, compression: str | None, chunk_rows: int | None,
              quiet: bool, progress: bool | None) -> None:
     """C = log(exp(A) @ exp(B)), stable, for A (n×k) and B (k×m) in files."""
     result = run_multiply(
@@ -63,6 +66,7 @@ def multiply(ctx: click.Context, a: str, b: str, output: str, overwrite: bool, m
         compression=compression, chunk_rows=chunk_rows, memory=memory, resume=resume,
         progress=resolve_progress(progress, quiet), command=command_line(ctx),
         shard=shard,
+        scheduler=scheduler, dask_address=dask_address,
     )
     if not quiet:
         click.echo(summary_line(result) if result.shard_note is None

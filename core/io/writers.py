@@ -307,6 +307,12 @@ class ArrayWriter:
     def __enter__(self) -> ArrayWriter:
         return self
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """A writer does not travel to another process (a dask worker): it arrives as a
+        :class:`DetachedWriter`, which offers no in-place view, so tasks compute into
+        arrays of their own and this process stores them."""
+        return DetachedWriter, (self.address, self.shape)
+
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if exc_type is not None or not self.committed:
@@ -439,6 +445,16 @@ class ZarrWriter(ArrayWriter):
 
     def _close(self) -> None:
         self._arr = None
+
+
+class DetachedWriter:
+    """What a writer becomes in another process: it has no view to compute into."""
+
+    def __init__(self, address: ArrayAddress, shape: tuple[int, ...]) -> None:
+        self.address, self.shape = address, shape
+
+    def region_view(self, row: int, col: int, shape: tuple[int, int]) -> None:
+        return None
 
 
 _WRITERS: dict[str, type[ArrayWriter]] = {
