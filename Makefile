@@ -1,6 +1,7 @@
 # logmm: two commands set everything up on a machine with only python3.
 #   make demo    create .venv, install logmm, run multiply, project, chain, power, einsum on sample_data/
-#   make test    create .venv if needed, install with test extras, lint, run the suite
+#   make test    create .venv if needed, install with test extras, lint, run the suite,
+#                then the examples/ pipelines (Make, Snakemake, SLURM script; pytest -m examples)
 #   make bench   run benchmarks/ and print ratio tables
 
 PYTHON ?= python3
@@ -34,10 +35,11 @@ demo: $(VENV)/.installed
 	@echo "demo results are in $(DEMO_OUT)/"
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check core cli tests benchmarks sample_data
+	$(BIN)/ruff check core cli tests benchmarks sample_data examples
 
 test: lint
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m examples
 
 test-slow: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m slow
