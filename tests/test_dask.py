@@ -144,3 +144,14 @@ def test_cli_local_cluster_in_worker_processes(tmp_path: Path, data) -> None:
                  "--memory", "128MB")
     assert res.exit_code == 0, res.output
     assert same_bits(read(tmp_path / "dask.zarr"), read(tmp_path / "local.zarr"))
+
+
+def test_einsum_on_dask_equals_streamed_local(tmp_path: Path, data, client) -> None:
+    from logmm.einsum_files import einsum_files
+
+    for sched, tag in (("local", "local"), (client, "dask")):
+        einsum_files("ij,jk->ik", [data["a"], data["b"]], tmp_path / f"{tag}.h5",
+                     block_rows=60, scheduler=sched)
+    assert same_bits(read(tmp_path / "dask.h5"), read(tmp_path / "local.h5"))
+    multiply(data["a"], data["b"], tmp_path / "multiply.h5", block_rows=60)
+    np.testing.assert_array_equal(read(tmp_path / "dask.h5"), read(tmp_path / "multiply.h5"))

@@ -242,3 +242,29 @@ def test_project_and_loglik_shards(tmp_path: Path) -> None:
     res = invoke("loglik", tmp_path / "x.npy", "--mu", "0", "--sigma", "1", "--reduce", "sum",
                  "--shard", "0/2")
     assert res.exit_code == 2 and "--reduce sum" in res.stderr
+
+
+def test_einsum_streams_and_shards_by_its_first_output_label(tmp_path: Path) -> None:
+    from logmm import logeinsum
+
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(11, 6, 5)) * 30, rng.normal(size=(11, 5, 4)) * 30
+    x[2] = -np.inf
+    with h5py.File(tmp_path / "b.h5", "w") as f:
+        f["x"], f["y"], f["sq"] = x, y, x[0, :5]
+    args = ["einsum", "bij,bjk->bik", f"{tmp_path}/b.h5:/x", f"{tmp_path}/b.h5:/y"]
+    assert invoke(*args, "-o", tmp_path / "full.zarr", "--block-rows", "3").exit_code == 0
+    np.testing.assert_allclose(read(tmp_path / "full.zarr"), logeinsum("bij,bjk->bik", x, y),
+                               rtol=1e-13)
+    for ext in ("zarr", "h5"):
+        for i in range(3):
+            res = invoke(*args, "-o", tmp_path / f"s.{ext}", "--block-rows", "3", "--shard",
+                         f"{i}/3")
+            assert res.exit_code == 0, res.output
+        if ext == "h5":
+            assert invoke("merge", tmp_path / "s.h5").exit_code == 0
+        assert same_bits(read(tmp_path / f"s.{ext}"), read(tmp_path / "full.zarr"))
+    # a label that occurs twice in an operand cannot be split into row blocks
+    res = invoke("einsum", "ii->i", f"{tmp_path}/b.h5:/sq", "-o", tmp_path / "d.h5",
+                 "--shard", "0/2")
+    assert res.exit_code == 2 and "cannot stream by rows" in res.stderr
