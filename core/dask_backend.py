@@ -16,9 +16,9 @@ the same paths (a shared filesystem on a cluster). A writer does not travel: a t
 computes into its own array rather than into the output's memory map.
 
 Without an address, a ``LocalCluster`` sized to this machine runs the tasks: one
-single-threaded worker process per core (fewer if the memory budget of one block times
-the workers would not fit in available memory), each with ``memory_limit`` the
-``--memory`` budget. dask and distributed are imported only here: ``pip install
+single-threaded worker process per core (fewer if that many budgets would not fit in
+available memory), each with ``memory_limit`` the ``--memory`` budget plus 256 MiB for
+the worker process itself. dask and distributed are imported only here: ``pip install
 'logmm[dask]'``.
 """
 
@@ -39,6 +39,8 @@ __all__ = ["SCHEDULERS", "check_scheduler", "import_distributed", "reopen_reader
 SCHEDULERS = ("local", "dask")
 _INSTALL_HINT = "pip install 'logmm[dask]'"
 _IN_FLIGHT_PER_WORKER = 2
+#: a worker process's own memory (interpreter, numpy, h5py, zarr, dask) beside its budget
+_INTERPRETER = 256 << 20
 _READERS: dict[tuple[str, str, bool, int, int], Any] = {}
 
 
@@ -115,11 +117,12 @@ def _client(scheduler: Any, address: str | None, memory: int | None) -> Iterator
     from .plan import available_memory
 
     cores = os.cpu_count() or 1
-    workers = cores
+    workers, limit = cores, None
     if memory:
-        workers = max(1, min(cores, available_memory() // max(1, memory)))
+        limit = memory + _INTERPRETER      # the budget is for blocks; the worker needs more
+        workers = max(1, min(cores, available_memory() // limit))
     with distributed.LocalCluster(n_workers=workers, threads_per_worker=1,
-                                  memory_limit=memory or "auto", dashboard_address=None,
+                                  memory_limit=limit or "auto", dashboard_address=None,
                                   scheduler_kwargs={"dashboard_address": ":0"},  # no port clash
                                   silence_logs=40) as cluster, \
             distributed.Client(cluster) as client:
@@ -140,7 +143,7 @@ def run_dask(pending: Sequence[Any], task: Callable[[Any], Any],
         return
     with _client(scheduler, address, memory) as client:
         distributed = import_distributed()
-        workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
+        workers = max(1, sum(client.nthreads().values()))      # task slots
         [shipped] = client.scatter([task], broadcast=True, hash=False)
         blocks = list(pending)
         futures: dict[Any, Any] = {}

@@ -46,7 +46,7 @@ from .io.readers import ArrayReader
 from .io.resume import OutputLock, input_fingerprint
 from .io.writers import check_output, default_chunk_rows
 from .plan import RowPlan, plan_rows
-from .shards import Shard, parse_shard, shard_summary
+from .shards import PLAN_ONLY, Shard, parse_shard, shard_summary
 
 __all__ = ["EINSUM_SEMIRINGS", "einsum_files"]
 
@@ -150,7 +150,7 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
         if value is not None and value < 1:
             raise UsageError(f"{name} must be at least 1, got {value}")
     streamed = (block_rows is not None or memory is not None or resume or shard is not None
-                or scheduler != "local")
+                or scheduler != "local" or PLAN_ONLY.get())
     from .einsum import contraction_info, logeinsum
 
     with ExitStack() as stack:

@@ -36,7 +36,7 @@ from .errors import LogmmError
 from .io.addresses import ArrayAddress
 from .io.resume import OutputLock, ResumeRecord, record_path
 from .io.writers import ArrayWriter, create_writer
-from .shards import Shard, open_shard_output
+from .shards import PLAN_ONLY, Shard, open_shard_output, planned
 from .stream import run_pipeline
 
 __all__ = ["Block", "OpenOutput", "finish_output", "open_output", "progress_bar",
@@ -96,6 +96,9 @@ def open_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...], dty
     UsageError
         ``shard`` with a ``.npy`` output.
     """
+    if PLAN_ONLY.get():
+        raise planned(out, shape, dtype, fingerprint=fingerprint, make_plan=make_plan,
+                      load_plan=load_plan, compression=compression, shard=shard)
     if shard is not None:
         writer, record, plan, blocks = open_shard_output(
             stack, out, shape, dtype, fingerprint=fingerprint, resume=resume,

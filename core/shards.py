@@ -40,6 +40,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ from .io.writers import (
 
 __all__ = [
     "MARKER_DIR",
+    "PLAN_ONLY",
+    "Planned",
     "MergeResult",
     "Shard",
     "ShardState",
@@ -148,6 +151,66 @@ def digest(fingerprint: Mapping[str, Any]) -> str:
     """A short hash of a run's fingerprint (inputs and the options that change results)."""
     text = json.dumps(fingerprint, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- planning
+
+#: set by ``logmm plan``: engines stop at :func:`logmm.engine.open_output` with a
+#: :class:`Planned` exception instead of computing
+PLAN_ONLY: ContextVar[bool] = ContextVar("logmm_plan_only", default=False)
+
+
+class Planned(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by :func:`logmm.engine.open_output` under :data:`PLAN_ONLY`: the plan of the
+    command, and the Zarr store it created for its shards (or None)."""
+
+    def __init__(self, plan: Any, output: ArrayAddress, shape: tuple[int, ...],
+                 dtype: np.dtype, store: Path | None) -> None:
+        super().__init__("planned")
+        self.plan, self.output, self.shape, self.dtype, self.store = (plan, output, shape,
+                                                                     dtype, store)
+
+
+def planned(out: ArrayAddress, shape: tuple[int, ...], dtype: np.dtype, *,
+            fingerprint: dict[str, Any], make_plan: Callable[[], Any],
+            load_plan: Callable[[dict[str, Any]], Any], compression: str | None,
+            shard: Shard | None) -> Planned:
+    """The :class:`Planned` signal for a command; with a shard count and a Zarr output, the
+    shared store is created first (empty, with the plan every shard will then use)."""
+    if shard is not None and out.format == "zarr":
+        _, plan = _open_shared_store(out, shape, dtype, fingerprint=digest(fingerprint),
+                                     count=shard.count, make_plan=make_plan,
+                                     load_plan=load_plan, compression=compression)
+        return Planned(plan, out, shape, dtype, partial_path(out.path))
+    return Planned(make_plan(), out, shape, dtype, None)
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / (1 << 20):.1f} MiB"
+
+
+def describe_plan(signal: Planned, count: int | None) -> str:
+    """What ``logmm plan`` prints: the blocks, and each shard's blocks and rows."""
+    plan, blocks = signal.plan, signal.plan.row_blocks()
+    shape = "×".join(str(s) for s in signal.shape)
+    lines = [f"output      {signal.output} ({shape} {signal.dtype})",
+             f"blocks      {len(blocks)} of {plan.block_rows} rows (the last "
+             f"{blocks[-1][1] - blocks[-1][0] if blocks else 0})",
+             f"chunk rows  {plan.chunk_rows}",
+             f"memory      {_mib(plan.memory)} budget, {_mib(plan.estimate)} planned per "
+             "process"]
+    if signal.store is not None:
+        lines.append(f"store       {signal.store} (created; renamed to {signal.output.path} "
+                     "when every shard is done)")
+    if count:
+        lines.append(f"shards      {count}")
+        for i in range(count):
+            own = shard_blocks(blocks, Shard(i, count))
+            r0, r1 = shard_rows(blocks, Shard(i, count))
+            what = (f"blocks {own[0][0]}-{own[-1][0]}, rows {r0}:{r1}" if own
+                    else "empty (more shards than blocks)")
+            lines.append(f"  {i:>4}/{count}  {what}")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- opening
@@ -682,7 +745,9 @@ def shard_summary(output: Any) -> str | None:
         text = (f"shard {shard} holds no row blocks (the plan has "
                 f"{len(output.plan.row_blocks())}); wrote only its completion marker")
     else:
-        text = f"shard {shard}: rows {r0}:{r1} into {out}"
+        own = shard_blocks(output.plan.row_blocks(), shard)
+        text = (f"shard {shard}: rows {r0}:{r1} (blocks {own[0][0]}-{own[-1][0]} of "
+                f"{len(output.plan.row_blocks())}) into {out}")
     if isinstance(writer, SharedZarrWriter):
         text += ("; all shards done, the store is now " + str(writer.path) if writer.finished
                  else "; the store is renamed into place when every shard is done")

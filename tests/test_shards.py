@@ -268,3 +268,26 @@ def test_einsum_streams_and_shards_by_its_first_output_label(tmp_path: Path) -> 
     res = invoke("einsum", "ii->i", f"{tmp_path}/b.h5:/sq", "-o", tmp_path / "d.h5",
                  "--shard", "0/2")
     assert res.exit_code == 2 and "cannot stream by rows" in res.stderr
+
+
+def test_plan_prints_shards_and_creates_the_shared_store(tmp_path: Path, ab) -> None:
+    a, b = ab
+    out = tmp_path / "c.zarr"
+    res = invoke("plan", "--shards", "3", "multiply", a, b, "-o", out, *PLAN)
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert "blocks      7 of 15 rows (the last 10)" in lines
+    assert [line.split()[0] for line in lines if line.startswith("  ")] == ["0/3", "1/3", "2/3"]
+    assert "blocks 4-6, rows 60:100" in res.stdout
+    assert (tmp_path / ".c.zarr.logmm-partial").is_dir() and not out.exists()
+    for i in range(3):                # the shards take the store's plan whatever they ask
+        assert invoke("multiply", a, b, "-o", out, "--shard", f"{i}/3").exit_code == 0
+    invoke("multiply", a, b, "-o", tmp_path / "full.zarr", *PLAN)
+    assert same_bits(read(out), read(tmp_path / "full.zarr"))
+    assert invoke("plan", "chain", a, b, "-o", tmp_path / "x.h5").exit_code == 2
+    assert invoke("plan", "multiply", a, b, "-o", tmp_path / "x.h5", "--shard",
+                  "0/2").exit_code == 2
+    res = invoke("plan", "multiply", a, b, "-o", tmp_path / "x.h5", *PLAN)
+    assert res.exit_code == 0 and "\nshards " not in res.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "b.npy", "c.zarr",
+                                                          "full.zarr"]
