@@ -39,7 +39,7 @@ from .io.writers import ArrayWriter, create_writer
 from .shards import PLAN_ONLY, Shard, open_shard_output, planned
 from .stream import run_pipeline
 
-__all__ = ["Block", "OpenOutput", "finish_output", "open_output", "progress_bar",
+__all__ = ["Block", "BlockTask", "OpenOutput", "finish_output", "open_output", "progress_bar",
            "stream_blocks"]
 
 #: ``(index, start, stop)``: a row block of the plan
@@ -181,13 +181,13 @@ def stream_blocks(output: OpenOutput[Any], n_rows: int, load: Callable[[Block], 
         else:
             from .dask_backend import run_dask
 
-            run_dask(pending, _BlockTask(load, compute), store, stored, scheduler=scheduler,
+            run_dask(pending, BlockTask(load, compute), store, stored, scheduler=scheduler,
                      address=dask_address, memory=getattr(output.plan, "memory", None))
     finally:
         bar.close()
 
 
-class _BlockTask:
+class BlockTask:
     """``compute(block, load(block))`` as one picklable callable (a dask task)."""
 
     def __init__(self, load: Callable[[Block], Any], compute: Callable[[Block, Any], Any]):

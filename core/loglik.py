@@ -169,8 +169,20 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
         if reduce == "sum":
             plan = make_plan()
             # each block's sum is float64-accumulated; the blocks' sums are added exactly
-            total = math.fsum(compute((0, r0, r1), load((0, r0, r1)))
-                              for r0, r1 in plan.row_blocks())
+            blocks = [(i, r0, r1) for i, (r0, r1) in enumerate(plan.row_blocks())]
+            if scheduler == "local":
+                sums = [compute(block, load(block)) for block in blocks]
+            else:                               # the blocks' sums from dask tasks
+                from .dask_backend import run_dask
+                from .engine import BlockTask
+
+                found: dict[int, float] = {}
+                run_dask(blocks, BlockTask(load, compute),
+                         lambda block, value: found.__setitem__(block[0], value),
+                         lambda block: None, scheduler=scheduler, address=dask_address,
+                         memory=plan.memory)
+                sums = [found[i] for i, _, _ in blocks]
+            total = math.fsum(sums)
             out = None
             if out_address is not None:
                 from .chain import write_whole  # the one-shot atomic writer

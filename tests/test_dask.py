@@ -155,3 +155,16 @@ def test_einsum_on_dask_equals_streamed_local(tmp_path: Path, data, client) -> N
     assert same_bits(read(tmp_path / "dask.h5"), read(tmp_path / "local.h5"))
     multiply(data["a"], data["b"], tmp_path / "multiply.h5", block_rows=60)
     np.testing.assert_array_equal(read(tmp_path / "dask.h5"), read(tmp_path / "multiply.h5"))
+
+
+def test_loglik_total_on_dask_equals_local(tmp_path: Path, data, client) -> None:
+    x = np.random.default_rng(4).normal(size=(230, 40))
+    np.save(tmp_path / "x.npy", x)
+    local = loglik(tmp_path / "x.npy", None, mu=data["mu"], sigma=1.5, reduce="sum",
+                   block_rows=40)
+    on_dask = loglik(tmp_path / "x.npy", None, mu=data["mu"], sigma=1.5, reduce="sum",
+                     block_rows=40, scheduler=client)
+    assert on_dask.total == local.total
+    mu = np.load(data["mu"])
+    exact = np.sum(-0.5 * ((x - mu) / 1.5) ** 2 - np.log(1.5) - 0.5 * np.log(2 * np.pi))
+    assert abs(local.total - exact) <= 1e-10 * abs(exact)

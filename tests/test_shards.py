@@ -291,3 +291,20 @@ def test_plan_prints_shards_and_creates_the_shared_store(tmp_path: Path, ab) -> 
     assert res.exit_code == 0 and "\nshards " not in res.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "b.npy", "c.zarr",
                                                           "full.zarr"]
+
+
+def test_merge_refuses_shards_that_do_not_belong_together(tmp_path: Path, ab) -> None:
+    a, b = ab
+    out = tmp_path / "c.h5"
+    for rows, i in (("15", 0), ("40", 1)):     # planned differently: rows overlap
+        res = invoke("multiply", a, b, "-o", out, "--block-rows", rows, "--shard", f"{i}/2")
+        assert res.exit_code == 0
+    res = invoke("merge", out)
+    assert res.exit_code == 1
+    assert "shard 1 holds rows 40:100, not from 45" in res.stderr
+    assert "same --memory or --block-rows" in res.stderr
+    assert invoke("multiply", a, b, "-o", out, "--block-rows", "15", "--shard", "1/2",
+                  "--method", "exact", "--overwrite").exit_code == 0
+    res = invoke("merge", out)
+    assert res.exit_code == 1 and "come from different runs" in res.stderr
+    assert not out.exists()
