@@ -444,6 +444,15 @@ class ShardStatus:
         """One line: how many shards are complete, which rows are missing."""
         done = self.count - len(self.missing)
         text = f"shards: {done} of {self.count} complete"
+        ranges: list[list[int]] = []           # the complete rows, adjacent ranges joined
+        for s in self.shards:
+            if s.complete and s.rows is not None and s.rows[1] > s.rows[0]:
+                if ranges and ranges[-1][1] == s.rows[0]:
+                    ranges[-1][1] = s.rows[1]
+                else:
+                    ranges.append(list(s.rows))
+        if self.missing and ranges:
+            text += " (rows " + ", ".join(f"{r0}:{r1}" for r0, r1 in ranges) + ")"
         if self.missing:
             text += f"; missing {self.describe_missing()}"
         if self.problems:

@@ -113,7 +113,7 @@ def test_missing_shard_is_reported_by_info_and_refused_by_merge(tmp_path: Path, 
     for out in ("c.zarr", "c.h5"):
         info = invoke("info", tmp_path / out)
         assert info.exit_code == 0
-        assert "2 of 3 complete; missing 1 (rows 30:60)" in info.stdout
+        assert "2 of 3 complete (rows 0:30, 60:100); missing 1 (rows 30:60)" in info.stdout
         assert invoke("info", tmp_path / out, "--check").exit_code == 1
         doc = json.loads(invoke("info", tmp_path / out, "--json").stdout)
         assert [s["complete"] for s in doc["shards"]["shards"]] == [True, False, True]
