@@ -35,8 +35,8 @@ import numpy as np
 from .errors import LogmmError
 from .io.addresses import ArrayAddress
 from .io.resume import OutputLock, ResumeRecord, record_path
-from .io.writers import ArrayWriter, create_writer
-from .shards import PLAN_ONLY, Shard, open_shard_output, planned
+from .io.writers import ArrayWriter, create_writer, partial_path
+from .shards import PLAN_ONLY, Shard, open_shard_output, planned, shard_status
 from .stream import run_pipeline
 
 __all__ = ["Block", "BlockTask", "OpenOutput", "finish_output", "open_output", "progress_bar",
@@ -109,6 +109,9 @@ def open_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...], dty
                           resumed_blocks=len(blocks) - len(pending),
                           total_rows=sum(r1 - r0 for _, r0, r1 in blocks), shard=shard)
     stack.enter_context(OutputLock(out.path))
+    if out.format == "zarr" and (shared := shard_status(out)) is not None and not shared.merged:
+        raise LogmmError(f"{partial_path(out.path)} is the shared store of --shard runs "
+                         f"({shared.summary()}); finish them with --shard, or delete it")
     record = ResumeRecord.load(record_path(out.path)) if resume else None
     if record is not None and (why := record.mismatch(fingerprint)):
         raise LogmmError(f"cannot resume {out}: {why}; rerun without --resume to start afresh")

@@ -308,3 +308,14 @@ def test_merge_refuses_shards_that_do_not_belong_together(tmp_path: Path, ab) ->
     res = invoke("merge", out)
     assert res.exit_code == 1 and "come from different runs" in res.stderr
     assert not out.exists()
+
+
+def test_unsharded_run_never_wipes_a_shared_store(tmp_path: Path, ab) -> None:
+    a, b = ab
+    out = tmp_path / "c.zarr"
+    assert invoke("multiply", a, b, "-o", out, *PLAN, "--shard", "0/2").exit_code == 0
+    res = invoke("multiply", a, b, "-o", out, *PLAN)
+    assert res.exit_code == 1 and "is the shared store of --shard runs" in res.stderr
+    assert "1 of 2 complete" in res.stderr
+    assert invoke("multiply", a, b, "-o", out, *PLAN, "--shard", "1/2").exit_code == 0
+    assert out.exists()
