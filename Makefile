@@ -1,6 +1,7 @@
 # logmm: two commands set everything up on a machine with only python3.
 #   make demo    create .venv, install logmm, run multiply, project, chain, power, einsum on sample_data/
-#   make test    create .venv if needed, install with test extras, lint, run the suite
+#   make test    create .venv if needed, install with test extras, lint, run the suite,
+#                then the examples/ pipelines (Make, Snakemake, SLURM script; pytest -m examples)
 #   make bench   run benchmarks/ and print ratio tables
 #   make bench-plots  measure again and redraw the PNGs in docs/img/ (docs/benchmarks.md)
 
@@ -45,6 +46,7 @@ lint: $(VENV)/.installed-test
 
 test: lint
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m examples
 
 test-slow: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m slow
@@ -56,6 +58,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_einsum.py
 	$(BIN)/python benchmarks/bench_loglik.py
 	$(BIN)/python benchmarks/bench_grad.py
+	$(BIN)/python benchmarks/bench_scaling.py
 
 bench-plots: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench_plots.py --out docs/img

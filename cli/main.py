@@ -35,6 +35,9 @@ Examples:
   logmm project x.npz w.npy --blocks 30 -o y.h5
   logmm info c.h5                   arrays, chunks, compression, provenance
   logmm convert c.h5 c.zarr --compression zstd
+  logmm plan --shards 16 multiply a.h5 b.h5 -o c.h5   blocks and rows of 16 shards
+  logmm multiply a.h5 b.h5 -o c.h5 --shard 3/16    one of 16 array-job shards
+  logmm merge c.h5                  join the 16 shard files (HDF5 virtual dataset)
   logmm multiply --help
 
 \b

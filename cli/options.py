@@ -38,6 +38,8 @@ __all__ = [
     "reporting_options",
     "resolve_progress",
     "resume_option",
+    "scheduler_options",
+    "shard_option",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -146,6 +148,46 @@ def resume_option(f: F) -> F:
                         help="Finish an interrupted run of the same command, recomputing "
                              "only the blocks it had not written (refused if an input or "
                              "option changed).")(f)
+
+
+class ShardType(click.ParamType):
+    """``I/N`` → :class:`logmm.shards.Shard` (a usage error otherwise)."""
+
+    name = "I/N"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        from logmm.errors import UsageError
+        from logmm.shards import Shard, parse_shard
+
+        if isinstance(value, Shard):
+            return value
+        try:
+            return parse_shard(str(value))
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def shard_option(f: F) -> F:
+    """``--shard I/N``."""
+    return click.option("--shard", type=ShardType(), default=None, metavar="I/N",
+                        help="Compute only the I-th (from 0) of N contiguous row ranges, for "
+                             "array jobs: .zarr outputs share one store, renamed into place "
+                             "when the last shard finishes; .h5 outputs get one "
+                             "OUT.shard-IIII-of-NNNN.h5 file per shard, joined by 'logmm "
+                             "merge OUT.h5'.")(f)
+
+
+def scheduler_options(f: F) -> F:
+    """``--scheduler local|dask`` and ``--dask-address ADDR``."""
+    f = click.option("--dask-address", default=None, metavar="ADDR",
+                     help="Dask scheduler to run on (tcp://HOST:PORT); implies --scheduler "
+                          "dask  [default: a LocalCluster sized to this machine]")(f)
+    return click.option("--scheduler", type=click.Choice(["local", "dask"]), default="local",
+                        show_default=True,
+                        help="local: this process (read ahead, compute, write behind); dask: "
+                             "one task per row block on a dask.distributed cluster (pip "
+                             "install 'logmm[dask]').")(f)
 
 
 def block_rows_option(f: F) -> F:

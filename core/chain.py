@@ -417,6 +417,8 @@ class ChainResult:
         Entries per kernel tier, summed over the products (None for einsum).
     attrs : dict
         The provenance attributes stored with the output.
+    shard_note : str or None
+        A streamed einsum's shard (``--shard``): which rows it wrote.
     """
 
     output: ArrayAddress
@@ -430,6 +432,7 @@ class ChainResult:
     products: int = 0
     report: ProductReport | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
+    shard_note: str | None = None
 
     @property
     def path(self) -> Path:

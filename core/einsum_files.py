@@ -1,9 +1,19 @@
 """The engine behind ``logmm einsum``: :func:`logmm.einsum.logeinsum` from files to a file.
 
-Every operand is read whole into memory (this increment does not stream); the result is
-written under a hidden partial name and renamed into place when complete (see
-:func:`logmm.chain.write_whole`), holding the output's lock meanwhile. The numerics are
-all :func:`logmm.einsum.logeinsum`'s; this module reads, validates, casts and writes.
+By default every operand is read whole into memory and the result is written under a
+hidden partial name and renamed into place when complete (see
+:func:`logmm.chain.write_whole`), holding the output's lock meanwhile.
+
+Streaming over rows: with ``block_rows``, ``memory``, ``resume``, ``shard`` or the dask
+scheduler, the result is computed in row blocks of its first output label (``i`` in
+``'ij,jk->ik'``, ``b`` in ``'bij,bjk->bik'``) through :mod:`logmm.engine` like
+``multiply``: operands holding that label as their first axis are read block by block,
+the others once. The first output label must then be a free label that occurs at most
+once in each operand. Every block is ``logeinsum`` of the operands' slices, so sharded,
+resumed and dask runs equal the streamed run bit for bit.
+
+The numerics are all :func:`logmm.einsum.logeinsum`'s; this module reads, validates,
+casts and writes.
 
 :mod:`logmm.einsum` (and with it opt_einsum) is imported only when an einsum runs, so
 the command line starts without it.
@@ -14,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from typing import Any
 
 import numpy as np
 
@@ -28,10 +39,14 @@ from .chain import (
     shapes_json,
     write_whole,
 )
+from .dask_backend import check_scheduler
+from .engine import Block, finish_output, open_output, stream_blocks
 from .errors import InputError, UsageError
 from .io.readers import ArrayReader
-from .io.resume import OutputLock
-from .io.writers import check_output
+from .io.resume import OutputLock, input_fingerprint
+from .io.writers import check_output, default_chunk_rows
+from .plan import RowPlan, plan_rows
+from .shards import PLAN_ONLY, Shard, parse_shard, shard_summary
 
 __all__ = ["EINSUM_SEMIRINGS", "einsum_files"]
 
@@ -64,7 +79,10 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
                  dtype: np.dtype | type | str | None = None, overwrite: bool = False,
                  compression: str | None = None, chunk_rows: int | None = None,
                  progress: bool = False, command: str = "",
-                 explain: Callable[[str], None] | None = None) -> ChainResult:
+                 explain: Callable[[str], None] | None = None, block_rows: int | None = None,
+                 memory: int | None = None, resume: bool = False,
+                 shard: Shard | str | None = None, scheduler: Any = "local",
+                 dask_address: str | None = None) -> ChainResult:
     """Write ``logeinsum(subscripts, *operands, semiring=…)`` for operands in files.
 
     Parameters
@@ -92,6 +110,9 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
     explain : callable, optional
         Called with opt_einsum's description of the contraction order and its cost
         (:func:`logmm.einsum.contraction_info`) before computing.
+    block_rows, memory, resume, shard, scheduler, dask_address
+        Any of them streams the result by row blocks of its first output label (see the
+        module docstring); as for :func:`logmm.multiply.multiply`.
 
     Returns
     -------
@@ -123,6 +144,13 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
     if len(addresses) == 0:
         raise UsageError("einsum needs at least one operand")
     out_dtype = np.dtype(dtype) if dtype is not None else None
+    shard = parse_shard(shard)
+    scheduler = check_scheduler(scheduler, dask_address)
+    for name, value in (("block rows", block_rows), ("memory budget", memory)):
+        if value is not None and value < 1:
+            raise UsageError(f"{name} must be at least 1, got {value}")
+    streamed = (block_rows is not None or memory is not None or resume or shard is not None
+                or scheduler != "local" or PLAN_ONLY.get())
     from .einsum import contraction_info, logeinsum
 
     with ExitStack() as stack:
@@ -134,6 +162,13 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
             command = (f"logmm.einsum_files({subscripts!r}, "
                        f"{[str(r.address) for r in readers]!r}, {str(out)!r}, "
                        f"semiring={semiring!r}, method={method!r})")
+        if streamed:
+            return _einsum_streamed(
+                stack, subscripts, readers, out, semiring=semiring, method=method,
+                out_dtype=out_dtype, overwrite=overwrite, compression=compression,
+                chunk_rows=chunk_rows, progress=progress, command=command, explain=explain,
+                block_rows=block_rows, memory=memory, resume=resume, shard=shard,
+                scheduler=scheduler, dask_address=dask_address, started=started)
         stack.enter_context(OutputLock(out.path))
         operands = [read_whole(r) for r in readers]
         if out_dtype is not None:
@@ -156,3 +191,109 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
     return ChainResult(output=out, shape=tuple(result.shape), dtype=result.dtype,
                        operation="einsum", method=method,
                        seconds=time.perf_counter() - started, order=subscripts, attrs=attrs)
+
+
+def _row_label(subscripts: str, readers: Sequence[ArrayReader]) -> tuple[list[str], str, int]:
+    """``(terms, output, n)``: the parsed subscripts and the size of the first output label,
+    which streaming splits; a :class:`UsageError` when it cannot be split."""
+    from .einsum import _parse
+
+    stand_ins = tuple(np.broadcast_to(np.zeros((), r.dtype), r.shape) for r in readers)
+    terms, output = _parse(subscripts, stand_ins)
+    if not output or any(term.count(output[0]) > 1 for term in terms):
+        raise UsageError(f"einsum {subscripts!r} cannot stream by rows: its output's first "
+                         "label must be a free label occurring at most once per operand "
+                         "(drop --block-rows/--memory/--resume/--shard/--scheduler)")
+    label = output[0]
+    sizes = [r.shape[t.index(label)] for t, r in zip(terms, readers, strict=True)
+             if label in t]
+    return terms, output, max(sizes)
+
+
+def _einsum_streamed(stack: ExitStack, subscripts: str, readers: list[ArrayReader], out: Any,
+                     *, semiring: str, method: str, out_dtype: np.dtype | None,
+                     overwrite: bool, compression: str | None, chunk_rows: int | None,
+                     progress: bool, command: str, explain: Callable[[str], None] | None,
+                     block_rows: int | None, memory: int | None, resume: bool,
+                     shard: Shard | None, scheduler: Any, dask_address: str | None,
+                     started: float) -> ChainResult:
+    """The einsum by row blocks of its first output label, through :mod:`logmm.engine`."""
+    from .einsum import contraction_info, logeinsum
+
+    terms, output, n = _row_label(subscripts, readers)
+    label = output[0]
+    # per operand: the axis holding the row label when it is split (size n), else None
+    axes = [t.index(label) if label in t and r.shape[t.index(label)] == n else None
+            for t, r in zip(terms, readers, strict=True)]
+    # read once: operands without the label, or with it on an axis other than the first
+    resident = {i: read_whole(r) for i, (r, ax) in enumerate(zip(readers, axes, strict=True))
+                if ax != 0}
+    if out_dtype is not None:
+        resident = {i: _cast(x, out_dtype, f"operand {i + 1} ({readers[i].address})")
+                    for i, x in resident.items()}
+    kinds = [r.dtype if out_dtype is None else out_dtype for r in readers]
+    result_dtype = out_dtype or (np.result_type(*kinds) if semiring == "real" else
+                                 np.result_type(np.float32, *[
+                                     np.float64 if k.kind in "biu" else k for k in kinds]))
+    sizes: dict[str, int] = {}
+    for t, r in zip(terms, readers, strict=True):
+        for c, size in zip(t, r.shape, strict=True):
+            sizes[c] = max(sizes.get(c, 1), size)
+    shape = tuple(sizes[c] for c in output)
+    if explain is not None:
+        explain(contraction_info(subscripts, *[r.shape for r in readers]).rstrip("\n"))
+    row_of = lambda r, ax: int(np.prod(r.shape, dtype=np.int64)) // max(1, r.shape[ax])  # noqa: E731
+    sliced_row = sum(row_of(r, ax) * 8 for r, ax in zip(readers, axes, strict=True)
+                     if ax is not None)
+    out_row = int(np.prod(shape[1:], dtype=np.int64)) * result_dtype.itemsize
+
+    def make_plan() -> RowPlan:
+        return plan_rows(n, row_bytes=4 * sliced_row + 4 * out_row,
+                         resident=2 * sum(x.nbytes for x in resident.values()),
+                         memory=memory, block_rows=block_rows, chunk_rows=chunk_rows,
+                         default_chunk_rows=default_chunk_rows(n, out_row))
+
+    fingerprint = {
+        "operation": "einsum", "subscripts": subscripts, "semiring": semiring,
+        "method": method, "dtype": str(result_dtype), "output": str(out),
+        "compression": compression,
+        "operands": [input_fingerprint(r.address, r.shape, r.dtype) for r in readers],
+    }
+    output_ = open_output(stack, out, shape, result_dtype, fingerprint=fingerprint,
+                          resume=resume, make_plan=make_plan, load_plan=lambda d: RowPlan(**d),
+                          overwrite=overwrite, compression=compression,
+                          contiguous=chunk_rows is None, shard=shard)
+
+    def load(block: Block) -> list[np.ndarray]:
+        _, r0, r1 = block
+        parts = []
+        for i, (r, ax) in enumerate(zip(readers, axes, strict=True)):
+            if ax == 0:
+                part = np.asarray(r.read_rows(r0, r1))
+                if out_dtype is not None:
+                    part = _cast(part, out_dtype, f"operand {i + 1} ({r.address})")
+            elif ax is None:
+                part = resident[i]
+            else:
+                part = resident[i][(slice(None),) * ax + (slice(r0, r1),)]
+            parts.append(part)
+        return parts
+
+    def compute(block: Block, parts: list[np.ndarray]) -> np.ndarray:
+        result = np.asarray(logeinsum(subscripts, *parts, semiring=semiring, method=method))
+        return result.astype(result_dtype, copy=False)
+
+    def store(block: Block, values: np.ndarray) -> None:
+        output_.writer.write_rows(block[1], values)
+        output_.writer.flush()
+
+    attrs = base_provenance(command, "einsum", method, readers, result_dtype, shape)
+    attrs.update(subscripts=subscripts, semiring=semiring,
+                 input_shapes=shapes_json([r.shape for r in readers]),
+                 block_rows=output_.plan.block_rows)
+    finish_output(output_, lambda: stream_blocks(
+        output_, n, load, compute, store, progress=progress, desc="einsum",
+        scheduler=scheduler, dask_address=dask_address), lambda _: attrs)
+    return ChainResult(output=out, shape=shape, dtype=result_dtype, operation="einsum",
+                       method=method, seconds=time.perf_counter() - started, order=subscripts,
+                       attrs=attrs, shard_note=shard_summary(output_))

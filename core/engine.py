@@ -15,6 +15,11 @@ An engine (``multiply``, ``project``) opens and checks its inputs, then
 
 The plan is any object with ``chunk_rows``, ``row_blocks()`` and ``as_dict()`` (see
 :class:`logmm.plan.ProductPlan`, :class:`logmm.plan.RowPlan`).
+
+With ``shard`` (``--shard I/N``), :func:`open_output` hands over to
+:func:`logmm.shards.open_shard_output`: the run computes only the shard's contiguous run
+of the same row blocks, into the shared Zarr store or its own HDF5 shard file, with its
+own lock and resume record; everything else here is the same.
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ import numpy as np
 from .errors import LogmmError
 from .io.addresses import ArrayAddress
 from .io.resume import OutputLock, ResumeRecord, record_path
-from .io.writers import ArrayWriter, create_writer
+from .io.writers import ArrayWriter, create_writer, partial_path
+from .shards import PLAN_ONLY, Shard, open_shard_output, planned, shard_status
 from .stream import run_pipeline
 
-__all__ = ["Block", "OpenOutput", "finish_output", "open_output", "progress_bar",
+__all__ = ["Block", "BlockTask", "OpenOutput", "finish_output", "open_output", "progress_bar",
            "stream_blocks"]
 
 #: ``(index, start, stop)``: a row block of the plan
@@ -55,6 +61,10 @@ class OpenOutput(Generic[P]):
         Row blocks not yet stored.
     resumed_blocks : int
         Row blocks an interrupted run had already stored.
+    total_rows : int
+        Rows this run computes in all (the whole output, or its shard's rows).
+    shard : Shard or None
+        The shard computed (``--shard``), None for the whole output.
     """
 
     writer: ArrayWriter
@@ -62,25 +72,46 @@ class OpenOutput(Generic[P]):
     plan: P
     pending: list[Block]
     resumed_blocks: int
+    total_rows: int = 0
+    shard: Shard | None = None
 
 
 def open_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...], dtype: np.dtype,
                 *, fingerprint: dict[str, Any], resume: bool, make_plan: Callable[[], P],
                 load_plan: Callable[[dict[str, Any]], P], overwrite: bool = False,
-                compression: str | None = None, contiguous: bool = False) -> OpenOutput[P]:
+                compression: str | None = None, contiguous: bool = False,
+                shard: Shard | None = None) -> OpenOutput[P]:
     """Lock ``out``, find what an interrupted run left, and open the writer.
 
     ``fingerprint`` names the inputs (:func:`logmm.io.resume.input_fingerprint`) and every
     option that changes the result; ``make_plan()`` plans a fresh run and
     ``load_plan(record.plan)`` rebuilds a recorded plan. The lock and the writer are
-    entered on ``stack``.
+    entered on ``stack``. ``shard`` limits the run to one shard's row blocks (see
+    :mod:`logmm.shards`).
 
     Raises
     ------
     LogmmError
         Another run holds the lock, or ``resume`` and the recorded fingerprint differs.
+    UsageError
+        ``shard`` with a ``.npy`` output.
     """
+    if PLAN_ONLY.get():
+        raise planned(out, shape, dtype, fingerprint=fingerprint, make_plan=make_plan,
+                      load_plan=load_plan, compression=compression, shard=shard)
+    if shard is not None:
+        writer, record, plan, blocks = open_shard_output(
+            stack, out, shape, dtype, fingerprint=fingerprint, resume=resume,
+            make_plan=make_plan, load_plan=load_plan, overwrite=overwrite,
+            compression=compression, contiguous=contiguous, shard=shard)
+        pending = [b for b in blocks if b[0] not in record.done]
+        return OpenOutput(writer=writer, record=record, plan=plan, pending=pending,
+                          resumed_blocks=len(blocks) - len(pending),
+                          total_rows=sum(r1 - r0 for _, r0, r1 in blocks), shard=shard)
     stack.enter_context(OutputLock(out.path))
+    if out.format == "zarr" and (shared := shard_status(out)) is not None and not shared.merged:
+        raise LogmmError(f"{partial_path(out.path)} is the shared store of --shard runs "
+                         f"({shared.summary()}); finish them with --shard, or delete it")
     record = ResumeRecord.load(record_path(out.path)) if resume else None
     if record is not None and (why := record.mismatch(fingerprint)):
         raise LogmmError(f"cannot resume {out}: {why}; rerun without --resume to start afresh")
@@ -96,7 +127,8 @@ def open_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...], dty
     blocks = list(enumerate(plan.row_blocks()))  # type: ignore[attr-defined]
     pending = [(i, r0, r1) for i, (r0, r1) in blocks if i not in record.done]
     return OpenOutput(writer=writer, record=record, plan=plan, pending=pending,
-                      resumed_blocks=len(blocks) - len(pending))
+                      resumed_blocks=len(blocks) - len(pending),
+                      total_rows=sum(r1 - r0 for _, (r0, r1) in blocks))
 
 
 def finish_output(output: OpenOutput[Any], run: Callable[[], T],
@@ -123,21 +155,49 @@ def finish_output(output: OpenOutput[Any], run: Callable[[], T],
 
 def stream_blocks(output: OpenOutput[Any], n_rows: int, load: Callable[[Block], Any],
                   compute: Callable[[Block, Any], Any], store: Callable[[Block, Any], None],
-                  *, progress: bool = False, desc: str = "") -> None:
+                  *, progress: bool = False, desc: str = "", scheduler: Any = "local",
+                  dask_address: str | None = None) -> None:
     """Run the pending blocks through the read-ahead / compute / write-behind pipeline.
 
     After each block is stored, the resume record notes it and the progress bar (rows, on
     stderr, when ``progress``) advances; it starts at the rows already stored.
+    ``n_rows`` is the whole output's; a shard's bar counts its own rows.
+
+    With ``scheduler`` ``"dask"`` (or a ``distributed.Client``), each block is instead a
+    task ``compute(block, load(block))`` on a dask cluster (``dask_address``, or a
+    LocalCluster within the plan's memory budget per worker), and this process stores
+    the results as they complete (see :mod:`logmm.dask_backend`); ``load`` and
+    ``compute`` must then pickle (readers do, as their addresses).
     """
+    n_rows = output.total_rows if output.total_rows or output.shard is not None else n_rows
     pending, record = output.pending, output.record
     bar = progress_bar(n_rows, progress, desc)
     bar.update(n_rows - sum(r1 - r0 for _, r0, r1 in pending))
+
+    def stored(block: Block) -> None:
+        record.mark_done(block[0])
+        bar.update(block[2] - block[1])
+
     try:
-        run_pipeline(pending, load, compute, store,
-                     on_stored=lambda block: (record.mark_done(block[0]),
-                                              bar.update(block[2] - block[1])))
+        if isinstance(scheduler, str) and scheduler == "local" and not dask_address:
+            run_pipeline(pending, load, compute, store, on_stored=stored)
+        else:
+            from .dask_backend import run_dask
+
+            run_dask(pending, BlockTask(load, compute), store, stored, scheduler=scheduler,
+                     address=dask_address, memory=getattr(output.plan, "memory", None))
     finally:
         bar.close()
+
+
+class BlockTask:
+    """``compute(block, load(block))`` as one picklable callable (a dask task)."""
+
+    def __init__(self, load: Callable[[Block], Any], compute: Callable[[Block, Any], Any]):
+        self.load, self.compute = load, compute
+
+    def __call__(self, block: Block) -> Any:
+        return self.compute(block, self.load(block))
 
 
 def progress_bar(total: int, enabled: bool, desc: str) -> Any:

@@ -140,6 +140,14 @@ class FileInfo:
     arrays: list[ArrayInfo]
     temporaries: list[TemporaryInfo] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: the shards of a ``--shard I/N`` output (:meth:`logmm.shards.ShardStatus.to_dict`)
+    shards: dict[str, Any] | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Every logmm array complete and no shard missing (what ``info --check`` asks)."""
+        return (bool(self.arrays) and all(a.status != "incomplete" for a in self.arrays)
+                and (self.shards is None or bool(self.shards["complete"])))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict with stable keys (absent values are None, never missing)."""
@@ -190,6 +198,11 @@ def inspect_file(address: str | Path | ArrayAddress) -> FileInfo:
     """
     addr, temporary = _parse(address)
     path = addr.path
+    shards = _shards(addr) if not temporary else None
+    if not os.path.lexists(path) and shards is not None:     # shards still being written
+        return FileInfo(path=str(path), format=addr.format, file_bytes=None, arrays=[],
+                        temporaries=_temporaries(path), shards=shards.to_dict(),
+                        notes=[f"{path.name} does not exist yet: {shards.summary()}"])
     if not os.path.lexists(path):
         raise MissingInputError(f"no such file: {path}" + _temporaries_hint(path))
     if not path.exists():
@@ -207,7 +220,10 @@ def inspect_file(address: str | Path | ArrayAddress) -> FileInfo:
     info = FileInfo(
         path=str(path), format=addr.format, file_bytes=_disk_bytes(path),
         arrays=arrays, temporaries=[] if temporary else _temporaries(path), notes=notes,
+        shards=shards.to_dict() if shards is not None else None,
     )
+    if shards is not None:
+        info.notes.append(shards.summary())
     if addr.format == "npy" and not temporary:
         sidecar = sidecar_path(path)
         if sidecar.exists() and info.file_bytes is not None:
@@ -397,6 +413,18 @@ def _zarr_array(addr: ArrayAddress, name: str | None, arr: Any, temporary: bool)
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _shards(addr: ArrayAddress) -> Any:
+    """The :class:`logmm.shards.ShardStatus` behind a .zarr or .h5 address, or None."""
+    from .shards import shard_status
+
+    if addr.format not in ("zarr", "hdf5"):
+        return None
+    try:
+        return shard_status(addr)
+    except Exception:  # noqa: BLE001 - shards are extra information; never fail info on them
+        return None
 
 
 def _parse(address: str | Path | ArrayAddress) -> tuple[ArrayAddress, bool]:

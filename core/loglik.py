@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .dask_backend import check_scheduler
 from .engine import finish_output, open_output, stream_blocks
 from .errors import InputError, UsageError
 from .gaussian import REDUCTIONS, diag_gaussian_logpdf
@@ -28,6 +29,7 @@ from .io.readers import ArrayReader, open_array, require_matrix
 from .io.resume import input_fingerprint
 from .io.writers import check_output, default_chunk_rows
 from .plan import RowPlan, plan_rows
+from .shards import Shard, parse_shard, shard_summary
 
 __all__ = ["LoglikResult", "loglik"]
 
@@ -47,6 +49,7 @@ class LoglikResult:
     total: float | None
     seconds: float
     plan: RowPlan
+    shard_note: str | None = None
 
 
 def _number(value: Param) -> float | None:
@@ -63,7 +66,8 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
            dtype: Any = None, block_rows: int | None = None, memory: int | None = None,
            overwrite: bool = False, compression: str | None = None,
            chunk_rows: int | None = None, resume: bool = False, progress: bool = False,
-           command: str = "") -> LoglikResult:
+           command: str = "", shard: Shard | str | None = None, scheduler: Any = "local",
+           dask_address: str | None = None) -> LoglikResult:
     """Write (or return) ``log N(X; mu, diag(sigma²))``, streaming X by row blocks.
 
     Parameters
@@ -78,8 +82,10 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
     reduce, dtype
         As for :func:`logmm.diag_gaussian_logpdf` (``dtype`` float32/float64 forces the
         result type).
-    block_rows, memory, overwrite, compression, chunk_rows, resume, progress, command
-        As for :func:`logmm.multiply.multiply`.
+    block_rows, memory, overwrite, compression, chunk_rows, resume, progress, command, shard
+    scheduler, dask_address
+        As for :func:`logmm.multiply.multiply` (``shard`` not with ``reduce="sum"``: shard
+        with ``reduce="row"`` and add the rows).
 
     Raises
     ------
@@ -89,6 +95,11 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
         A parameter whose shape does not fit X; sigma ≤ 0; rho not finite.
     """
     started = time.perf_counter()
+    shard = parse_shard(shard)
+    scheduler = check_scheduler(scheduler, dask_address)
+    if shard is not None and reduce == "sum":
+        raise UsageError("--shard cannot split --reduce sum; shard with --reduce row and add "
+                         "the per-row values")
     if (sigma is None) == (rho is None):
         raise UsageError("give exactly one of --sigma and --rho")
     if reduce not in REDUCTIONS:
@@ -158,8 +169,20 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
         if reduce == "sum":
             plan = make_plan()
             # each block's sum is float64-accumulated; the blocks' sums are added exactly
-            total = math.fsum(compute((0, r0, r1), load((0, r0, r1)))
-                              for r0, r1 in plan.row_blocks())
+            blocks = [(i, r0, r1) for i, (r0, r1) in enumerate(plan.row_blocks())]
+            if scheduler == "local":
+                sums = [compute(block, load(block)) for block in blocks]
+            else:                               # the blocks' sums from dask tasks
+                from .dask_backend import run_dask
+                from .engine import BlockTask
+
+                found: dict[int, float] = {}
+                run_dask(blocks, BlockTask(load, compute),
+                         lambda block, value: found.__setitem__(block[0], value),
+                         lambda block: None, scheduler=scheduler, address=dask_address,
+                         memory=plan.memory)
+                sums = [found[i] for i, _, _ in blocks]
+            total = math.fsum(sums)
             out = None
             if out_address is not None:
                 from .chain import write_whole  # the one-shot atomic writer
@@ -183,7 +206,8 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
         output = open_output(stack, out, out_shape, out_dtype, fingerprint=fingerprint,
                              resume=resume, make_plan=make_plan,
                              load_plan=lambda d: RowPlan(**d), overwrite=overwrite,
-                             compression=compression, contiguous=chunk_rows is None)
+                             compression=compression, contiguous=chunk_rows is None,
+                             shard=shard)
 
         writer_view.append(output.writer)
 
@@ -193,11 +217,14 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
             output.writer.flush()
 
         finish_output(output, lambda: stream_blocks(output, n, load, compute, store,
-                                                    progress=progress, desc="loglik"),
+                                                    progress=progress, desc="loglik",
+                                                    scheduler=scheduler,
+                                                    dask_address=dask_address),
                       lambda _: _attrs(command, x, params, scale_name, reduce, out_dtype,
                                        out_shape))
     return LoglikResult(output=out, shape=out_shape, dtype=out_dtype, reduce=reduce,
-                        total=None, seconds=time.perf_counter() - started, plan=output.plan)
+                        total=None, seconds=time.perf_counter() - started, plan=output.plan,
+                        shard_note=shard_summary(output))
 
 
 def _attrs(command: str, x: ArrayReader, params: dict, scale_name: str, reduce: str,

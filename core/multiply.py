@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .accumulate import LogSumAccumulator
+from .dask_backend import check_scheduler
 from .engine import Block, OpenOutput, finish_output, open_output, stream_blocks
 from .errors import InputError, UsageError
 from .io.addresses import ArrayAddress
@@ -33,6 +34,7 @@ from .io.resume import input_fingerprint
 from .io.writers import check_output, default_chunk_rows
 from .logmatmul import METHODS, ProductReport, check_no_posinf, logmatmulexp_report, result_dtype
 from .plan import ProductPlan, plan_product
+from .shards import Shard, parse_shard, shard_summary
 
 __all__ = ["MultiplyResult", "multiply", "resolve_dtype"]
 
@@ -61,6 +63,8 @@ class MultiplyResult:
         Blocks, panels and contraction chunks used.
     resumed_blocks : int
         Row blocks found already stored by an interrupted run (``resume``).
+    shard_note : str or None
+        With ``shard``: which rows this shard wrote, and whether the output is finished.
     """
 
     output: ArrayAddress
@@ -72,6 +76,7 @@ class MultiplyResult:
     block_rows: int
     plan: ProductPlan
     resumed_blocks: int = 0
+    shard_note: str | None = None
 
     @property
     def path(self) -> Path:
@@ -103,7 +108,9 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
              dtype: np.dtype | type | str | None = None, block_rows: int | None = None,
              overwrite: bool = False, compression: str | None = None,
              chunk_rows: int | None = None, memory: int | None = None,
-             resume: bool = False, progress: bool = False, command: str = "",
+             resume: bool = False, progress: bool = False,
+             command: str = "", shard: Shard | str | None = None, scheduler: Any = "local",
+             dask_address: str | None = None,
              provenance: Mapping[str, Any] | None = None) -> MultiplyResult:
     """Write ``C = log(exp(A) @ exp(B))`` for arrays in files, streaming A by row blocks.
 
@@ -144,6 +151,17 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
     provenance : mapping, optional
         Attributes that replace or add to the recorded ones (engines built on this one,
         such as a chain whose first factor is streamed, describe themselves with it).
+    shard : Shard or "I/N", optional
+        Compute only shard I of N of the plan's row blocks (see :mod:`logmm.shards`):
+        into the shared store of a ``.zarr`` output, or ``OUT.shard-IIII-of-NNNN.h5``
+        for an ``.h5`` output (``logmm merge`` joins those). Not for ``.npy``.
+    scheduler : {"local", "dask"} or distributed.Client
+        ``dask``: one task per row block on a dask.distributed cluster (see
+        :mod:`logmm.dask_backend`): the one at ``dask_address``, or a LocalCluster sized
+        to this machine with ``memory`` per worker. A Client runs them on its cluster.
+        Same blocks, same kernel: bit for bit the local result.
+    dask_address : str, optional
+        ``tcp://HOST:PORT`` of a dask scheduler (implies ``scheduler="dask"``).
 
     Returns
     -------
@@ -169,6 +187,8 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
     ((200, 32), 0)
     """
     started = time.perf_counter()
+    shard = parse_shard(shard)
+    scheduler = check_scheduler(scheduler, dask_address)
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     for name, value in (("block rows", block_rows), ("chunk rows", chunk_rows),
@@ -211,21 +231,24 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
         output = open_output(stack, out, (n, m), out_dtype, fingerprint=fingerprint,
                              resume=resume, make_plan=make_plan,
                              load_plan=lambda d: ProductPlan(**d), overwrite=overwrite,
-                             compression=compression, contiguous=chunk_rows is None)
+                             compression=compression, contiguous=chunk_rows is None,
+                             shard=shard)
         plan = output.plan
         report = finish_output(
-            output, lambda: _run_product(a, b, output, method, out_dtype, progress),
+            output, lambda: _run_product(a, b, output, method, out_dtype, progress, scheduler,
+                                         dask_address),
             lambda report: _provenance(a.address, b.address, (n, k), (k_b, m), method,
                                        out_dtype, report, command, plan) | dict(provenance or {}))
     return MultiplyResult(
         output=out, shape=(n, m), dtype=out_dtype, method=method, report=report,
         seconds=time.perf_counter() - started, block_rows=plan.block_rows, plan=plan,
-        resumed_blocks=output.resumed_blocks,
+        resumed_blocks=output.resumed_blocks, shard_note=shard_summary(output),
     )
 
 
 def _run_product(a: ArrayReader, b: ArrayReader, output: OpenOutput[ProductPlan],
-                 method: str, out_dtype: np.dtype, progress: bool) -> ProductReport:
+                 method: str, out_dtype: np.dtype, progress: bool, scheduler: Any = "local",
+                 dask_address: str | None = None) -> ProductReport:
     """Stream the listed row blocks through the kernel into ``writer``.
 
     B resident: read once, then each block of A is read ahead on a thread, multiplied, and
@@ -241,7 +264,7 @@ def _run_product(a: ArrayReader, b: ArrayReader, output: OpenOutput[ProductPlan]
         check_no_posinf(B, f"B ({b.address})")
     panels, chunks = plan.col_panels(), plan.k_chunks()
 
-    def product(A_part: np.ndarray, B_part: np.ndarray, where: str,
+    def product(A_part: np.ndarray, B_part: np.ndarray, where: str, tally: list[ProductReport],
                 out: np.ndarray | None = None) -> np.ndarray:
         try:
             C, part_report = logmatmulexp_report(A_part, B_part, method=method, dtype=out_dtype,
@@ -250,44 +273,50 @@ def _run_product(a: ArrayReader, b: ArrayReader, output: OpenOutput[ProductPlan]
             msg = str(exc)
             msg = f"{where} {msg[2:]}" if msg[:2] in ("A ", "B ") else f"{msg} ({where})"
             raise InputError(msg) from exc
-        nonlocal report
-        report += part_report
+        tally[0] += part_report
         return C
 
     def load(block: Block) -> np.ndarray | None:
         _, r0, r1 = block
         return a.read_rows(r0, r1, allow_view=True) if len(chunks) <= 1 else None
 
-    def compute(block: Block, A_rows: np.ndarray | None) -> list:
+    def compute(block: Block, A_rows: np.ndarray | None) -> tuple[list, ProductReport]:
+        """The block's regions ``[(first column, C part), ...]`` and its kernel report
+        (returned rather than added up here: under dask this runs in a worker)."""
         _, r0, r1 = block
         where = f"A ({a.address}, rows {r0}:{r1})"
+        tally = [ProductReport()]
         if B is not None:
             view = writer.region_view(r0, 0, (r1 - r0, plan.m))
             if view is not None:                 # computed straight into the output
-                product(A_rows, B, where, out=view)
-                return []
-            return [(0, product(A_rows, B, where))]
+                product(A_rows, B, where, tally, out=view)
+                return [], tally[0]
+            return [(0, product(A_rows, B, where, tally))], tally[0]
         regions = []
         for c0, c1 in panels:
             if A_rows is not None:
                 B_panel = b.read_region(0, b.shape[0], c0, c1).astype(out_dtype, copy=False)
-                regions.append((c0, product(A_rows, B_panel, where)))
+                regions.append((c0, product(A_rows, B_panel, where, tally)))
                 continue
             acc = LogSumAccumulator((r1 - r0, c1 - c0), np.float64)
             for k0, k1 in chunks:
                 B_part = b.read_region(k0, k1, c0, c1).astype(out_dtype, copy=False)
                 acc.add(product(a.read_region(r0, r1, k0, k1), B_part,
-                                f"A ({a.address}, rows {r0}:{r1}, columns {k0}:{k1})"))
+                                f"A ({a.address}, rows {r0}:{r1}, columns {k0}:{k1})", tally))
             regions.append((c0, acc.result(out_dtype)))
-        return regions
+        return regions, tally[0]
 
-    def store(block: Block, regions: list) -> None:
+    def store(block: Block, computed: tuple[list, ProductReport]) -> None:
+        nonlocal report
         _, r0, _ = block
+        regions, block_report = computed
         for c0, C in regions:
             writer.write_region(r0, c0, C)
         writer.flush()
+        report += block_report
 
-    stream_blocks(output, plan.n, load, compute, store, progress=progress, desc="multiply")
+    stream_blocks(output, plan.n, load, compute, store, progress=progress, desc="multiply",
+                  scheduler=scheduler, dask_address=dask_address)
     return report
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from .dask_backend import check_scheduler
 from .engine import Block, finish_output, open_output, stream_blocks
 from .errors import InputError, UsageError
 from .io.addresses import ArrayAddress
@@ -43,6 +44,7 @@ from .kron import DENSIFY_ABOVE, SEMIRINGS, Identity, block_project, kron_matvec
 from .logmatmul import check_no_posinf
 from .multiply import resolve_dtype
 from .plan import KERNEL_OVERHEAD, RowPlan, plan_rows
+from .shards import Shard, parse_shard, shard_summary
 
 __all__ = ["ProjectResult", "project", "project_row_bytes"]
 
@@ -81,6 +83,8 @@ class ProjectResult:
     plan : RowPlan
     resumed_blocks : int
         Row blocks found already stored by an interrupted run (``resume``).
+    shard_note : str or None
+        With ``shard``: which rows this shard wrote, and whether the output is finished.
     """
 
     output: ArrayAddress
@@ -93,6 +97,7 @@ class ProjectResult:
     block_rows: int
     plan: RowPlan
     resumed_blocks: int = 0
+    shard_note: str | None = None
 
     @property
     def path(self) -> Path:
@@ -105,7 +110,9 @@ def project(x_address: Address, out_address: Address, *, w_address: Address | No
             semiring: str = "real", dtype: np.dtype | type | str | None = None,
             block_rows: int | None = None, memory: int | None = None, overwrite: bool = False,
             compression: str | None = None, chunk_rows: int | None = None,
-            resume: bool = False, progress: bool = False, command: str = "") -> ProjectResult:
+            resume: bool = False, progress: bool = False, command: str = "",
+            shard: Shard | str | None = None, scheduler: Any = "local",
+            dask_address: str | None = None) -> ProjectResult:
     """Write rows of X times ``(I_K ⊗ W)ᵀ`` or ``(F1 ⊗ F2 ⊗ …)ᵀ``, streaming X by row blocks.
 
     Parameters
@@ -130,7 +137,8 @@ def project(x_address: Address, out_address: Address, *, w_address: Address | No
     dtype : float32 or float64, optional
         Result dtype; default the inputs' common type (float32 stays float32; integers
         become float64).
-    block_rows, memory, chunk_rows, overwrite, compression, resume, progress, command
+    block_rows, memory, chunk_rows, overwrite, compression, resume, progress, command, shard
+    scheduler, dask_address
         As for :func:`logmm.multiply.multiply`.
 
     Returns
@@ -162,6 +170,8 @@ def project(x_address: Address, out_address: Address, *, w_address: Address | No
     >>> project("x.npz", "y.npy", factors=["f1.npy", Identity(2), "f2.npy"])  # doctest: +SKIP
     """
     started = time.perf_counter()
+    shard = parse_shard(shard)
+    scheduler = check_scheduler(scheduler, dask_address)
     specs = _check_options(w_address, blocks, factors, semiring, dtype,
                            block_rows=block_rows, chunk_rows=chunk_rows, memory=memory)
 
@@ -226,11 +236,13 @@ def project(x_address: Address, out_address: Address, *, w_address: Address | No
         output = open_output(stack, out, (n, out_width), out_dtype, fingerprint=fingerprint,
                              resume=resume, make_plan=make_plan,
                              load_plan=lambda d: RowPlan(**d), overwrite=overwrite,
-                             compression=compression, contiguous=chunk_rows is None)
+                             compression=compression, contiguous=chunk_rows is None,
+                             shard=shard)
         plan = output.plan
 
         def run() -> None:
-            _run_projection(x, operands, blocks, semiring, out_dtype, output, n, progress)
+            _run_projection(x, operands, blocks, semiring, out_dtype, output, n, progress,
+                            scheduler, dask_address)
 
         finish_output(output, run, lambda _: _provenance(
             x, readers, operands, blocks, semiring, out_dtype, command, operator, plan,
@@ -239,6 +251,7 @@ def project(x_address: Address, out_address: Address, *, w_address: Address | No
         output=out, shape=(n, out_width), dtype=out_dtype, semiring=semiring,
         operator=operator, sparse=x.is_sparse, seconds=time.perf_counter() - started,
         block_rows=plan.block_rows, plan=plan, resumed_blocks=output.resumed_blocks,
+        shard_note=shard_summary(output),
     )
 
 
@@ -354,7 +367,8 @@ def _max_width(x: ArrayReader, operands: list[Any], blocks: int | None) -> int:
 
 
 def _run_projection(x: ArrayReader, operands: list[Any], blocks: int | None, semiring: str,
-                    out_dtype: np.dtype, output: Any, n: int, progress: bool) -> None:
+                    out_dtype: np.dtype, output: Any, n: int, progress: bool,
+                    scheduler: Any = "local", dask_address: str | None = None) -> None:
     """Stream the pending row blocks of X through the kernel into the writer."""
     writer = output.writer
     W = operands[1] if blocks is not None else None
@@ -380,7 +394,8 @@ def _run_projection(x: ArrayReader, operands: list[Any], blocks: int | None, sem
         writer.write_rows(block[1], Y)
         writer.flush()
 
-    stream_blocks(output, n, load, compute, store, progress=progress, desc="project")
+    stream_blocks(output, n, load, compute, store, progress=progress, desc="project",
+                  scheduler=scheduler, dask_address=dask_address)
 
 
 # ----------------------------------------------------------------------------- provenance

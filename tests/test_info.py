@@ -23,7 +23,8 @@ from logmm.multiply import multiply
 LOGMM = Path(sys.executable).with_name("logmm")
 ARRAY_KEYS = ["name", "address", "shape", "dtype", "chunks", "shards", "compression", "codecs",
               "nbytes", "stored_bytes", "status", "attrs"]
-FILE_KEYS = ["path", "format", "file_bytes", "arrays", "temporaries", "notes"]
+FILE_KEYS = ["path", "format", "file_bytes", "arrays", "temporaries", "notes", "shards",
+             "complete"]
 
 
 def _run(*args: str | Path):

@@ -9,7 +9,9 @@ from .convert import convert
 from .einsum import einsum
 from .info import info
 from .loglik import loglik
+from .merge import merge
 from .multiply import multiply
+from .plan import plan
 from .power import power
 from .project import project
 from .sample_data import sample_data
@@ -18,4 +20,4 @@ __all__ = ["COMMANDS"]
 
 #: every subcommand, in the order ``logmm --help`` lists them
 COMMANDS: list[click.Command] = [multiply, chain, power, einsum, project, loglik, info,
-                                convert, sample_data]
+                                merge, plan, convert, sample_data]

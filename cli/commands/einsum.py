@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from logmm.einsum_files import EINSUM_SEMIRINGS, einsum_files
 
 from ..options import (
+    block_rows_option,
     command_line,
     dtype_option,
+    memory_option,
     method_option,
     output_option,
     overwrite_option,
     reporting_options,
     resolve_progress,
+    resume_option,
+    scheduler_options,
+    shard_option,
     storage_options,
 )
 from .chain import explain_option, summary_line
@@ -38,6 +45,9 @@ Quote the subscripts in the shell ('>' redirects).
 --explain prints it with its cost on stderr. The operands are read whole into memory;
 the output is written under a hidden temporary name and renamed into place when
 complete, with provenance attributes. A scalar result needs a .npy or .h5 output.
+--block-rows, --memory, --resume, --shard and --scheduler stream the result by row blocks
+of its first output label (i in 'ij,jk->ik', b in 'bij,bjk->bik'; it must occur at most
+once per operand): operands with that label first are then read block by block.
 """
 
 
@@ -53,19 +63,28 @@ complete, with provenance attributes. A scalar result needs a .npy or .h5 output
 @overwrite_option
 @method_option
 @dtype_option
+@memory_option
+@block_rows_option
+@resume_option
+@shard_option
+@scheduler_options
 @storage_options
 @reporting_options
 @click.pass_context
 def einsum(ctx: click.Context, subscripts: str, operands: tuple[str, ...], output: str,
            semiring: str, explain: bool, overwrite: bool, method: str, dtype: str | None,
-           compression: str | None, chunk_rows: int | None, quiet: bool,
-           progress: bool | None) -> None:
+           memory: int | None, block_rows: int | None, resume: bool, shard: Any,
+           scheduler: str, dask_address: str | None, compression: str | None,
+           chunk_rows: int | None, quiet: bool, progress: bool | None) -> None:
     """einsum over arrays in files: log-sum-exp (default), max or ordinary sums."""
     result = einsum_files(
         subscripts, operands, output, semiring=semiring, method=method, dtype=dtype,
         overwrite=overwrite, compression=compression, chunk_rows=chunk_rows,
         progress=resolve_progress(progress, quiet), command=command_line(ctx),
         explain=(lambda text: click.echo(text, err=True)) if explain else None,
+        memory=memory, block_rows=block_rows, resume=resume, shard=shard,
+        scheduler=scheduler, dask_address=dask_address,
     )
     if not quiet:
-        click.echo(summary_line(result), err=True)
+        click.echo(summary_line(result) if result.shard_note is None
+                   else f"{result.shard_note} ({result.seconds:.2f} s)", err=True)

@@ -26,6 +26,9 @@ LOGMM column: 'complete' for a finished logmm output (attribute complete: true),
 'incomplete' for a logmm array without it, '-' for arrays logmm did not write.
 The partial output of an unfinished run (.NAME.logmm-partial) beside the file is
 listed, with how many row blocks it holds. Only metadata is read, never the data.
+For a --shard I/N output, the shards done and the row ranges still missing are listed,
+also while OUT.zarr does not exist yet (its shards share a hidden partial store) and
+for OUT.h5 before 'logmm merge' (from the OUT.shard-IIII-of-NNNN.h5 files).
 """
 
 _MAX_VALUE = 160
@@ -36,14 +39,19 @@ _MAX_VALUE = 160
 @click.argument("file", metavar="FILE[:DATASET]")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON document (stable keys) instead of a table.")
+@click.option("--check", is_flag=True,
+              help="Exit with status 1 unless FILE exists, every logmm array in it is "
+                   "complete and no shard is missing (for Make rules and job scripts).")
 @debug_option
-def info(file: str, as_json: bool) -> None:
+def info(file: str, as_json: bool, check: bool) -> None:
     """Describe the arrays in FILE (.npy, .h5/.hdf5, .zarr), or only DATASET."""
     result = inspect_file(file)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        click.echo(json.dumps(result.to_dict() | {"complete": result.complete}, indent=2))
     else:
         click.echo(format_info(result))
+    if check and not result.complete:
+        raise click.exceptions.Exit(1)
 
 
 def format_info(result: FileInfo) -> str:
@@ -69,7 +77,9 @@ def format_info(result: FileInfo) -> str:
         width = max(len(k) for k in array.attrs)
         lines += [f"  {k.ljust(width)}  {_value(v)}" for k, v in array.attrs.items()]
     notes = list(result.notes)
-    notes += [_temporary_note(t) for t in result.temporaries if t.kind not in ("lock", "record")]
+    sharing = result.shards is not None and not result.shards["merged"]
+    notes += [_temporary_note(t) for t in result.temporaries if t.kind not in ("lock", "record")
+              and not (sharing and t.kind == "partial")]  # the shards' store: described above
     if notes:
         lines.append("")
         lines += [f"note: {n}" for n in notes]

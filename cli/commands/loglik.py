@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from logmm.gaussian import REDUCTIONS
@@ -16,6 +18,8 @@ from ..options import (
     reporting_options,
     resolve_progress,
     resume_option,
+    scheduler_options,
+    shard_option,
     storage_options,
 )
 
@@ -51,12 +55,15 @@ computed without overflow. X is read in row blocks (--memory, --block-rows, --re
 @memory_option
 @block_rows_option
 @resume_option
+@shard_option
+@scheduler_options
 @storage_options
 @reporting_options
 @click.pass_context
 def loglik(ctx: click.Context, x: str, mu: str, sigma: str | None, rho: str | None,
            reduce: str, output: str | None, overwrite: bool, dtype: str | None,
-           memory: int | None, block_rows: int | None, resume: bool,
+           memory: int | None, block_rows: int | None, resume: bool, shard: Any, scheduler: str,
+           dask_address: str | None,
            compression: str | None, chunk_rows: int | None, quiet: bool,
            progress: bool | None) -> None:
     """log N(X; MU, diag(S²)) elementwise, per row, or in total."""
@@ -64,10 +71,13 @@ def loglik(ctx: click.Context, x: str, mu: str, sigma: str | None, rho: str | No
         x, output, mu=mu, sigma=sigma, rho=rho, reduce=reduce, dtype=dtype,
         block_rows=block_rows, memory=memory, overwrite=overwrite, compression=compression,
         chunk_rows=chunk_rows, resume=resume, progress=resolve_progress(progress, quiet),
-        command=command_line(ctx))
+        command=command_line(ctx), shard=shard,
+        scheduler=scheduler, dask_address=dask_address)
     if result.total is not None:
         click.echo(repr(result.total))
-    if not quiet and result.output is not None:
+    if not quiet and result.shard_note is not None:
+        click.echo(f"{result.shard_note} ({result.seconds:.2f} s)", err=True)
+    elif not quiet and result.output is not None:
         shape = "×".join(str(s) for s in result.shape)
         click.echo(f"wrote {result.output} ({shape} {result.dtype}, reduce {reduce}) in "
                    f"{result.seconds:.2f} s", err=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from logmm.multiply import MultiplyResult
@@ -18,6 +20,8 @@ from ..options import (
     reporting_options,
     resolve_progress,
     resume_option,
+    scheduler_options,
+    shard_option,
     storage_options,
 )
 
@@ -46,21 +50,27 @@ attributes (a .npy output gets them in OUT.npy.json).
 @memory_option
 @block_rows_option
 @resume_option
+@shard_option
+@scheduler_options
 @storage_options
 @reporting_options
 @click.pass_context
 def multiply(ctx: click.Context, a: str, b: str, output: str, overwrite: bool, method: str,
              dtype: str | None, memory: int | None, block_rows: int | None,
-             resume: bool, compression: str | None, chunk_rows: int | None, quiet: bool,
-             progress: bool | None) -> None:
+             resume: bool, shard: Any, scheduler: str,
+             dask_address: str | None, compression: str | None, chunk_rows: int | None,
+             quiet: bool, progress: bool | None) -> None:
     """C = log(exp(A) @ exp(B)), stable, for A (n×k) and B (k×m) in files."""
     result = run_multiply(
         a, b, output, method=method, dtype=dtype, block_rows=block_rows, overwrite=overwrite,
         compression=compression, chunk_rows=chunk_rows, memory=memory, resume=resume,
         progress=resolve_progress(progress, quiet), command=command_line(ctx),
+        shard=shard,
+        scheduler=scheduler, dask_address=dask_address,
     )
     if not quiet:
-        click.echo(summary_line(result), err=True)
+        click.echo(summary_line(result) if result.shard_note is None
+                   else f"{result.shard_note} ({result.seconds:.2f} s)", err=True)
 
 
 def summary_line(result: MultiplyResult) -> str:

@@ -22,6 +22,8 @@ from ..options import (
     reporting_options,
     resolve_progress,
     resume_option,
+    scheduler_options,
+    shard_option,
     storage_options,
 )
 
@@ -121,14 +123,17 @@ def factor_specs(factors: tuple[str, ...], identities: tuple[int, ...],
 @memory_option
 @block_rows_option
 @resume_option
+@shard_option
+@scheduler_options
 @storage_options
 @reporting_options
 @click.pass_context
 def project(ctx: click.Context, x: str, w: str | None, blocks: int | None,
             factor: tuple[str, ...], identity: tuple[int, ...], semiring: str, output: str,
             overwrite: bool, dtype: str | None, memory: int | None, block_rows: int | None,
-            resume: bool, compression: str | None, chunk_rows: int | None, quiet: bool,
-            progress: bool | None) -> None:
+            resume: bool, shard: Any, scheduler: str,
+            dask_address: str | None, compression: str | None, chunk_rows: int | None,
+            quiet: bool, progress: bool | None) -> None:
     """Rows of X times (I_K ⊗ W)ᵀ, or times (F1 ⊗ F2 ⊗ …)ᵀ, without forming the product."""
     factors = factor_specs(factor, identity, ctx.meta.get(ORDER_KEY))
     result = run_project(
@@ -136,9 +141,12 @@ def project(ctx: click.Context, x: str, w: str | None, blocks: int | None,
         dtype=dtype, block_rows=block_rows, memory=memory, overwrite=overwrite,
         compression=compression, chunk_rows=chunk_rows, resume=resume,
         progress=resolve_progress(progress, quiet), command=command_line(ctx),
+        shard=shard,
+        scheduler=scheduler, dask_address=dask_address,
     )
     if not quiet:
-        click.echo(summary_line(result), err=True)
+        click.echo(summary_line(result) if result.shard_note is None
+                   else f"{result.shard_note} ({result.seconds:.2f} s)", err=True)
 
 
 def summary_line(result: ProjectResult) -> str:

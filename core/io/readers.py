@@ -164,6 +164,15 @@ class ArrayReader:
     def __enter__(self) -> ArrayReader:
         return self
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle as the absolute address: another process (a dask worker) reopens the file
+        there, once (see :func:`logmm.dask_backend.reopen_reader`)."""
+        from ..dask_backend import reopen_reader
+
+        addr = self.address
+        absolute = ArrayAddress(Path(addr.path).resolve(), addr.format, addr.dataset)
+        return reopen_reader, (absolute, isinstance(self, SparseReader))
+
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()

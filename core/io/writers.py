@@ -153,6 +153,10 @@ class ArrayWriter:
         about twice as fast to write, and as fast to read by rows).
     """
 
+    #: rows before this writer's first row in the whole result (a shard's file holds rows
+    #: ``row_offset:row_offset + shape[0]``; blocks are addressed by their row in the whole)
+    row_offset: int = 0
+
     def __init__(self, address: ArrayAddress, shape: tuple[int, ...], dtype: np.dtype | type | str,
                  *, overwrite: bool = False, compression: str | None = None,
                  chunk_rows: int | None = None, resume: bool = False,
@@ -229,6 +233,7 @@ class ArrayWriter:
         (``col`` must be 0 for outputs of other ranks)."""
         if self.committed or self.aborted:
             raise LogmmError(f"{self.address}: writer is already closed")
+        row -= self.row_offset
         block = np.asarray(block)
         fits = 0 <= row <= row + len(block) <= self.shape[0]
         if len(self.shape) == 2 and block.ndim == 2:
@@ -302,6 +307,12 @@ class ArrayWriter:
     def __enter__(self) -> ArrayWriter:
         return self
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """A writer does not travel to another process (a dask worker): it arrives as a
+        :class:`DetachedWriter`, which offers no in-place view, so tasks compute into
+        arrays of their own and this process stores them."""
+        return DetachedWriter, (self.address, self.shape)
+
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if exc_type is not None or not self.committed:
@@ -330,6 +341,7 @@ class NpyWriter(ArrayWriter):
     def region_view(self, row: int, col: int, shape: tuple[int, int]) -> np.ndarray | None:
         if self._mm is None or self._mm.ndim != 2 or self.committed or self.aborted:
             return None
+        row -= self.row_offset
         return self._mm[row:row + shape[0], col:col + shape[1]]
 
     # flush(): nothing to do. Stores into a shared memory map land in the page cache at
@@ -433,6 +445,16 @@ class ZarrWriter(ArrayWriter):
 
     def _close(self) -> None:
         self._arr = None
+
+
+class DetachedWriter:
+    """What a writer becomes in another process: it has no view to compute into."""
+
+    def __init__(self, address: ArrayAddress, shape: tuple[int, ...]) -> None:
+        self.address, self.shape = address, shape
+
+    def region_view(self, row: int, col: int, shape: tuple[int, int]) -> None:
+        return None
 
 
 _WRITERS: dict[str, type[ArrayWriter]] = {

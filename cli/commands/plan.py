@@ -1,0 +1,61 @@
+"""``logmm plan [--shards N] COMMAND ARGS…``: print a command's block plan, run nothing."""
+
+from __future__ import annotations
+
+import click
+
+from logmm.errors import UsageError
+from logmm.shards import PLAN_ONLY, Planned, describe_plan
+
+from ..options import debug_option
+
+__all__ = ["plan"]
+
+EPILOG = """\b
+Examples:
+  logmm plan multiply a.h5:/a b.npy -o c.h5 --memory 2GiB
+  logmm plan --shards 16 multiply a.h5:/a b.npy -o c.zarr --memory 2GiB
+  logmm plan --shards 8 loglik x.zarr:x --mu 0 --sigma 1 -o ll.h5 --block-rows 4096
+
+\b
+Prints how COMMAND would cut its rows: blocks, rows per block, output chunk rows, the
+memory budget, and with --shards N the blocks and rows of every shard, so that N can be
+chosen (at least 2 blocks per shard; more shards than blocks leaves shards empty).
+With --shards and a .zarr output, the shared store the shards write into is created
+(empty, holding the plan), so that array jobs started later all find it. Nothing is
+computed; the inputs' metadata is read.
+"""
+
+
+@click.command(epilog=EPILOG, short_help="Print a command's block plan (and shards).",
+               context_settings={"ignore_unknown_options": True,
+                                 "allow_interspersed_args": False})
+@click.option("--shards", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Plan N array-job shards (create the shared store of a .zarr output).")
+@debug_option
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
+@click.pass_context
+def plan(ctx: click.Context, shards: int | None, command: tuple[str, ...]) -> None:
+    """Print how COMMAND (multiply, project, loglik, einsum) would cut its rows."""
+    from ..main import cli
+
+    name, *args = command
+    if name not in ("multiply", "project", "loglik", "einsum"):
+        raise UsageError(f"logmm plan takes multiply, project, loglik or einsum, not {name!r}")
+    if any(a == "--shard" or a.startswith("--shard=") for a in args):
+        raise UsageError("give logmm plan --shards N, not --shard I/N")
+    if shards is not None:
+        args += ["--shard", f"0/{shards}"]
+    token = PLAN_ONLY.set(True)
+    try:
+        sub = cli.get_command(ctx, name)
+        assert sub is not None
+        with sub.make_context(name, list(args), parent=ctx) as sub_ctx:
+            sub.invoke(sub_ctx)
+    except Planned as signal:
+        click.echo(describe_plan(signal, shards))
+        return
+    finally:
+        PLAN_ONLY.reset(token)
+    raise UsageError(f"{name} with these options does not stream by row blocks; "
+                     "nothing to plan")
