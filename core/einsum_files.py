@@ -32,6 +32,7 @@ from .errors import InputError, UsageError
 from .io.readers import ArrayReader
 from .io.resume import OutputLock
 from .io.writers import check_output
+from .logmatmul import check_no_posinf
 
 __all__ = ["EINSUM_SEMIRINGS", "einsum_files"]
 
@@ -136,6 +137,9 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
                        f"semiring={semiring!r}, method={method!r})")
         stack.enter_context(OutputLock(out.path))
         operands = [read_whole(r) for r in readers]
+        if semiring != "real":        # name the file, not just "operand 2"
+            for i, (x, r) in enumerate(zip(operands, readers, strict=True), 1):
+                check_no_posinf(x, f"operand {i} ({r.address})")
         if out_dtype is not None:
             operands = [_cast(x, out_dtype, f"operand {i} ({r.address})")
                         for i, (x, r) in enumerate(zip(operands, readers, strict=True), 1)]
