@@ -11,6 +11,7 @@ the command line starts without it.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -32,7 +33,6 @@ from .errors import InputError, UsageError
 from .io.readers import ArrayReader
 from .io.resume import OutputLock
 from .io.writers import check_output
-from .logmatmul import check_no_posinf
 
 __all__ = ["EINSUM_SEMIRINGS", "einsum_files"]
 
@@ -137,17 +137,20 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
                        f"semiring={semiring!r}, method={method!r})")
         stack.enter_context(OutputLock(out.path))
         operands = [read_whole(r) for r in readers]
-        if semiring != "real":        # name the file, not just "operand 2"
-            for i, (x, r) in enumerate(zip(operands, readers, strict=True), 1):
-                check_no_posinf(x, f"operand {i} ({r.address})")
         if out_dtype is not None:
             operands = [_cast(x, out_dtype, f"operand {i} ({r.address})")
                         for i, (x, r) in enumerate(zip(operands, readers, strict=True), 1)]
         if explain is not None:
             explain(contraction_info(subscripts, *operands).rstrip("\n"))
         with progress_steps(1, progress, "einsum") as bar:
-            result = np.asarray(logeinsum(subscripts, *operands, semiring=semiring,
-                                          method=method))
+            try:
+                result = np.asarray(logeinsum(subscripts, *operands, semiring=semiring,
+                                              method=method))
+            except InputError as exc:     # "operand 2 contains +inf": name its file too
+                raise InputError(re.sub(
+                    r"\boperand (\d+)\b",
+                    lambda m: f"{m[0]} ({readers[int(m[1]) - 1].address})"
+                    if 0 < int(m[1]) <= len(readers) else m[0], str(exc))) from None
             bar.update(1)
         if out_dtype is not None and result.dtype != out_dtype:
             result = result.astype(out_dtype)

@@ -18,19 +18,32 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["ENTRY", "inject", "kill_after_blocks", "listing", "one_error_line", "run_logmm"]
+__all__ = ["ENTRY", "inject", "kill_after_blocks", "listing", "one_error_line", "run_logmm",
+           "start_logmm"]
 
 #: ``python -c ENTRY args...`` runs the logmm command line (sys.argv[1:] are its arguments)
 ENTRY = "import sys\nfrom logmm.cli.main import main\nmain(sys.argv[1:])\n"
 
 
+def _env() -> dict[str, str]:
+    env = dict(os.environ, COLUMNS="200")
+    env.pop("_LOGMM_COMPLETE", None)
+    return env
+
+
 def run_logmm(*args: str | os.PathLike, prelude: str = "", cwd: str | os.PathLike | None = None,
               timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``logmm ARGS`` in a fresh interpreter (after ``prelude``, Python code)."""
-    env = dict(os.environ, COLUMNS="200")
-    env.pop("_LOGMM_COMPLETE", None)
     return subprocess.run([sys.executable, "-c", prelude + ENTRY, *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd, env=_env())
+
+
+def start_logmm(*args: str | os.PathLike, prelude: str = "") -> subprocess.Popen:
+    """Start ``logmm ARGS`` in a fresh interpreter (after ``prelude``); stdout and stderr
+    are pipes."""
+    return subprocess.Popen([sys.executable, "-c", prelude + ENTRY, *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env())
 
 
 def inject(*args: str | os.PathLike, patch: str, **kwargs) -> subprocess.CompletedProcess:

@@ -161,7 +161,12 @@ def os_error_reason(exc: BaseException) -> str:
 
 
 def _sidecar_exists(addr: ArrayAddress) -> bool:
-    return addr.format == "npy" and os.path.lexists(sidecar_path(addr.path))
+    """Whether a ``.npy`` output's sidecar exists, as an output of its own. A sidecar
+    without its ``.npy`` but beside a partial output is a run killed between the two
+    renames of its commit (sidecar first): that one belongs to ``--resume``."""
+    if addr.format != "npy" or not os.path.lexists(sidecar_path(addr.path)):
+        return False
+    return os.path.lexists(addr.path) or not os.path.lexists(partial_path(addr.path))
 
 
 def _check_compression(addr: ArrayAddress, compression: str | None) -> None:
