@@ -46,7 +46,11 @@ def _truncate(path: Path, fraction: float) -> None:
 
 @pytest.fixture(scope="module")
 def inp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("inp")
+    return build_inputs(tmp_path_factory.mktemp("inp"))
+
+
+def build_inputs(d: Path) -> Path:
+    """Every input of the battery, good and bad, in ``d``."""
     a, b = _logp(6, 4, 0), _logp(4, 3, 1)
     np.save(d / "a.npy", a)
     np.save(d / "b.npy", b)
@@ -174,29 +178,46 @@ CASES: list[tuple[str, str, list[str], int, str]] = [
      2, "-o"),
     ("loglik", "unparsable --memory", ["{i}/a.npy", "--mu", "0", "--sigma", "1", *OUT,
                                        "--memory", "-5MB"], 2, "--memory"),
+    ("loglik", "existing output", ["{i}/a.npy", "--mu", "0", "--sigma", "1", "-o",
+                                   "{o}/exists.h5"], 1, "exists.h5"),
+    ("loglik", "--sigma neither number nor file", ["{i}/a.npy", "--mu", "0", "--sigma",
+                                                   "{i}/one.npy", *OUT], 1, "one.npy"),
     # ---- einsum
     ("einsum", "missing file", ["ij,jk->ik", "{i}/a.npy", "{i}/nope.npy", *OUT], 1, "nope.npy"),
-    ("einsum", "dimension mismatch", ["ij,jk->ik", "{i}/a.npy", "{i}/b5.npy", *OUT], 1, "j"),
+    ("einsum", "dimension mismatch", ["ij,jk->ik", "{i}/a.npy", "{i}/b5.npy", *OUT], 1,
+     "b5.npy"),
     ("einsum", "operand count", ["ij,jk->ik", "{i}/a.npy", *OUT], 2, "ij,jk->ik"),
     ("einsum", "+inf input", ["ij,jk->ik", "{i}/posinf.npy", "{i}/b.npy", *OUT], 1,
      "posinf.npy"),
     ("einsum", "corrupt zarr.json", ["ij->i", "{i}/badjson.zarr:x", *OUT], 1, "badjson.zarr"),
     ("einsum", "corrupt Zarr chunk", ["ij->i", "{i}/badchunk.zarr:x", *OUT], 1,
      "badchunk.zarr"),
+    ("einsum", "bad subscripts", ["ij,jk->iz", "{i}/a.npy", "{i}/b.npy", *OUT], 2, "z"),
+    ("einsum", "unknown --semiring", ["ij->i", "{i}/a.npy", *OUT, "--semiring", "min"], 2,
+     "--semiring"),
+    ("einsum", "existing output", ["ij->i", "{i}/a.npy", "-o", "{o}/exists.h5"], 1,
+     "exists.h5"),
     # ---- chain
     ("chain", "missing file", ["{i}/a.npy", "{i}/nope.npy", *OUT], 1, "nope.npy"),
     ("chain", "1-D input", ["{i}/a.npy", "{i}/vec.npy", *OUT], 1, "vec.npy"),
     ("chain", "shape mismatch", ["{i}/a.npy", "{i}/b5.npy", *OUT], 1, "b5.npy"),
     ("chain", "+inf input", ["{i}/posinf.npy", "{i}/b.npy", *OUT], 1, "posinf.npy"),
-    ("chain", "truncated Zarr chunk", ["{i}/a.npy", "{i}/b.npy", "{i}/shortchunk.zarr:x", *OUT],
-     1, "shortchunk.zarr"),
+    ("chain", "truncated Zarr chunk", ["{i}/shortchunk.zarr:x", "{i}/b.npy", *OUT], 1,
+     "shortchunk.zarr"),
     ("chain", "garbage .h5", ["{i}/garbage.h5", "{i}/b.npy", *OUT], 1, "garbage.h5"),
+    ("chain", "existing output", ["{i}/a.npy", "{i}/b.npy", "-o", "{o}/exists.h5"], 1,
+     "exists.h5"),
+    ("chain", "unparsable --memory", ["{i}/a.npy", "{i}/b.npy", *OUT, "--memory", "2 parsecs"],
+     2, "--memory"),
     # ---- power
     ("power", "not square", ["{i}/a.npy", "-n", "3", *OUT], 1, "a.npy"),
     ("power", "3-D input", ["{i}/cube.npy", "-n", "3", *OUT], 1, "cube.npy"),
     ("power", "+inf input", ["{i}/p_inf.npy", "-n", "3", *OUT], 1, "p_inf.npy"),
     ("power", "negative -n", ["{i}/p.npy", "-n", "-1", *OUT], 2, "-n"),
     ("power", "truncated .npy", ["{i}/trunc.npy", "-n", "2", *OUT], 1, "trunc.npy"),
+    ("power", "-n not a number", ["{i}/p.npy", "-n", "many", *OUT], 2, "-n"),
+    ("power", "existing output", ["{i}/p.npy", "-n", "2", "-o", "{o}/exists.h5"], 1,
+     "exists.h5"),
     # ---- info
     ("info", "missing file", ["{i}/nope.h5"], 1, "nope.h5"),
     ("info", "missing dataset", ["{i}/several.h5:/gamma"], 1, "/alpha, /beta, /names"),

@@ -110,6 +110,8 @@ def check_output(address: str | Path | ArrayAddress, *, overwrite: bool = False,
     path = addr.path
     parent = path.parent
     if not parent.is_dir():
+        if os.path.lexists(parent):
+            raise LogmmError(f"cannot write in {parent}: it is a file, not a directory")
         raise MissingInputError(f"output directory does not exist: {parent}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise LogmmError(f"cannot write in {parent}: {_unwritable_reason(parent)}")
