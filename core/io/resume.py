@@ -14,6 +14,7 @@ same output; a lock whose process is gone is taken over.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import dataclass, field
@@ -152,9 +153,11 @@ class OutputLock:
                 raise write_failure(self.output, exc) from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                raise self._busy(self._holder()) from None
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise self._busy(self._holder()) from None
+                # no flock on this filesystem (ENOLCK, EOPNOTSUPP): the pid check below
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
