@@ -626,10 +626,16 @@ def _chain_streaming_first(readers: Sequence[ArrayReader], names: Sequence[str],
         attrs.update(input_shapes=[list(r.shape) for r in readers], order=order,
                      cost=int(cost), streamed="M1")
         attrs.pop("b", None)
-        result = multiply(readers[0].address, scratch, out, method=method, dtype=out_dtype,
-                          overwrite=overwrite, compression=compression, chunk_rows=chunk_rows,
-                          memory=memory, block_rows=block_rows, progress=progress,
-                          command=command, provenance=attrs | {"b": "M2 … Mn (in memory)"})
+        try:
+            result = multiply(readers[0].address, scratch, out, method=method,
+                              dtype=out_dtype, overwrite=overwrite, compression=compression,
+                              chunk_rows=chunk_rows, memory=memory, block_rows=block_rows,
+                              progress=progress, command=command,
+                              provenance=attrs | {"b": "M2 … Mn (in memory)"})
+        except InputError as exc:   # the engine calls M1 "A": "M1 (m1.h5:/m, rows 0:512) …"
+            message = str(exc)
+            raise InputError("M1 " + message[2:] if message.startswith("A (") else
+                             message) from None
     finally:
         scratch.unlink(missing_ok=True)
     report = result.report
