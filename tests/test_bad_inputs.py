@@ -408,3 +408,23 @@ def test_disk_full_injected_in_the_writer(big: Path, tmp_path: Path, command: st
     message = one_error_line(proc, codes=(1,))
     assert f"c.{fmt}" in message and "No space left on device" in message, message
     assert listing(out) == []
+
+
+# chain streams a large M1 against M2 … Mn saved beside the output: a full disk there
+SCRATCH_FULL_PATCH = f"""
+import errno, os, numpy as np
+def _full(path, arr, *args, **kwargs):
+    with open(path, "wb") as f:
+        f.write(b"half a file")
+    raise OSError({errno.ENOSPC}, os.strerror({errno.ENOSPC}))
+np.save = _full
+"""
+
+
+def test_disk_full_while_chain_saves_its_scratch(big: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = inject(*DISK_FULL_RUNS["chain"](big, out / "c.h5"), patch=SCRATCH_FULL_PATCH)
+    message = one_error_line(proc, codes=(1,))
+    assert "c.h5" in message and "No space left on device" in message, message
+    assert listing(out) == []
