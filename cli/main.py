@@ -48,6 +48,10 @@ Exit codes: 0 success, 1 data or runtime error, 2 usage error, 130 interrupted.
 """
 
 
+#: Click ≥ 8.2 raises this usage error for a group called without a command
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class _Terminated(SystemExit):
     """Raised on SIGTERM so that ``with`` blocks (temporary outputs) clean up."""
 
@@ -82,6 +86,35 @@ class LogmmGroup(click.Group):
         except Exception as exc:
             _fail(ctx, exc, 1, f"unexpected {type(exc).__name__}: {exc} "
                                "(rerun with --debug for the traceback)")
+
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        """Click's ``main``, except that a usage error is one line too.
+
+        Click prints a usage error as the usage line, a hint and the message; logmm prints
+        ``logmm: error: MESSAGE (see 'logmm CMD --help')`` and exits 2, like every other
+        error, so scripts and logs get one line naming the option at fault.
+        """
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except _NO_ARGS_IS_HELP as exc:       # bare ``logmm``: the help, as Click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.ClickException as exc:
+            message = exc.format_message()
+            sub_ctx = getattr(exc, "ctx", None)
+            if isinstance(exc, click.UsageError) and sub_ctx is not None:
+                message = f"{message.rstrip('.')}; see '{sub_ctx.command_path} --help'"
+            click.echo(f"logmm: error: {' '.join(message.split())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("logmm: error: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def _fail(ctx: click.Context, exc: BaseException, code: int, message: str) -> None:

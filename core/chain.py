@@ -32,7 +32,7 @@ from .errors import InputError, UsageError
 from .io.addresses import ArrayAddress
 from .io.readers import ArrayReader, open_array, require_matrix
 from .io.resume import OutputLock
-from .io.writers import check_output, create_writer, temporary_path
+from .io.writers import check_output, create_writer, temporary_path, write_failure
 from .logmatmul import (
     METHODS,
     ProductReport,
@@ -622,17 +622,26 @@ def _chain_streaming_first(readers: Sequence[ArrayReader], names: Sequence[str],
     rest = [read_whole(r) for r in readers[1:]]
     R, rest_report, _, _ = _log_chain_report(rest, names[1:], method, out_dtype)
     scratch = temporary_path(out.path, "chain-rest").with_suffix(".npy")
-    np.save(scratch, R)
     try:
+        try:                           # inside the outer try: a full disk leaves no half file
+            np.save(scratch, R)
+        except OSError as exc:
+            raise write_failure(out.path, exc) from exc
         attrs = base_provenance(command, "chain", method, readers, out_dtype,
                                 (readers[0].shape[0], R.shape[1]))
         attrs.update(input_shapes=[list(r.shape) for r in readers], order=order,
                      cost=int(cost), streamed="M1")
         attrs.pop("b", None)
-        result = multiply(readers[0].address, scratch, out, method=method, dtype=out_dtype,
-                          overwrite=overwrite, compression=compression, chunk_rows=chunk_rows,
-                          memory=memory, block_rows=block_rows, progress=progress,
-                          command=command, provenance=attrs | {"b": "M2 … Mn (in memory)"})
+        try:
+            result = multiply(readers[0].address, scratch, out, method=method,
+                              dtype=out_dtype, overwrite=overwrite, compression=compression,
+                              chunk_rows=chunk_rows, memory=memory, block_rows=block_rows,
+                              progress=progress, command=command,
+                              provenance=attrs | {"b": "M2 … Mn (in memory)"})
+        except InputError as exc:   # the engine calls M1 "A": "M1 (m1.h5:/m, rows 0:512) …"
+            message = str(exc)
+            raise InputError("M1 " + message[2:] if message.startswith("A (") else
+                             message) from None
     finally:
         scratch.unlink(missing_ok=True)
     report = result.report

@@ -208,8 +208,8 @@ def _cast(block: np.ndarray, dtype: np.dtype, source: ArrayAddress, start: int) 
             where = np.argwhere(overflow)[0]
             index = (int(where[0]) + start, *(int(i) for i in where[1:]))
             raise InputError(
-                f"{source} holds {block[tuple(where)]!r} at {list(index)}, beyond {dtype}'s "
-                f"range; convert without --dtype {dtype} to keep it"
+                f"{source} holds {block[tuple(where)].item():.6g} at {list(index)}, beyond "
+                f"{dtype}'s range; convert without --dtype {dtype} to keep it"
             )
     return cast
 

@@ -163,12 +163,15 @@ def _log_operands(terms: list[str], operands: Sequence[np.ndarray]) -> list[np.n
 def _broadcast_labels(terms: list[str], arrays: list[np.ndarray]) -> list[np.ndarray]:
     """Check that each label has one size; size-1 dimensions broadcast to it."""
     sizes: dict[str, int] = {}
-    for term, array in zip(terms, arrays, strict=True):
+    where: dict[str, int] = {}               # the operand (1-based) that set each size
+    for position, (term, array) in enumerate(zip(terms, arrays, strict=True), 1):
         for label, size in zip(term, array.shape, strict=True):
             known = sizes.get(label, 1)
             if size != 1 and known != 1 and size != known:
-                raise InputError(f"label {label!r} has size {known} in one operand and "
-                                 f"{size} in another")
+                raise InputError(f"label {label!r} has size {known} in operand "
+                                 f"{where[label]} and {size} in operand {position}")
+            if size != 1 or label not in sizes:
+                where[label] = position
             sizes[label] = max(known, size) if size != known else size
     return [np.broadcast_to(a, [sizes[c] if s == 1 else s for c, s in zip(t, a.shape,
                                                                        strict=True)])

@@ -21,6 +21,7 @@ the command line starts without it.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -177,8 +178,14 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
         if explain is not None:
             explain(contraction_info(subscripts, *operands).rstrip("\n"))
         with progress_steps(1, progress, "einsum") as bar:
-            result = np.asarray(logeinsum(subscripts, *operands, semiring=semiring,
-                                          method=method))
+            try:
+                result = np.asarray(logeinsum(subscripts, *operands, semiring=semiring,
+                                              method=method))
+            except InputError as exc:     # "operand 2 contains +inf": name its file too
+                raise InputError(re.sub(
+                    r"\boperand (\d+)\b",
+                    lambda m: f"{m[0]} ({readers[int(m[1]) - 1].address})"
+                    if 0 < int(m[1]) <= len(readers) else m[0], str(exc))) from None
             bar.update(1)
         if out_dtype is not None and result.dtype != out_dtype:
             result = result.astype(out_dtype)

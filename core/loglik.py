@@ -111,18 +111,19 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
         x = stack.enter_context(open_array(x_address))
         require_matrix(x, "X")
         n, width = x.shape
-        params: dict[str, tuple[float | None, ArrayReader | None, np.ndarray | None]] = {}
+        params: dict[str, tuple[float | None, ArrayReader | None, np.ndarray | None,
+                          ArrayReader | None]] = {}
         for name, value in (("mu", mu), (scale_name, scale)):
             number = _number(value)
             if number is not None:
-                params[name] = (number, None, None)
+                params[name] = (number, None, None, None)
                 continue
             reader = stack.enter_context(open_array(value))
             shape = reader.shape
             if shape in ((width,), (1, width)):
-                params[name] = (None, None, reader.read_all().reshape(width))
+                params[name] = (None, None, reader.read_all().reshape(width), reader)
             elif shape == (n, width):
-                params[name] = (None, reader, None)            # streamed with X
+                params[name] = (None, reader, None, reader)    # streamed with X
             else:
                 raise InputError(f"{name} ({reader.address}) has shape {shape}; it must be "
                                  f"a number, ({width},), (1, {width}) or ({n}, {width})")
@@ -133,7 +134,7 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
         out_shape = {"none": (n, width), "row": (n,), "sum": (1,)}[reduce]
 
         def block_of(name: str, r0: int, r1: int) -> Any:
-            number, reader, array = params[name]
+            number, reader, array, _ = params[name]
             if number is not None:
                 return out_dtype.type(number)
             if reader is not None:
@@ -152,8 +153,12 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
             xb, mub, sb = data
             view = (writer_view[0].region_view(r0, 0, (r1 - r0, width))
                     if writer_view and reduce == "none" else None)
-            values = diag_gaussian_logpdf(xb, mub, reduce=reduce, out=view,
-                                          **{scale_name: sb})
+            try:
+                values = diag_gaussian_logpdf(xb, mub, reduce=reduce, out=view,
+                                              **{scale_name: sb})
+            except InputError as exc:     # name the files: "sigma must be ... (sigma: s.npy)"
+                raise InputError(f"{exc} (X: {x.address}, rows {r0}:{r1}; "
+                                 f"{_sources(params)})") from None
             return None if view is not None and values is view else values
 
         row_bytes = width * (x.dtype.itemsize * 3 + out_dtype.itemsize * 6)
@@ -197,9 +202,9 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
         out = check_output(out_address, overwrite=overwrite, compression=compression)
         fingerprint = {
             "operation": "loglik", "x": input_fingerprint(x.address, x.shape, x.dtype),
-            "params": {k: v[0] if v[0] is not None else str(v[1].address if v[1] is not None
-                                                          else "array") for k, v in
-                       params.items()},
+            "params": {k: v[0] if v[0] is not None else
+                       input_fingerprint(v[3].address, v[3].shape, v[3].dtype)
+                       for k, v in params.items()},
             "reduce": reduce, "dtype": str(out_dtype), "output": str(out),
             "compression": compression,
         }
@@ -227,13 +232,18 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
                         shard_note=shard_summary(output))
 
 
+def _sources(params: dict) -> str:
+    """``mu: 0.0; sigma: s.npy`` — where each parameter comes from, for messages."""
+    return "; ".join(f"{name}: {p[0] if p[0] is not None else p[3].address}"
+                     for name, p in params.items())
+
+
 def _attrs(command: str, x: ArrayReader, params: dict, scale_name: str, reduce: str,
            dtype: np.dtype, shape: tuple[int, ...]) -> dict[str, Any]:
     from . import __version__
 
-    described = {name: (number if number is not None else
-                        str(reader.address) if reader is not None else "array")
-                 for name, (number, reader, _) in params.items()}
+    described = {name: (number if number is not None else str(source.address))
+                 for name, (number, _, _, source) in params.items()}
     return {"logmm_version": __version__, "command": command or "logmm.loglik(...)",
             "operation": "loglik", "x": str(x.address), "x_shape": list(x.shape),
             "scale": scale_name, **{k: str(v) for k, v in described.items()},

@@ -386,8 +386,10 @@ def _run_projection(x: ArrayReader, operands: list[Any], blocks: int | None, sem
                 Y = block_project(rows, W, blocks, semiring=semiring)
             else:
                 Y = kron_matvec(operands, rows, semiring=semiring)
-        except InputError as exc:   # name the file and rows: "X (x.h5:/x, rows 0:512): …"
-            raise InputError(f"X ({x.address}, rows {r0}:{r1}): {exc}") from exc
+        except InputError as exc:   # name the file and rows: "X (x.h5:/x, rows 0:512) …"
+            where, msg = f"X ({x.address}, rows {r0}:{r1})", str(exc)
+            raise InputError(f"{where} {msg[2:]}" if msg.startswith("A ") else
+                             f"{where}: {msg}") from exc
         return Y.astype(out_dtype, copy=False)
 
     def store(block: Block, Y: np.ndarray) -> None:

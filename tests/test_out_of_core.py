@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -23,6 +22,7 @@ from logmm.io.writers import partial_path
 from logmm.multiply import multiply
 from logmm.plan import KERNEL_OVERHEAD
 
+from cli_run import kill_after_blocks
 from exact_reference import error_bound, max_abs_error
 
 MiB = 1 << 20
@@ -144,15 +144,7 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path: Path, fmt: str) -> None:
             f"multiply({str(a)!r}, {str(b)!r}, {str(out)!r}, block_rows=64)\n")
     proc = subprocess.Popen([sys.executable, "-c", code])
     record = record_path(out)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if len(json.loads(record.read_text())["done"]) >= 3:   # a few blocks stored
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.002)
-    assert proc.poll() is None, "the run finished before it could be killed"
+    assert kill_after_blocks(proc, record, 3), "the run finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not out.exists(), "a killed run left something at the output path"

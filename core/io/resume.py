@@ -8,12 +8,13 @@ at any moment leaves a record that undercounts at worst. A resumed run recompute
 missing blocks, with the recorded plan, so its result is bit-identical to an
 uninterrupted run.
 
-``.OUT.logmm-lock`` (created exclusively, holding the pid) keeps two runs from writing
-the same output; a lock whose process is gone is taken over.
+``.OUT.logmm-lock`` (an ``flock``, holding the pid) keeps two runs from writing the
+same output; a lock whose process is gone is taken over.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import Any
 
 from ..errors import LogmmError
 from .addresses import ArrayAddress
-from .writers import partial_path, temporary_path
+from .writers import partial_path, temporary_path, write_failure
 
 __all__ = [
     "OutputLock",
@@ -92,10 +93,14 @@ class ResumeRecord:
     def save(self) -> None:
         """Write atomically (temporary file, then rename)."""
         tmp = temporary_path(self.path)
-        tmp.write_text(json.dumps({"version": _RECORD_VERSION, "fingerprint": self.fingerprint,
-                                   "plan": self.plan, "done": sorted(self.done)}),
-                       encoding="utf-8")
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_text(json.dumps({"version": _RECORD_VERSION,
+                                       "fingerprint": self.fingerprint, "plan": self.plan,
+                                       "done": sorted(self.done)}), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as exc:     # disk full: no half-written record left behind
+            tmp.unlink(missing_ok=True)
+            raise write_failure(self.path, exc) from exc
 
     def mark_done(self, index: int) -> None:
         self.done.add(int(index))
@@ -122,34 +127,71 @@ def _short(value: Any) -> str:
 
 
 class OutputLock:
-    """An exclusive lock file beside an output, held while a run writes it."""
+    """An exclusive lock file beside an output, held while a run writes it.
+
+    The lock is an ``flock`` on ``.OUT.logmm-lock`` (which also holds the pid, for the
+    message a second run prints): the kernel drops it when the holder exits, however it
+    exits (``kill -9`` included), so a lock left by a dead run is simply taken over, and
+    two runs racing for the same output cannot both win. A lock file naming a live
+    process that holds no ``flock`` (written by hand, or by an older logmm) is respected.
+    """
 
     def __init__(self, output: str | Path) -> None:
         self.path = lock_path(output)
         self.output = Path(output)
         self.held = False
+        self._fd: int | None = None
 
     def acquire(self) -> None:
         """Take the lock, or raise :class:`LogmmError` naming the run that holds it."""
-        for _ in range(2):
+        import fcntl
+
+        for _ in range(5):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                pid = self._holder()
-                if pid is not None and process_alive(pid):
-                    raise LogmmError(f"another logmm run (pid {pid}) is writing {self.output}; "
-                                     f"wait for it, or remove {self.path} if it is gone") from None
-                self.path.unlink(missing_ok=True)       # stale: its process is gone
+                fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+            except OSError as exc:                       # read-only, disk full, ...
+                raise write_failure(self.output, exc) from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise self._busy(self._holder()) from None
+                # no flock on this filesystem (ENOLCK, EOPNOTSUPP): the pid check below
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:          # the previous holder removed it as we opened it: again
+                os.close(fd)
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
+            pid = self._holder()
+            if pid is not None and pid != os.getpid() and process_alive(pid):
+                os.close(fd)
+                raise self._busy(pid)
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode("ascii"))
+            except OSError as exc:   # disk full: an empty lock would confuse the next run
+                self.path.unlink(missing_ok=True)
+                os.close(fd)
+                raise write_failure(self.output, exc) from exc
+            self._fd = fd
             self.held = True
             return
         raise LogmmError(f"cannot take the lock {self.path}")
 
+    def _busy(self, pid: int | None) -> LogmmError:
+        who = f"another logmm run (pid {pid})" if pid is not None else "another logmm run"
+        return LogmmError(f"{who} is writing {self.output}; wait for it, or remove "
+                          f"{self.path} if it is gone")
+
     def release(self) -> None:
         if self.held:
-            self.path.unlink(missing_ok=True)
+            self.path.unlink(missing_ok=True)     # before unlocking: see acquire's check
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
             self.held = False
 
     def _holder(self) -> int | None:

@@ -18,9 +18,12 @@ written whole: ``--overwrite`` replaces it, other datasets in it included.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +44,8 @@ __all__ = [
     "ZarrWriter",
     "check_output",
     "create_writer",
+    "os_error_reason",
+    "write_failure",
     "default_chunk_rows",
     "output_address",
     "partial_path",
@@ -105,16 +110,65 @@ def check_output(address: str | Path | ArrayAddress, *, overwrite: bool = False,
     path = addr.path
     parent = path.parent
     if not parent.is_dir():
+        if os.path.lexists(parent):
+            raise LogmmError(f"cannot write in {parent}: it is a file, not a directory")
         raise MissingInputError(f"output directory does not exist: {parent}")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise LogmmError(f"permission denied: cannot write in {parent}")
+        raise LogmmError(f"cannot write in {parent}: {_unwritable_reason(parent)}")
     if (os.path.lexists(path) or _sidecar_exists(addr)) and not overwrite:
         raise OutputExistsError(f"output exists: {path} (use --overwrite to replace it)")
     return addr
 
 
+def _unwritable_reason(directory: Path) -> str:
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return os.strerror(errno.EROFS)
+    except (OSError, AttributeError):
+        pass
+    return os.strerror(errno.EACCES)
+
+
+def write_failure(path: str | Path, exc: BaseException) -> LogmmError:
+    """A one-line :class:`LogmmError` for an operating-system failure while writing
+    ``path``: ``cannot write OUT: No space left on device``.
+
+    h5py and the Zarr stores report ``errno`` in different ways (an ``OSError`` with
+    ``errno`` set, or HDF5's message holding ``errno = 28``); both become the system's
+    text for that error.
+    """
+    return LogmmError(f"cannot write {path}: {os_error_reason(exc)}")
+
+
+def _os_failure(exc: BaseException) -> bool:
+    """An operating-system failure from the system or a storage library: an OSError that
+    is not one of logmm's own errors (``OutputExistsError`` is a ``FileExistsError`` too),
+    or h5py's RuntimeError carrying HDF5's ``errno = N`` (a failed flush)."""
+    if isinstance(exc, LogmmError):
+        return False
+    return isinstance(exc, OSError) or (isinstance(exc, RuntimeError)
+                                        and re.search(r"errno = \d+", str(exc)) is not None)
+
+
+def os_error_reason(exc: BaseException) -> str:
+    """``strerror`` of an OSError (or of the ``errno = N`` in an HDF5 message), else its
+    text on one line."""
+    code = getattr(exc, "errno", None)
+    if not isinstance(code, int):
+        match = re.search(r"errno = (\d+)", str(exc))
+        code = int(match[1]) if match else None
+    if isinstance(code, int) and code > 0:
+        return os.strerror(code)
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def _sidecar_exists(addr: ArrayAddress) -> bool:
-    return addr.format == "npy" and os.path.lexists(sidecar_path(addr.path))
+    """Whether a ``.npy`` output's sidecar exists, as an output of its own. A sidecar
+    without its ``.npy`` but beside a partial output is a run killed between the two
+    renames of its commit (sidecar first): that one belongs to ``--resume``."""
+    if addr.format != "npy" or not os.path.lexists(sidecar_path(addr.path)):
+        return False
+    return os.path.lexists(addr.path) or not os.path.lexists(partial_path(addr.path))
 
 
 def _check_compression(addr: ArrayAddress, compression: str | None) -> None:
@@ -188,9 +242,11 @@ class ArrayWriter:
             _remove(self.tmp_path)  # an abandoned partial output
             try:
                 self._create()
-            except BaseException:
+            except BaseException as exc:
                 self._close_quietly()
                 _remove(self.tmp_path)
+                if _os_failure(exc):
+                    raise write_failure(self.path, exc) from exc
                 raise
 
     # -- subclass hooks
@@ -207,7 +263,22 @@ class ArrayWriter:
                              f"{self.dtype}")
 
     def flush(self) -> None:
-        """Hand everything written so far to the operating system (survives a kill -9)."""
+        """Hand everything written so far to the operating system (survives a kill -9).
+
+        Raises
+        ------
+        LogmmError
+            The operating system refused (disk full, ...), naming the output.
+        """
+        try:
+            self._flush()
+        except Exception as exc:
+            if not _os_failure(exc):
+                raise
+            raise write_failure(self.path, exc) from exc
+
+    def _flush(self) -> None:
+        pass
 
     def region_view(self, row: int, col: int, shape: tuple[int, int]) -> np.ndarray | None:
         """A writable view of the output at ``(row, col)`` of ``shape``, for results to be
@@ -247,7 +318,12 @@ class ArrayWriter:
                 f"block of shape {block.shape} at ({row}, {col}) does not fit an output of "
                 f"shape {self.shape}"
             )
-        self._write(key, block.astype(self.dtype, copy=False))
+        try:
+            self._write(key, block.astype(self.dtype, copy=False))
+        except Exception as exc:    # disk full, quota, I/O error: name the output
+            if not _os_failure(exc):
+                raise
+            raise write_failure(self.path, exc) from exc
 
     def set_attrs(self, attrs: Mapping[str, Any]) -> None:
         """Add provenance attributes (JSON-like values); they are stored at :meth:`commit`."""
@@ -273,8 +349,10 @@ class ArrayWriter:
                     "use --overwrite to replace it)"
                 )
             self._publish(attrs)
-        except BaseException:
+        except BaseException as exc:
             self.abort()
+            if _os_failure(exc):
+                raise write_failure(self.path, exc) from exc
             raise
         self.committed = True
         return self.path
@@ -329,6 +407,7 @@ class NpyWriter(ArrayWriter):
         self._mm: np.memmap | None = np.lib.format.open_memmap(
             self.tmp_path, mode="w+", dtype=self.dtype, shape=self.shape
         )
+        _preallocate(self.tmp_path)
 
     def _reopen(self) -> None:
         self._mm = np.lib.format.open_memmap(self.tmp_path, mode="r+")
@@ -378,7 +457,10 @@ class HDF5Writer(ArrayWriter):
     def _create(self) -> None:
         import h5py
 
-        self._file: Any = h5py.File(self.tmp_path, "w")
+        # No chunk cache: blocks are whole chunks, so caching gains nothing, and a dirty
+        # cached chunk that cannot be flushed (disk full) makes HDF5 fail the close and
+        # crash when it frees the file at exit.
+        self._file: Any = h5py.File(self.tmp_path, "w", rdcc_nbytes=0)
         chunks = None
         plain = self.compression in (None, "none")
         if self.shape and all(self.shape) and not (self.contiguous and plain):
@@ -393,14 +475,14 @@ class HDF5Writer(ArrayWriter):
     def _reopen(self) -> None:
         import h5py
 
-        self._file = h5py.File(self.tmp_path, "r+")
+        self._file = h5py.File(self.tmp_path, "r+", rdcc_nbytes=0)
         self._ds = self._file[self.address.dataset]
         self._check_reopened(self._ds.shape, self._ds.dtype)
 
     def _write(self, key: Any, block: np.ndarray) -> None:
         self._ds[key] = block
 
-    def flush(self) -> None:
+    def _flush(self) -> None:
         if self._file is not None:
             self._file.flush()
 
@@ -413,6 +495,19 @@ class HDF5Writer(ArrayWriter):
         f, self._file = getattr(self, "_file", None), None
         if f is not None:
             f.close()
+
+    def abort(self) -> None:
+        # After a failed write (disk full) HDF5 2.0 still holds dirty metadata; closing
+        # the file then fails, and the library crashes (SIGSEGV) when it frees the file
+        # at exit. The partial output is being discarded anyway: empty it first, and the
+        # close's last writes land in freed space and succeed.
+        if (getattr(self, "_file", None) is not None and not self.committed
+                and not getattr(self, "suspended", False)):
+            try:
+                os.truncate(self.tmp_path, 0)
+            except OSError:
+                pass
+        super().abort()
 
 
 class ZarrWriter(ArrayWriter):
@@ -502,11 +597,40 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _preallocate(path: Path) -> None:
+    """Reserve the disk blocks of a memory-mapped file now.
+
+    ``open_memmap`` makes a sparse file; a store into a page the full filesystem cannot
+    back kills the process with SIGBUS, with no error to report and the partial output
+    left behind. Reserving the blocks up front turns that into ENOSPC here, before any
+    work. Filesystems without ``fallocate`` get glibc's emulation, or nothing where even
+    that is not offered.
+    """
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        size = os.fstat(fd).st_size
+        if size:
+            os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    finally:
+        os.close(fd)
+
+
 def _remove(path: Path) -> None:
     """Remove a file or directory tree if present."""
     try:
         if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
+            # a failed Zarr write may still have chunk stores in flight on zarr's I/O
+            # thread, recreating directories as rmtree removes them: try until it stays gone
+            for attempt in range(50):
+                shutil.rmtree(path, ignore_errors=True)
+                if not os.path.lexists(path):
+                    break
+                time.sleep(0.01 * (attempt + 1))
         else:
             path.unlink()
     except FileNotFoundError:

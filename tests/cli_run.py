@@ -1,0 +1,85 @@
+"""Helpers for tests that run the real ``logmm`` command line in a subprocess.
+
+``run_logmm`` runs ``python -m logmm.cli.main`` (the console script's code, without
+depending on the script being installed); ``inject`` runs it after a few lines of Python
+that patch the engine (fault injection); ``one_error_line`` checks the error contract:
+exit status, nothing on stdout, exactly one ``logmm: error: …`` line on stderr, no
+traceback. ``listing`` snapshots a directory (hidden files included) so a test can show
+that a failed run left nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["ENTRY", "inject", "kill_after_blocks", "listing", "one_error_line", "run_logmm",
+           "start_logmm"]
+
+#: ``python -c ENTRY args...`` runs the logmm command line (sys.argv[1:] are its arguments)
+ENTRY = "import sys\nfrom logmm.cli.main import main\nmain(sys.argv[1:])\n"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, COLUMNS="200")
+    env.pop("_LOGMM_COMPLETE", None)
+    return env
+
+
+def run_logmm(*args: str | os.PathLike, prelude: str = "", cwd: str | os.PathLike | None = None,
+              timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``logmm ARGS`` in a fresh interpreter (after ``prelude``, Python code)."""
+    return subprocess.run([sys.executable, "-c", prelude + ENTRY, *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd, env=_env())
+
+
+def start_logmm(*args: str | os.PathLike, prelude: str = "") -> subprocess.Popen:
+    """Start ``logmm ARGS`` in a fresh interpreter (after ``prelude``); stdout and stderr
+    are pipes."""
+    return subprocess.Popen([sys.executable, "-c", prelude + ENTRY, *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env())
+
+
+def inject(*args: str | os.PathLike, patch: str, **kwargs) -> subprocess.CompletedProcess:
+    """``run_logmm`` with ``patch`` (Python source) executed first, in the same process."""
+    return run_logmm(*args, prelude=patch + "\n", **kwargs)
+
+
+def one_error_line(proc: subprocess.CompletedProcess, codes: Sequence[int] = (1, 2)) -> str:
+    """Assert the error contract and return the message (after ``logmm: error: ``)."""
+    assert proc.returncode in codes, (proc.returncode, proc.stderr)
+    assert proc.stdout == "", proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("logmm: error: "), proc.stderr
+    message = lines[0].removeprefix("logmm: error: ")
+    assert message.strip(), proc.stderr
+    return message
+
+
+def listing(directory: Path) -> list[str]:
+    """Every path under ``directory`` (recursively, hidden ones included), sorted."""
+    if not directory.exists():
+        return []
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+
+
+def kill_after_blocks(proc: subprocess.Popen, record: Path, blocks: int,
+                      timeout: float = 60) -> bool:
+    """Wait until ``proc``'s resume record notes ``blocks`` stored row blocks; True if it
+    is then still running (the caller kills it), False if it finished first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if len(json.loads(record.read_text())["done"]) >= blocks:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.001)
+    return proc.poll() is None

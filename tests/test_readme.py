@@ -1,0 +1,81 @@
+"""The README's commands work as shown.
+
+Every ``logmm …`` line of the README's ``sh`` blocks runs, in order, from a copy of the
+repository's ``sample_data/`` (so ``demo_output/`` is fresh), and exits 0; where the
+README shows the line a command printed (``#  wrote …``), the output matches it except
+for the time. The README's Python blocks run too. Slow (about 40 commands): ``-m slow``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cli_run import run_logmm
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def shell_commands() -> list[tuple[list[str], list[str]]]:
+    """(arguments, the printed lines shown under it) for each ``logmm`` line of sh blocks."""
+    found: list[tuple[list[str], list[str]]] = []
+    for block in re.findall(r"```sh\n(.*?)```", README, re.S):
+        for line in block.splitlines():
+            if line.startswith("logmm "):
+                found.append((shlex.split(line, comments=True)[1:], []))
+            elif line.startswith("#  ") and found:
+                found[-1][1].append(line[3:])
+    return found
+
+
+def _comparable(text: str) -> str:
+    text = re.sub(r"in \d+\.\d+ s", "in T s", text)
+    return re.sub(r"\s+\(on stdout\)$", "", text.rstrip())
+
+
+@pytest.mark.slow
+def test_readme_commands_run_as_shown(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "sample_data", tmp_path / "sample_data")
+    (tmp_path / "demo_output").mkdir()
+    commands = shell_commands()
+    assert len(commands) > 30
+    for args, shown in commands:
+        proc = run_logmm(*args, cwd=tmp_path)
+        assert proc.returncode == 0, (args, proc.stderr)
+        printed = [_comparable(line) for line in (proc.stderr + proc.stdout).splitlines()]
+        for line in shown:
+            if line.strip():
+                assert _comparable(line) in printed, (args, line, printed)
+
+
+@pytest.mark.slow
+def test_readme_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copytree(ROOT / "sample_data", tmp_path / "sample_data")
+    (tmp_path / "demo_output").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for block in re.findall(r"```python\n(.*?)```", README, re.S):
+        if block.lstrip().startswith(">>>"):
+            continue                        # the doctest-style block: see below
+        exec(compile(block, "README.md", "exec"), {})
+
+
+def test_readme_textbook_failures_are_as_shown() -> None:
+    """The five lines of "Why": both shifts give -inf, logmatmulexp 400 + log 2."""
+    import numpy as np
+
+    import logmm
+
+    A = np.array([[-500.0, 900.0]])
+    B = np.array([[900.0], [-500.0]])
+    with np.errstate(divide="ignore"):
+        glob = np.log(np.exp(A - A.max()) @ np.exp(B - B.max())) + A.max() + B.max()
+        a, b = A.max(1, keepdims=True), B.max(0, keepdims=True)
+        rowcol = np.log(np.exp(A - a) @ np.exp(B - b)) + a + b
+    assert glob.tolist() == [[-np.inf]] and rowcol.tolist() == [[-np.inf]]
+    assert logmm.logmatmulexp(A, B).tolist() == [[400 + np.log(2)]]
+    assert "array([[400.69314718]])" in README
