@@ -7,6 +7,7 @@ line on stderr, ``logmm: error: …``; ``--debug`` adds the traceback.
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import traceback
@@ -120,6 +121,11 @@ class LogmmGroup(click.Group):
 def _fail(ctx: click.Context, exc: BaseException, code: int, message: str) -> None:
     if ctx.meta.get(DEBUG_KEY):
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    else:
+        # When one Zarr chunk write fails (disk full), its siblings are still pending on
+        # zarr's background event loop; at exit asyncio logs "Task was destroyed but it is
+        # pending!" for each. The error line below says what happened; keep it the only one.
+        logging.getLogger("asyncio").disabled = True
     click.echo(f"logmm: error: {' '.join(message.split())}", err=True)
     raise click.exceptions.Exit(code)
 

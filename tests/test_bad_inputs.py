@@ -135,6 +135,13 @@ CASES: list[tuple[str, str, list[str], int, str]] = [
     ("multiply", "unknown --method", ["{i}/a.npy", "{i}/b.npy", *OUT, "--method", "best"], 2,
      "--method"),
     ("multiply", "missing argument", ["{i}/a.npy", *OUT], 2, "B"),
+    ("multiply", "--shard 3/2", ["{i}/a.npy", "{i}/b.npy", *OUT, "--shard", "3/2"], 2,
+     "--shard"),
+    ("multiply", "--shard into a .npy output", ["{i}/a.npy", "{i}/b.npy", "-o", "{o}/c.npy",
+                                               "--shard", "0/2"], 2, "c.npy"),
+    ("loglik", "--shard a/b", ["{i}/a.npy", "--mu", "0", "--sigma", "1", *OUT, "--shard",
+                               "a/b"], 2, "--shard"),
+    ("merge", "no shard files", ["{o}/c.h5"], 1, "c.shard-*-of-*.h5"),
     # ---- project
     ("project", "missing file", ["{i}/nope.npy", "{i}/w.npy", "--blocks", "2", *OUT], 1,
      "nope.npy"),
