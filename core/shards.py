@@ -238,6 +238,9 @@ def open_shard_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...
                          "--resume to start it afresh")
     writer: ArrayWriter
     if out.format == "zarr":
+        if not overwrite and os.path.lexists(out.path):
+            raise OutputExistsError(f"output exists: {out.path} (use --overwrite to replace "
+                                    "it; every shard of the new run needs --overwrite)")
         arr, plan = _open_shared_store(out, shape, dtype, fingerprint=whole, count=shard.count,
                                        make_plan=make_plan, load_plan=load_plan,
                                        compression=compression)
@@ -281,8 +284,9 @@ def _open_shared_store(out: ArrayAddress, shape: tuple[int, ...], dtype: np.dtyp
     if not store.exists():
         plan = make_plan()
         plan = _chunk_aligned(plan)
+        # pids repeat across the nodes of a cluster: make the name unique to this process
         tmp = temporary_path(out.path, "new")
-        _remove(tmp)
+        tmp = tmp.with_name(f"{tmp.name}.{socket.gethostname()}.{os.urandom(4).hex()}")
         try:
             group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
             chunks = (max(1, min(plan.chunk_rows, shape[0] if shape else 1)),) + tuple(
@@ -318,6 +322,11 @@ def _chunk_aligned(plan: Any) -> Any:
     if block % chunk == 0 or plan.n <= block:
         return plan
     best = max(d for d in range(1, chunk + 1) if block % d == 0)
+    if 2 * best < chunk:
+        raise UsageError(
+            f"--shard into a Zarr store needs every output chunk inside one row block, and "
+            f"{block} rows per block do not split into chunks of about {chunk} rows (the "
+            f"best fit is {best}); give --block-rows a multiple of --chunk-rows {chunk}")
     return replace(plan, chunk_rows=best)
 
 
@@ -338,7 +347,7 @@ class SharedZarrWriter(ArrayWriter):
         self.tmp_path = partial_path(self.path)
         self.contiguous = False
         self.attrs = {}
-        self.committed = self.aborted = self.resumed = False
+        self.committed = self.aborted = self.resumed = self.suspended = False
         self.row_offset = 0
         self._arr: Any = arr
         self.rows = rows
@@ -378,13 +387,52 @@ class SharedZarrWriter(ArrayWriter):
         self.finished = _finish_store(self.address, overwrite=self.overwrite)
         return self.path
 
-    def abort(self) -> None:
+    def suspend(self) -> None:
+        """Interrupted: keep the store, for ``--resume`` and the other shards."""
         if not self.committed:
-            self.aborted = True
+            self.suspended = True
             self._close()
 
-    def suspend(self) -> None:
-        self.abort()
+    def abort(self) -> None:
+        """Failed: keep the store if any other shard finished, is running or was
+        interrupted (their rows live in it); otherwise nothing of value is in it, and it
+        goes. After :meth:`suspend` (an interruption) the store always stays."""
+        if self.committed or self.aborted:
+            return
+        self.aborted = True
+        self._close()
+        if not self.suspended:
+            _discard_if_abandoned(self.address, self.shard)
+
+
+def _discard_if_abandoned(out: ArrayAddress, failed: Shard) -> None:
+    """Remove the shared store of ``out`` when no shard has finished, none but ``failed``
+    (whose lock the caller holds) is running and none was interrupted (its resume record
+    counts on the rows it stored). Holding every other shard's lock while looking keeps a
+    shard from starting meanwhile (shards lock before they open the store)."""
+    store = partial_path(out.path)
+    markers = store / out.dataset / MARKER_DIR
+    if _read_markers(markers):
+        return
+    held: list[OutputLock] = []
+    try:
+        for i in range(failed.count):
+            if i == failed.index:
+                continue
+            unit = shard_path(out.path, Shard(i, failed.count))
+            if record_path(unit).exists():
+                return                      # interrupted: --resume will need its rows
+            lock = OutputLock(unit)
+            try:
+                lock.acquire()
+            except LogmmError:
+                return                      # a shard is running: its rows are in the store
+            held.append(lock)
+        if not _read_markers(markers):
+            _remove(store)
+    finally:
+        for lock in held:
+            lock.release()
 
 
 # ----------------------------------------------------------------------------- status
@@ -481,8 +529,11 @@ def shard_status(address: str | Path | ArrayAddress) -> ShardStatus | None:
 def _zarr_status(out: ArrayAddress) -> ShardStatus | None:
     import zarr
 
-    merged = out.path.exists()
-    store = out.path if merged else partial_path(out.path)
+    partial = partial_path(out.path)
+    # a partial store is a run under way (perhaps one replacing a finished OUT with
+    # --overwrite): it is the one to report and to finish
+    merged = not partial.exists() and out.path.exists()
+    store = out.path if merged else partial
     if not (store / out.dataset).is_dir():
         return None
     try:

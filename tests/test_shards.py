@@ -319,3 +319,64 @@ def test_unsharded_run_never_wipes_a_shared_store(tmp_path: Path, ab) -> None:
     assert "1 of 2 complete" in res.stderr
     assert invoke("multiply", a, b, "-o", out, *PLAN, "--shard", "1/2").exit_code == 0
     assert out.exists()
+
+
+def test_rerun_with_overwrite_replaces_a_finished_store(tmp_path: Path,
+                                                        ab: tuple[str, str]) -> None:
+    """Shards run again on new inputs: refused without --overwrite; with it, the new
+    store is reported while it fills and replaces the old one when its last shard ends."""
+    a, b = ab
+    out = tmp_path / "c.zarr"
+    for i in range(2):
+        assert invoke("multiply", a, b, "-o", out, *PLAN, "--shard", f"{i}/2").exit_code == 0
+    old = read(out)
+    a2 = tmp_path / "a2.npy"
+    np.save(a2, np.load(a) - 5.0)
+    refused = invoke("multiply", a2, b, "-o", out, *PLAN, "--shard", "0/2")
+    assert refused.exit_code == 1 and "output exists" in refused.output
+    assert same_bits(read(out), old)
+    assert invoke("multiply", a2, b, "-o", out, *PLAN, "--shard", "0/2",
+                  "--overwrite").exit_code == 0
+    info = invoke("info", out, "--check")
+    assert info.exit_code == 1 and "1 of 2" in info.output, info.output   # the new run's
+    assert same_bits(read(out), old)                      # the old result stays till then
+    assert invoke("multiply", a2, b, "-o", out, *PLAN, "--shard", "1/2",
+                  "--overwrite").exit_code == 0
+    assert invoke("multiply", a2, b, "-o", tmp_path / "ref.h5", *PLAN).exit_code == 0
+    assert same_bits(read(out), read(tmp_path / "ref.h5"))
+    assert not same_bits(read(out), old)
+    assert not any(p.name.startswith(".c.zarr") for p in tmp_path.iterdir())
+    assert invoke("info", out, "--check").exit_code == 0
+
+
+def test_shards_refuse_chunking_that_no_block_divides(tmp_path: Path,
+                                                      ab: tuple[str, str]) -> None:
+    a, b = ab
+    out = tmp_path / "c.zarr"
+    bad = invoke("multiply", a, b, "-o", out, "--block-rows", "13", "--chunk-rows", "10",
+                 "--shard", "0/2")
+    assert bad.exit_code == 2 and "--block-rows" in bad.output and "--chunk-rows" in bad.output
+    assert list(tmp_path.glob(".c.zarr*")) == [] and not out.exists()
+    # a divisor at least half the chunk rows is taken: blocks of 15, chunks of 5 asked 6
+    assert invoke("multiply", a, b, "-o", out, "--block-rows", "15", "--chunk-rows", "6",
+                  "--shard", "0/1").exit_code == 0
+    assert zarr.open_array(str(out), path="data", mode="r").chunks[0] == 5
+
+
+def test_a_failed_shard_removes_a_store_nobody_else_uses(tmp_path: Path,
+                                                         ab: tuple[str, str]) -> None:
+    """+inf in the input: the failing shard leaves nothing when it is alone, but keeps the
+    store when another shard has finished into it."""
+    a, b = ab
+    bad = tmp_path / "bad.npy"
+    x = np.load(a)
+    x[80, 0] = np.inf                                   # in shard 1/2's rows
+    np.save(bad, x)
+    out = tmp_path / "c.zarr"
+    failed = invoke("multiply", bad, b, "-o", out, *PLAN, "--shard", "1/2")
+    assert failed.exit_code == 1 and "+inf" in failed.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "b.npy", "bad.npy"]
+    assert invoke("multiply", bad, b, "-o", out, *PLAN, "--shard", "0/2").exit_code == 0
+    assert invoke("multiply", bad, b, "-o", out, *PLAN, "--shard", "1/2").exit_code == 1
+    info = invoke("info", out, "--check")
+    assert info.exit_code == 1 and "1 of 2" in info.output   # shard 0's rows are kept
