@@ -102,6 +102,12 @@ def test_hdf5_shards_and_merge_equal_unsharded(tmp_path: Path, ab, count: int) -
     for p in tmp_path.glob("sharded*.h5"):
         p.rename(moved / p.name)
     assert same_bits(read(moved / "sharded.h5"), read(tmp_path / "full.h5"))
+    # a shard file gone: reading the merged file is an error naming it, never fill values
+    gone = moved / f"sharded.shard-{count - 1:04d}-of-{count:04d}.h5"
+    gone.rename(tmp_path / gone.name)
+    res = invoke("convert", moved / "sharded.h5", tmp_path / "copy.npy")
+    assert res.exit_code == 1 and gone.name in res.output and "missing" in res.output
+    assert not (tmp_path / "copy.npy").exists()
 
 
 def test_missing_shard_is_reported_by_info_and_refused_by_merge(tmp_path: Path, ab) -> None:

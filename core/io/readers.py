@@ -239,6 +239,20 @@ class NpyReader(ArrayReader):
                 pass
 
 
+def _check_virtual_sources(ds: Any, path: Path, address: ArrayAddress) -> None:
+    """A virtual dataset (``logmm merge``) reads a missing source file as its fill value,
+    silently; refuse instead, naming the file."""
+    for source in ds.virtual_sources():
+        name = source.file_name
+        if name == ".":                    # the dataset's own file
+            continue
+        where = Path(name) if Path(name).is_absolute() else path.parent / name
+        if not where.exists():
+            raise MissingInputError(f"{address} is a virtual dataset whose source file "
+                                    f"{where} is missing (shard files must stay beside the "
+                                    "merged file)")
+
+
 class HDF5Reader(ArrayReader):
     """A dataset in an HDF5 file, read with h5py."""
 
@@ -275,6 +289,8 @@ class HDF5Reader(ArrayReader):
             if node.shape is None:
                 raise InputError(f"{address.with_dataset(name)} has an empty (null) dataspace")
             ensure_hdf5_filters(node, str(address.with_dataset(name)))  # zstd, blosc, ...
+            if node.is_virtual:
+                _check_virtual_sources(node, path, address.with_dataset(name))
             self._ds = node
             self.address = address.with_dataset(name)
             self.shape = tuple(int(s) for s in node.shape)
