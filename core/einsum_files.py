@@ -152,7 +152,7 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
             raise UsageError(f"{name} must be at least 1, got {value}")
     streamed = (block_rows is not None or memory is not None or resume or shard is not None
                 or scheduler != "local" or PLAN_ONLY.get())
-    from .einsum import contraction_info, logeinsum
+    from .einsum import contraction_info
 
     with ExitStack() as stack:
         readers = open_inputs(stack, addresses)
@@ -178,14 +178,7 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
         if explain is not None:
             explain(contraction_info(subscripts, *operands).rstrip("\n"))
         with progress_steps(1, progress, "einsum") as bar:
-            try:
-                result = np.asarray(logeinsum(subscripts, *operands, semiring=semiring,
-                                              method=method))
-            except InputError as exc:     # "operand 2 contains +inf": name its file too
-                raise InputError(re.sub(
-                    r"\boperand (\d+)\b",
-                    lambda m: f"{m[0]} ({readers[int(m[1]) - 1].address})"
-                    if 0 < int(m[1]) <= len(readers) else m[0], str(exc))) from None
+            result = _named_logeinsum(subscripts, operands, readers, semiring, method)
             bar.update(1)
         if out_dtype is not None and result.dtype != out_dtype:
             result = result.astype(out_dtype)
@@ -198,6 +191,29 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
     return ChainResult(output=out, shape=tuple(result.shape), dtype=result.dtype,
                        operation="einsum", method=method,
                        seconds=time.perf_counter() - started, order=subscripts, attrs=attrs)
+
+
+def _named_logeinsum(subscripts: str, operands: Sequence[np.ndarray],
+                     readers: Sequence[ArrayReader], semiring: str, method: str, *,
+                     rows: tuple[int, int] | None = None,
+                     split: Sequence[bool] = ()) -> np.ndarray:
+    """``logeinsum`` whose errors name the operands' files ("operand 2 contains +inf" →
+    "operand 2 (b.h5:/x, rows 0:500) contains +inf"); ``rows`` is the block being
+    streamed, shown for the operands it splits (``split[i]``)."""
+    from .einsum import logeinsum
+
+    try:
+        return np.asarray(logeinsum(subscripts, *operands, semiring=semiring, method=method))
+    except InputError as exc:
+        def name(m: re.Match[str]) -> str:
+            i = int(m[1]) - 1
+            if not 0 <= i < len(readers):
+                return m[0]
+            where = str(readers[i].address)
+            if rows is not None and i < len(split) and split[i]:
+                where += f", rows {rows[0]}:{rows[1]}"
+            return f"{m[0]} ({where})"
+        raise InputError(re.sub(r"\boperand (\d+)\b", name, str(exc))) from None
 
 
 def _row_label(subscripts: str, readers: Sequence[ArrayReader]) -> tuple[list[str], str, int]:
@@ -225,7 +241,7 @@ def _einsum_streamed(stack: ExitStack, subscripts: str, readers: list[ArrayReade
                      shard: Shard | None, scheduler: Any, dask_address: str | None,
                      started: float) -> ChainResult:
     """The einsum by row blocks of its first output label, through :mod:`logmm.engine`."""
-    from .einsum import contraction_info, logeinsum
+    from .einsum import contraction_info
 
     terms, output, n = _row_label(subscripts, readers)
     label = output[0]
@@ -287,7 +303,9 @@ def _einsum_streamed(stack: ExitStack, subscripts: str, readers: list[ArrayReade
         return parts
 
     def compute(block: Block, parts: list[np.ndarray]) -> np.ndarray:
-        result = np.asarray(logeinsum(subscripts, *parts, semiring=semiring, method=method))
+        _, r0, r1 = block
+        result = _named_logeinsum(subscripts, parts, readers, semiring, method,
+                                  rows=(r0, r1), split=[ax == 0 for ax in axes])
         return result.astype(result_dtype, copy=False)
 
     def store(block: Block, values: np.ndarray) -> None:
