@@ -36,6 +36,7 @@ __all__ = [
     "plan_copy_rows",
     "plan_product",
     "plan_rows",
+    "row_ranges",
 ]
 
 #: scratch the kernel keeps whatever the block size (repair and exact tiles, threads)
@@ -70,21 +71,22 @@ class ProductPlan:
 
     def row_blocks(self) -> list[tuple[int, int]]:
         """``[(start, stop), ...]`` covering the rows of A."""
-        return _ranges(self.n, self.block_rows)
+        return row_ranges(self.n, self.block_rows)
 
     def col_panels(self) -> list[tuple[int, int]]:
         """``[(start, stop), ...]`` covering the columns of B."""
-        return _ranges(self.m, self.col_panel)
+        return row_ranges(self.m, self.col_panel)
 
     def k_chunks(self) -> list[tuple[int, int]]:
         """``[(start, stop), ...]`` covering the contraction axis (empty when k == 0)."""
-        return _ranges(self.k, self.k_chunk)
+        return row_ranges(self.k, self.k_chunk)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
 
-def _ranges(total: int, step: int) -> list[tuple[int, int]]:
+def row_ranges(total: int, step: int) -> list[tuple[int, int]]:
+    """``[(0, step), (step, 2 step), …]`` up to ``total`` (the last range may be short)."""
     step = max(1, step)
     return [(start, min(total, start + step)) for start in range(0, total, step)]
 
@@ -201,7 +203,7 @@ class RowPlan:
 
     def row_blocks(self) -> list[tuple[int, int]]:
         """``[(start, stop), ...]`` covering the rows."""
-        return _ranges(self.n, self.block_rows)
+        return row_ranges(self.n, self.block_rows)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -61,6 +61,7 @@ from .io.writers import (
     partial_path,
     temporary_path,
 )
+from .plan import row_ranges
 
 __all__ = [
     "MARKER_DIR",
@@ -558,8 +559,8 @@ def _zarr_status(out: ArrayAddress) -> ShardStatus | None:
 
 
 def _plan_blocks(plan: Mapping[str, Any]) -> list[tuple[int, int]]:
-    n, step = int(plan["n"]), max(1, int(plan["block_rows"]))
-    return [(s, min(n, s + step)) for s in range(0, n, step)]
+    """The row blocks of a recorded plan (any plan kind: they all cut n by block_rows)."""
+    return row_ranges(int(plan["n"]), int(plan["block_rows"]))
 
 
 def _read_markers(directory: Path) -> dict[tuple[int, int], dict[str, Any]]:
