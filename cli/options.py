@@ -247,6 +247,18 @@ def resolve_progress(progress: bool | None, quiet: bool) -> bool:
         return False
 
 
+def report_result(result: Any, summary: Callable[[Any], str], quiet: bool) -> None:
+    """The one stderr line a compute command ends with: ``summary(result)``, or for a
+    ``--shard`` run the shard's note (its rows, where they went, what finishes the
+    output) and the time. Nothing when ``quiet``."""
+    if quiet:
+        return
+    if getattr(result, "shard_note", None) is not None:
+        click.echo(f"{result.shard_note} ({result.seconds:.2f} s)", err=True)
+    else:
+        click.echo(summary(result), err=True)
+
+
 def command_line(ctx: click.Context) -> str:
     """The command line as typed (``logmm multiply a.h5 b.h5 -o c.h5``), for provenance."""
     argv = ctx.meta.get(ARGV_KEY)

@@ -16,6 +16,7 @@ from ..options import (
     method_option,
     output_option,
     overwrite_option,
+    report_result,
     reporting_options,
     resolve_progress,
     resume_option,
@@ -85,6 +86,4 @@ def einsum(ctx: click.Context, subscripts: str, operands: tuple[str, ...], outpu
         memory=memory, block_rows=block_rows, resume=resume, shard=shard,
         scheduler=scheduler, dask_address=dask_address,
     )
-    if not quiet:
-        click.echo(summary_line(result) if result.shard_note is None
-                   else f"{result.shard_note} ({result.seconds:.2f} s)", err=True)
+    report_result(result, summary_line, quiet)

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from logmm.gaussian import REDUCTIONS
+from logmm.loglik import LoglikResult
 from logmm.loglik import loglik as run_loglik
 
 from ..options import (
@@ -15,6 +16,7 @@ from ..options import (
     dtype_option,
     memory_option,
     overwrite_option,
+    report_result,
     reporting_options,
     resolve_progress,
     resume_option,
@@ -75,9 +77,12 @@ def loglik(ctx: click.Context, x: str, mu: str, sigma: str | None, rho: str | No
         scheduler=scheduler, dask_address=dask_address)
     if result.total is not None:
         click.echo(repr(result.total))
-    if not quiet and result.shard_note is not None:
-        click.echo(f"{result.shard_note} ({result.seconds:.2f} s)", err=True)
-    elif not quiet and result.output is not None:
-        shape = "×".join(str(s) for s in result.shape)
-        click.echo(f"wrote {result.output} ({shape} {result.dtype}, reduce {reduce}) in "
-                   f"{result.seconds:.2f} s", err=True)
+    if result.output is not None or result.shard_note is not None:
+        report_result(result, summary_line, quiet)
+
+
+def summary_line(result: LoglikResult) -> str:
+    """``wrote ll.npy (60×48 float32, reduce none) in 0.01 s``."""
+    shape = "×".join(str(s) for s in result.shape)
+    return (f"wrote {result.output} ({shape} {result.dtype}, reduce {result.reduce}) in "
+            f"{result.seconds:.2f} s")

@@ -17,6 +17,7 @@ from ..options import (
     method_option,
     output_option,
     overwrite_option,
+    report_result,
     reporting_options,
     resolve_progress,
     resume_option,
@@ -68,9 +69,7 @@ def multiply(ctx: click.Context, a: str, b: str, output: str, overwrite: bool, m
         shard=shard,
         scheduler=scheduler, dask_address=dask_address,
     )
-    if not quiet:
-        click.echo(summary_line(result) if result.shard_note is None
-                   else f"{result.shard_note} ({result.seconds:.2f} s)", err=True)
+    report_result(result, summary_line, quiet)
 
 
 def summary_line(result: MultiplyResult) -> str:

@@ -19,6 +19,7 @@ from ..options import (
     memory_option,
     output_option,
     overwrite_option,
+    report_result,
     reporting_options,
     resolve_progress,
     resume_option,
@@ -144,9 +145,7 @@ def project(ctx: click.Context, x: str, w: str | None, blocks: int | None,
         shard=shard,
         scheduler=scheduler, dask_address=dask_address,
     )
-    if not quiet:
-        click.echo(summary_line(result) if result.shard_note is None
-                   else f"{result.shard_note} ({result.seconds:.2f} s)", err=True)
+    report_result(result, summary_line, quiet)
 
 
 def summary_line(result: ProjectResult) -> str:
