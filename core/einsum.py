@@ -149,14 +149,21 @@ def _parse(subscripts: str, operands: tuple[np.ndarray, ...]) -> tuple[list[str]
     return terms, output
 
 
+def log_result_dtype(dtypes: Sequence[np.dtype]) -> np.dtype:
+    """The dtype log/max-semiring operands of ``dtypes`` are computed in, and the result's:
+    the common type of their :func:`logmm.logmatmul.compute_dtype` (float32 or float64)."""
+    return np.result_type(*(compute_dtype(dt) for dt in dtypes))
+
+
 def _log_operands(terms: list[str], operands: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Log/max-semiring operands checked (no +inf), in their common float dtype, with
     size-1 dimensions broadcast to their label's size."""
-    dtype = np.result_type(*(compute_dtype(op.dtype) for op in operands))
+    dtype = log_result_dtype([op.dtype for op in operands])
     arrays = []
     for position, op in enumerate(operands):
-        check_no_posinf(op, f"operand {position + 1}")
-        arrays.append(op.astype(dtype, copy=False))
+        array = op.astype(dtype, copy=False)      # integers first become floats
+        check_no_posinf(array, f"operand {position + 1}")
+        arrays.append(array)
     return _broadcast_labels(terms, arrays)
 
 

@@ -241,7 +241,7 @@ def _einsum_streamed(stack: ExitStack, subscripts: str, readers: list[ArrayReade
                      shard: Shard | None, scheduler: Any, dask_address: str | None,
                      started: float) -> ChainResult:
     """The einsum by row blocks of its first output label, through :mod:`logmm.engine`."""
-    from .einsum import contraction_info
+    from .einsum import contraction_info, log_result_dtype
 
     terms, output, n = _row_label(subscripts, readers)
     label = output[0]
@@ -256,8 +256,7 @@ def _einsum_streamed(stack: ExitStack, subscripts: str, readers: list[ArrayReade
                     for i, x in resident.items()}
     kinds = [r.dtype if out_dtype is None else out_dtype for r in readers]
     result_dtype = out_dtype or (np.result_type(*kinds) if semiring == "real" else
-                                 np.result_type(np.float32, *[
-                                     np.float64 if k.kind in "biu" else k for k in kinds]))
+                                 log_result_dtype(kinds))
     sizes: dict[str, int] = {}
     for t, r in zip(terms, readers, strict=True):
         for c, size in zip(t, r.shape, strict=True):

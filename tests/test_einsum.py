@@ -140,3 +140,15 @@ def test_real_semiring_with_infinities_warns_nothing() -> None:
         got = logeinsum("ij,jk->ik", np.array([[np.inf, 1.0]]), np.array([[0.0], [2.0]]),
                         semiring="real")
     assert np.isnan(got[0, 0])
+
+
+@pytest.mark.parametrize("semiring", ["log", "max"])
+def test_integer_operands_compute_in_float64(semiring: str) -> None:
+    """Integers are log-values too (as in logmatmulexp): they compute in float64 instead
+    of failing in the +inf check."""
+    x = np.arange(-6, 6, dtype=np.int16).reshape(3, 4)
+    y = np.arange(8, dtype=np.uint8).reshape(4, 2)
+    got = logeinsum("ij,jk->ik", x, y, semiring=semiring)
+    want = logeinsum("ij,jk->ik", x.astype(np.float64), y.astype(np.float64),
+                     semiring=semiring)
+    assert got.dtype == np.float64 and np.array_equal(got, want)

@@ -270,6 +270,18 @@ def test_einsum_streams_and_shards_by_its_first_output_label(tmp_path: Path) -> 
         if ext == "h5":
             assert invoke("merge", tmp_path / "s.h5").exit_code == 0
         assert same_bits(read(tmp_path / f"s.{ext}"), read(tmp_path / "full.zarr"))
+    # streamed and whole give the same dtype: int and float16 operands compute in float
+    np.save(tmp_path / "i.npy", np.arange(12, dtype=np.int16).reshape(3, 4) - 20)
+    np.save(tmp_path / "h.npy", np.zeros((4, 2), dtype=np.float16))
+    for operands, want in (([tmp_path / "i.npy", tmp_path / "h.npy"], np.float64),
+                           ([tmp_path / "h.npy"], np.float32)):
+        subs = "ij,jk->ik" if len(operands) == 2 else "jk->jk"
+        whole, streamed = tmp_path / "whole.h5", tmp_path / "streamed.h5"
+        for out, extra in ((whole, []), (streamed, ["--block-rows", "2"])):
+            assert invoke("einsum", subs, *operands, "-o", out, "--overwrite",
+                          *extra).exit_code == 0
+        assert read(whole).dtype == read(streamed).dtype == want
+        assert same_bits(read(whole), read(streamed))
     # a label that occurs twice in an operand cannot be split into row blocks
     res = invoke("einsum", "ii->i", f"{tmp_path}/b.h5:/sq", "-o", tmp_path / "d.h5",
                  "--shard", "0/2")
