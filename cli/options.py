@@ -230,6 +230,13 @@ def storage_options(f: F) -> F:
     return compression_option(chunk_rows_option(f))
 
 
+def row_streaming_options(f: F) -> F:
+    """``--memory``, ``--block-rows``, ``--resume``, ``--shard`` and ``--scheduler`` /
+    ``--dask-address``: the options of every command that streams row blocks through
+    the engine (multiply, project, loglik, einsum)."""
+    return memory_option(block_rows_option(resume_option(shard_option(scheduler_options(f)))))
+
+
 def reporting_options(f: F) -> F:
     """``--quiet``, ``--progress/--no-progress`` and ``--debug``: what a command reports."""
     return quiet_option(progress_option(debug_option(f)))

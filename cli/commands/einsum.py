@@ -9,19 +9,15 @@ import click
 from logmm.einsum_files import EINSUM_SEMIRINGS, einsum_files
 
 from ..options import (
-    block_rows_option,
     command_line,
     dtype_option,
-    memory_option,
     method_option,
     output_option,
     overwrite_option,
     report_result,
     reporting_options,
     resolve_progress,
-    resume_option,
-    scheduler_options,
-    shard_option,
+    row_streaming_options,
     storage_options,
 )
 from .chain import explain_option, summary_line
@@ -64,11 +60,7 @@ once per operand): operands with that label first are then read block by block.
 @overwrite_option
 @method_option
 @dtype_option
-@memory_option
-@block_rows_option
-@resume_option
-@shard_option
-@scheduler_options
+@row_streaming_options
 @storage_options
 @reporting_options
 @click.pass_context

@@ -11,17 +11,13 @@ from logmm.loglik import LoglikResult
 from logmm.loglik import loglik as run_loglik
 
 from ..options import (
-    block_rows_option,
     command_line,
     dtype_option,
-    memory_option,
     overwrite_option,
     report_result,
     reporting_options,
     resolve_progress,
-    resume_option,
-    scheduler_options,
-    shard_option,
+    row_streaming_options,
     storage_options,
 )
 
@@ -54,11 +50,7 @@ computed without overflow. X is read in row blocks (--memory, --block-rows, --re
               help="Output address (required unless --reduce sum).")
 @overwrite_option
 @dtype_option
-@memory_option
-@block_rows_option
-@resume_option
-@shard_option
-@scheduler_options
+@row_streaming_options
 @storage_options
 @reporting_options
 @click.pass_context

@@ -10,19 +10,15 @@ from logmm.multiply import MultiplyResult
 from logmm.multiply import multiply as run_multiply
 
 from ..options import (
-    block_rows_option,
     command_line,
     dtype_option,
-    memory_option,
     method_option,
     output_option,
     overwrite_option,
     report_result,
     reporting_options,
     resolve_progress,
-    resume_option,
-    scheduler_options,
-    shard_option,
+    row_streaming_options,
     storage_options,
 )
 
@@ -48,11 +44,7 @@ attributes (a .npy output gets them in OUT.npy.json).
 @overwrite_option
 @method_option
 @dtype_option
-@memory_option
-@block_rows_option
-@resume_option
-@shard_option
-@scheduler_options
+@row_streaming_options
 @storage_options
 @reporting_options
 @click.pass_context

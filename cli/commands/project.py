@@ -13,18 +13,14 @@ from logmm.project import ProjectResult
 from logmm.project import project as run_project
 
 from ..options import (
-    block_rows_option,
     command_line,
     dtype_option,
-    memory_option,
     output_option,
     overwrite_option,
     report_result,
     reporting_options,
     resolve_progress,
-    resume_option,
-    scheduler_options,
-    shard_option,
+    row_streaming_options,
     storage_options,
 )
 
@@ -121,11 +117,7 @@ def factor_specs(factors: tuple[str, ...], identities: tuple[int, ...],
 @output_option
 @overwrite_option
 @dtype_option
-@memory_option
-@block_rows_option
-@resume_option
-@shard_option
-@scheduler_options
+@row_streaming_options
 @storage_options
 @reporting_options
 @click.pass_context
