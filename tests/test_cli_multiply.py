@@ -416,6 +416,9 @@ def test_sample_data_command_writes_the_same_files(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert res.stderr.startswith("wrote ") and "sample files" in res.stderr
     committed = Path(__file__).resolve().parents[1] / "sample_data"
+    # The generator normalises rows with numpy's exp, log and sum, whose last bit differs
+    # between numpy builds and CPUs (numpy 2.4.6 here: 27 of B's 2048 entries off by
+    # <= 2 ulp from the committed files): the same values, not the same bits.
     for name in ("a.npy", "b.npy", "w.npy", "trans.npy"):
-        np.testing.assert_array_equal(np.load(tmp_path / "samples" / name),
-                                      np.load(committed / name))
+        np.testing.assert_allclose(np.load(tmp_path / "samples" / name),
+                                   np.load(committed / name), rtol=1e-14, atol=0)
