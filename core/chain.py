@@ -578,7 +578,8 @@ def chain_files(addresses: Sequence[Address], out_address: Address, *, method: s
             require_matrix(r, f"M{i}")
         dims = _chain_dims([r.shape for r in readers], names)
         out_dtype = _out_dtype([r.dtype for r in readers], dtype)
-        out = check_output(out_address, overwrite=overwrite, compression=compression)
+        out = check_output(out_address, overwrite=overwrite, compression=compression,
+                           inputs=[r.address for r in readers])
         cost, split = _chain_table(dims)
         short = [f"M{i + 1}" for i in range(len(readers))]
         order = _paren(split, 0, len(readers) - 1, short)
@@ -705,7 +706,8 @@ def power_file(address: Address, steps: int, out_address: Address, *, method: st
         if n != n2:
             raise InputError(f"{name} is {n}×{n2}; a matrix power needs a square matrix")
         out_dtype = _out_dtype([reader.dtype], dtype)
-        out = check_output(out_address, overwrite=overwrite, compression=compression)
+        out = check_output(out_address, overwrite=overwrite, compression=compression,
+                           inputs=[reader.address])
         squarings, products = power_schedule(steps)
         if explain is not None:
             explain(explain_power(n, steps))

@@ -152,7 +152,8 @@ def convert(in_address: str | Path | ArrayAddress, out_address: str | Path | Arr
         if _same_file(source.path, output_address(out_address).path):
             raise UsageError(f"{source.path} is both input and output; the output file is "
                              "written whole, so write to another file")
-        out = check_output(out_address, overwrite=overwrite, compression=compression)
+        out = check_output(out_address, overwrite=overwrite, compression=compression,
+                           inputs=[source])
         meta = inspect_file(source).arrays[0]
         if meta.status == "incomplete":
             raise InputError(f"{source} is an unfinished logmm output (no complete: true "

@@ -158,7 +158,8 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
         readers = open_inputs(stack, addresses)
         for i, r in enumerate(readers, start=1):
             _check_operand(r, i)
-        out = check_output(out_address, overwrite=overwrite, compression=compression)
+        out = check_output(out_address, overwrite=overwrite, compression=compression,
+                           inputs=[r.address for r in readers])
         if not command:
             command = (f"logmm.einsum_files({subscripts!r}, "
                        f"{[str(r.address) for r in readers]!r}, {str(out)!r}, "

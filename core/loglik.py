@@ -192,14 +192,16 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
             if out_address is not None:
                 from .chain import write_whole  # the one-shot atomic writer
 
-                out = check_output(out_address, overwrite=overwrite, compression=compression)
+                out = check_output(out_address, overwrite=overwrite, compression=compression,
+                                   inputs=_input_addresses(x, params))
                 write_whole(out, np.array([total], out_dtype), _attrs(
                     command, x, params, scale_name, reduce, out_dtype, (1,)),
                     overwrite=overwrite, compression=compression, chunk_rows=None)
             return LoglikResult(output=out, shape=(1,), dtype=out_dtype, reduce=reduce,
                                 total=total, seconds=time.perf_counter() - started, plan=plan)
 
-        out = check_output(out_address, overwrite=overwrite, compression=compression)
+        out = check_output(out_address, overwrite=overwrite, compression=compression,
+                           inputs=_input_addresses(x, params))
         fingerprint = {
             "operation": "loglik", "x": input_fingerprint(x.address, x.shape, x.dtype),
             "params": {k: v[0] if v[0] is not None else
@@ -230,6 +232,11 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
     return LoglikResult(output=out, shape=out_shape, dtype=out_dtype, reduce=reduce,
                         total=None, seconds=time.perf_counter() - started, plan=output.plan,
                         shard_note=shard_summary(output))
+
+
+def _input_addresses(x: ArrayReader, params: dict) -> list[ArrayAddress]:
+    """X's address and those of the parameters read from files."""
+    return [x.address] + [p[3].address for p in params.values() if p[3] is not None]
 
 
 def _sources(params: dict) -> str:

@@ -210,7 +210,8 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
                 f"A's columns ({k}) must equal B's rows ({k_b})"
             )
         out_dtype = resolve_dtype(a.dtype, b.dtype, dtype)
-        out = check_output(out_address, overwrite=overwrite, compression=compression)
+        out = check_output(out_address, overwrite=overwrite, compression=compression,
+                           inputs=(a.address, b.address))
         if not command:
             command = _python_call(a.address, b.address, out, method, dtype)
 

@@ -200,7 +200,8 @@ def project(x_address: Address, out_address: Address, *, w_address: Address | No
                     else _cast_operand(op, out_dtype, semiring, f"{role} ({r.address})")
                     for (role, _), op, r in zip(specs, operands, readers, strict=True)]
 
-        out = check_output(out_address, overwrite=overwrite, compression=compression)
+        out = check_output(out_address, overwrite=overwrite, compression=compression,
+                           inputs=[x.address] + [r.address for r in readers if r is not None])
         names = [str(op) if isinstance(op, Identity) else str(r.address)
                  for op, r in zip(operands, readers, strict=True)]
         operator = _operator(names, operands, blocks)

@@ -13,7 +13,9 @@ temporary name too and renamed into place just before the ``.npy`` itself.
 
 Output addresses: ``OUT.npy``; ``OUT.h5`` (dataset ``/data``) or ``OUT.h5:/group/name``;
 ``OUT.zarr`` (array ``data``) or ``OUT.zarr:group/name``. The output file (or store) is
-written whole: ``--overwrite`` replaces it, other datasets in it included.
+written whole, so ``--overwrite`` replaces it only when nothing else lives in it: a file
+or store that holds other arrays, or that one of the run's inputs is read from, is
+refused (:func:`check_output`) rather than deleted.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -89,13 +91,19 @@ def partial_path(path: str | Path) -> Path:
 
 
 def check_output(address: str | Path | ArrayAddress, *, overwrite: bool = False,
-                 compression: str | None = None) -> ArrayAddress:
+                 compression: str | None = None,
+                 inputs: Iterable[str | Path | ArrayAddress] = ()) -> ArrayAddress:
     """Validate an output address before any work; return it with its dataset filled in.
+
+    ``inputs`` are the run's input addresses: an output in the file of one of them is
+    refused, since writing it replaces that file whole.
 
     Raises
     ------
     OutputExistsError
-        The output exists and ``overwrite`` is false (nothing is touched).
+        The output exists and ``overwrite`` is false (nothing is touched), or
+        ``overwrite`` would delete more than the output: another array in the same HDF5
+        file or Zarr store, or an input's file.
     MissingInputError
         The output's directory does not exist.
     UsageError
@@ -115,9 +123,47 @@ def check_output(address: str | Path | ArrayAddress, *, overwrite: bool = False,
         raise MissingInputError(f"output directory does not exist: {parent}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise LogmmError(f"cannot write in {parent}: {_unwritable_reason(parent)}")
-    if (os.path.lexists(path) or _sidecar_exists(addr)) and not overwrite:
+    exists = os.path.lexists(path) or _sidecar_exists(addr)
+    if exists and not overwrite:
         raise OutputExistsError(f"output exists: {path} (use --overwrite to replace it)")
+    if exists:
+        _refuse_collateral_loss(addr, inputs)
     return addr
+
+
+def _refuse_collateral_loss(out: ArrayAddress, inputs: Iterable[str | Path | ArrayAddress]
+                            ) -> None:
+    """Refuse an ``--overwrite`` that would delete more than the output itself: the output
+    file is replaced whole, so an input read from it, or any other array stored in it,
+    would go with it."""
+    for given in inputs:
+        source = parse_address(given)
+        if _same_path(source.path, out.path):
+            raise OutputExistsError(
+                f"{out.path} holds an input of this run ({source}); --overwrite would replace "
+                "the whole file: write the output to another file")
+    if out.format not in ("hdf5", "zarr") or not os.path.lexists(out.path):
+        return
+    from .readers import list_arrays
+
+    try:
+        others = [name for name in list_arrays(out.path) if name.strip("/") != out.dataset]
+    except LogmmError:      # not a readable HDF5 file or Zarr store: nothing in it to keep
+        return
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3
+                                         else "")
+        raise OutputExistsError(
+            f"{out.path} holds other arrays too ({shown}); --overwrite would replace the "
+            "whole file: write the output to another file, or remove them first")
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name the same file or directory (links followed)."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
 
 
 def _unwritable_reason(directory: Path) -> str:
