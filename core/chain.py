@@ -596,7 +596,7 @@ def chain_files(addresses: Sequence[Address], out_address: Address, *, method: s
                                           chunk_rows=chunk_rows, memory=memory,
                                           block_rows=block_rows, progress=progress,
                                           command=command, started=started)
-        stack.enter_context(OutputLock(out.path))
+        stack.enter_context(OutputLock(out))
         matrices = [read_whole(r) for r in readers]
         bar = stack.enter_context(progress_steps(len(readers) - 1, progress, "chain"))
         result, report, cost, order = _log_chain_report(matrices, names, method, out_dtype,
@@ -714,7 +714,7 @@ def power_file(address: Address, steps: int, out_address: Address, *, method: st
         if not command:
             command = (f"logmm.power_file({str(reader.address)!r}, {steps}, {str(out)!r}, "
                        f"method={method!r})")
-        stack.enter_context(OutputLock(out.path))
+        stack.enter_context(OutputLock(out))
         P = read_whole(reader)
         bar = stack.enter_context(progress_steps(squarings + products, progress, "power"))
         result, report = _log_power_report(P, steps, name, method, out_dtype,

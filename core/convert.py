@@ -25,7 +25,7 @@ from .inspect import inspect_file
 from .io.addresses import ArrayAddress
 from .io.readers import open_array
 from .io.resume import OutputLock
-from .io.writers import check_output, create_writer, output_address
+from .io.writers import check_output, container_output, create_writer, output_address
 from .plan import plan_copy_rows
 from .stream import run_pipeline
 
@@ -149,9 +149,11 @@ def convert(in_address: str | Path | ArrayAddress, out_address: str | Path | Arr
         if dtype is not None and reader.dtype.kind == "c":
             raise InputError(f"{source} is complex ({reader.dtype}); it cannot be cast "
                              f"to {np.dtype(dtype)}")
-        if _same_file(source.path, output_address(out_address).path):
-            raise UsageError(f"{source.path} is both input and output; the output file is "
-                             "written whole, so write to another file")
+        target = output_address(out_address)
+        if _same_file(source.path, target.path) and (
+                source.dataset == target.dataset or not container_output(target)):
+            raise UsageError(f"{source} is both input and output; write to another "
+                             + ("dataset" if source.dataset == target.dataset else "file"))
         out = check_output(out_address, overwrite=overwrite, compression=compression,
                            inputs=[source])
         meta = inspect_file(source).arrays[0]
@@ -165,7 +167,7 @@ def convert(in_address: str | Path | ArrayAddress, out_address: str | Path | Arr
             command = _python_call(source, out, dtype, compression)
         attrs = _provenance(meta.attrs, source, out_dtype, command, out.format)
 
-        with OutputLock(out.path), create_writer(
+        with OutputLock(out), create_writer(
                 out, reader.shape, out_dtype, overwrite=overwrite, compression=compression,
                 chunk_rows=chunk_rows) as writer:
             n = reader.shape[0]

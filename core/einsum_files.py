@@ -171,7 +171,7 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
                 chunk_rows=chunk_rows, progress=progress, command=command, explain=explain,
                 block_rows=block_rows, memory=memory, resume=resume, shard=shard,
                 scheduler=scheduler, dask_address=dask_address, started=started)
-        stack.enter_context(OutputLock(out.path))
+        stack.enter_context(OutputLock(out))
         operands = [read_whole(r) for r in readers]
         if out_dtype is not None:
             operands = [_cast(x, out_dtype, f"operand {i} ({r.address})")

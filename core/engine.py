@@ -108,11 +108,11 @@ def open_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...], dty
         return OpenOutput(writer=writer, record=record, plan=plan, pending=pending,
                           resumed_blocks=len(blocks) - len(pending),
                           total_rows=sum(r1 - r0 for _, r0, r1 in blocks), shard=shard)
-    stack.enter_context(OutputLock(out.path))
+    stack.enter_context(OutputLock(out))
     if out.format == "zarr" and (shared := shard_status(out)) is not None and not shared.merged:
         raise LogmmError(f"{partial_path(out.path)} is the shared store of --shard runs "
                          f"({shared.summary()}); finish them with --shard, or delete it")
-    record = ResumeRecord.load(record_path(out.path)) if resume else None
+    record = ResumeRecord.load(record_path(out)) if resume else None
     if record is not None and (why := record.mismatch(fingerprint)):
         raise LogmmError(f"cannot resume {out}: {why}; rerun without --resume to start afresh")
     plan = load_plan(record.plan) if record is not None else make_plan()
@@ -121,7 +121,7 @@ def open_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...], dty
         chunk_rows=plan.chunk_rows, resume=record is not None,  # type: ignore[attr-defined]
         contiguous=contiguous))
     if not writer.resumed or record is None:
-        record = ResumeRecord(record_path(out.path), fingerprint,
+        record = ResumeRecord(record_path(out), fingerprint,
                               plan.as_dict())  # type: ignore[attr-defined]
     record.save()
     blocks = list(enumerate(plan.row_blocks()))  # type: ignore[attr-defined]

@@ -50,6 +50,7 @@ _WORK_ADDRESS_RE = re.compile(
     r"(?::(?P<dataset>.*))?$",
     re.DOTALL,
 )
+_PARTIAL_DATASET_RE = re.compile(r"^\.(?P<name>.+)\.logmm-partial$", re.DOTALL)
 _KIND_NAMES = {"partial.json": "record", "partial": "partial", "lock": "lock"}
 _MAX_WALK = 100_000  # directory entries counted for a Zarr store's size before giving up
 
@@ -224,6 +225,14 @@ def inspect_file(address: str | Path | ArrayAddress) -> FileInfo:
     )
     if shards is not None:
         info.notes.append(shards.summary())
+    for array in arrays:          # datasets of unfinished runs inside an existing container
+        final = _partial_dataset_of(array.name)
+        if final is not None and array.name:
+            head = array.name[:array.name.rfind("/") + 1]
+            info.notes.append(
+                f"{array.name} is the partial dataset of an unfinished logmm run writing "
+                f"{head}{final}: rerun the same command with --resume to finish it, or "
+                "delete it")
     if addr.format == "npy" and not temporary:
         sidecar = sidecar_path(path)
         if sidecar.exists() and info.file_bytes is not None:
@@ -353,7 +362,8 @@ def _hdf5_array(addr: ArrayAddress, name: str, ds: Any, temporary: bool) -> Arra
         name=name, address=str(addr.with_dataset(name)), shape=[int(s) for s in shape],
         dtype=str(ds.dtype), chunks=list(ds.chunks) if ds.chunks else None, shards=None,
         compression=compression, codecs=codecs, nbytes=_nbytes(shape, ds.dtype),
-        stored_bytes=stored, status=logmm_status(attrs, temporary=temporary), attrs=attrs,
+        stored_bytes=stored, attrs=attrs,
+        status=logmm_status(attrs, temporary=temporary or _partial_dataset_of(name) is not None),
     )
 
 
@@ -407,12 +417,19 @@ def _zarr_array(addr: ArrayAddress, name: str | None, arr: Any, temporary: bool)
         chunks=[int(c) for c in arr.chunks], shards=[int(s) for s in shards] if shards else None,
         compression=compression, codecs=codecs,
         nbytes=nbytes,
-        stored_bytes=_disk_bytes(array_dir), status=logmm_status(attrs, temporary=temporary),
-        attrs=attrs,
+        stored_bytes=_disk_bytes(array_dir), attrs=attrs,
+        status=logmm_status(attrs, temporary=temporary or _partial_dataset_of(name) is not None),
     )
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _partial_dataset_of(name: str | None) -> str | None:
+    """``"g/.x.logmm-partial"`` → ``"x"``: the dataset a hidden partial dataset inside an
+    existing container becomes (see :func:`logmm.io.writers.partial_dataset`), else None."""
+    match = _PARTIAL_DATASET_RE.match((name or "").rpartition("/")[2])
+    return match["name"] if match else None
 
 
 def _shards(addr: ArrayAddress) -> Any:

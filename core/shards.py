@@ -56,6 +56,7 @@ from .io.writers import (
     _remove,
     _replace,
     check_output,
+    container_output,
     create_writer,
     output_address,
     partial_path,
@@ -229,6 +230,7 @@ def open_shard_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...
     if out.format not in ("zarr", "hdf5"):
         raise UsageError(f"--shard needs a .zarr or .h5 output, not {out.path.name}: shards "
                          "share one Zarr store, or write HDF5 files that 'logmm merge' joins")
+    _refuse_container(out)
     unit = shard_path(out.path, shard)
     stack.enter_context(OutputLock(unit))
     whole = digest(fingerprint)
@@ -270,6 +272,16 @@ def open_shard_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...
         record = ResumeRecord(record_path(unit), record_fp, plan.as_dict())
     record.save()
     return writer, record, plan, blocks
+
+
+def _refuse_container(out: ArrayAddress) -> None:
+    """Shards are files (or a store) of their own, named after the output file, and are
+    joined into a whole new file: they cannot add a dataset to an existing container."""
+    if container_output(out):
+        raise UsageError(
+            f"--shard cannot add {out.dataset} to the existing {out.path} (shards and their "
+            "merge write whole files named after it): shard into a new file, then copy the "
+            "result in with 'logmm convert NEW OUT:DATASET'")
 
 
 def _open_shared_store(out: ArrayAddress, shape: tuple[int, ...], dtype: np.dtype, *,
@@ -759,6 +771,7 @@ def merge(address: str | Path | ArrayAddress, *, overwrite: bool = False) -> Mer
 def _merge_hdf5(out: ArrayAddress, status: ShardStatus, *, overwrite: bool) -> MergeResult:
     import h5py
 
+    _refuse_container(out)
     check_output(out, overwrite=overwrite)
     first = status.shards[0].attrs
     shape = tuple(int(s) for s in first["total_shape"])

@@ -174,7 +174,7 @@ def test_errors(tmp_path: Path, save) -> None:
         (["convert", tmp_path / "missing.npy", tmp_path / "o.h5"], 1, "no such file"),
         (["convert", f"{tmp_path}/a.h5:/zz", tmp_path / "o.h5"], 1, "it holds: /a, /b"),
         (["convert", tmp_path / "a.h5", tmp_path / "o.h5"], 1, "holds 2 arrays"),
-        (["convert", src, f"{tmp_path}/a.h5:/c", "--overwrite"], 2, "both input and output"),
+        (["convert", src, f"{tmp_path}/a.h5:/a", "--overwrite"], 2, "both input and output"),
         (["convert", src, tmp_path / "o.txt"], 2, "cannot tell the format"),
         (["convert", src, tmp_path / "o.npy", "--compression", "gzip"], 2, "not compressed"),
     ]

@@ -1,12 +1,14 @@
 """``--overwrite`` replaces the output and nothing else: never an input, never the other
 arrays of the HDF5 file or Zarr store the output lives in (the data-loss report of the
-pipeline-grade issue). Every case runs the real command line and compares every array
-of the file before and after, bit for bit."""
+pipeline-grade issue). An output inside an existing file is one dataset of it, written
+under a hidden name and renamed when complete. Every case runs the real command line and
+compares every other array of the file before and after, bit for bit."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -26,6 +28,15 @@ def snapshot(path: Path) -> dict[str, bytes]:
         with open_array(address) as reader:
             arrays[name] = reader.read_all().tobytes()
     return arrays
+
+
+def read(address: str | Path) -> np.ndarray:
+    with open_array(address) as reader:
+        return reader.read_all()
+
+
+def log_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.log(np.exp(a) @ np.exp(b))
 
 
 @pytest.fixture
@@ -57,31 +68,66 @@ def refused_unchanged(tmp_path: Path, container: Path, *args: str | Path,
     return message
 
 
-def test_hdf5_output_beside_its_own_input_is_refused(tmp_path: Path, hdf5_results: Path):
-    message = refused_unchanged(
-        tmp_path, hdf5_results, "multiply", f"{hdf5_results}:/results/run1/logp",
-        tmp_path / "b.npy", "-o", f"{hdf5_results}:/results/run1/product", "--overwrite")
-    assert str(hdf5_results) in message and "input" in message
+def added_beside(tmp_path: Path, container: Path, name: str, *args: str | Path) -> np.ndarray:
+    """Run ``logmm ARGS`` adding ``name`` to ``container``; check that it succeeds, that
+    every other array is bit-identical and no work file is left; return the new array."""
+    before = snapshot(container)
+    before.pop(name, None)
+    proc = run_logmm(*args, "-q")
+    assert proc.returncode == 0, proc.stderr
+    after = snapshot(container)
+    assert set(after) == set(before) | {name}
+    assert {k: v for k, v in after.items() if k != name} == before
+    assert not [p for p in listing(tmp_path) if "logmm-" in p], listing(tmp_path)
+    return read(f"{container}:{name}")
 
 
-def test_zarr_output_beside_its_own_input_is_refused(tmp_path: Path, zarr_store: Path):
-    message = refused_unchanged(
-        tmp_path, zarr_store, "multiply", f"{zarr_store}:sub/A", tmp_path / "b.npy",
-        "-o", f"{zarr_store}:sub/product", "--overwrite")
-    assert str(zarr_store) in message
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]], ids=["new", "overwrite"])
+def test_hdf5_output_beside_its_own_input_is_added(tmp_path: Path, hdf5_results: Path,
+                                                   overwrite: list[str]):
+    # the exact command of the data-loss report: it deleted every other dataset
+    a = read(f"{hdf5_results}:/results/run1/logp")
+    b = np.load(tmp_path / "b.npy")
+    result = added_beside(tmp_path, hdf5_results, "/results/run1/product", "multiply",
+                          f"{hdf5_results}:/results/run1/logp", tmp_path / "b.npy", "-o",
+                          f"{hdf5_results}:/results/run1/product", *overwrite)
+    np.testing.assert_allclose(result, log_product(a, b), rtol=1e-13)
+    with h5py.File(hdf5_results, "r") as f:   # the provenance names a dataset that exists
+        source = f["/results/run1/product"].attrs["a"]
+        assert source.endswith(":/results/run1/logp") and "/results/run1/logp" in f
+
+
+def test_zarr_output_beside_its_own_input_is_added(tmp_path: Path, zarr_store: Path):
+    a, b = read(f"{zarr_store}:sub/A"), np.load(tmp_path / "b.npy")
+    result = added_beside(tmp_path, zarr_store, "sub/product", "multiply", f"{zarr_store}:sub/A",
+                          tmp_path / "b.npy", "-o", f"{zarr_store}:sub/product", "--overwrite")
+    np.testing.assert_allclose(result, log_product(a, b), rtol=1e-13)
 
 
 @pytest.mark.parametrize("kind", ["hdf5", "zarr"])
-def test_overwrite_never_deletes_other_arrays(tmp_path: Path, kind: str):
+def test_overwrite_replaces_only_the_named_dataset(tmp_path: Path, kind: str):
     a, b = RNG.standard_normal((5, 4)), RNG.standard_normal((4, 3))
     np.save(tmp_path / "a.npy", a)
     np.save(tmp_path / "b.npy", b)
     container = tmp_path / ("keep.h5" if kind == "hdf5" else "keep.zarr")
-    save_array(f"{container}:{'/' if kind == 'hdf5' else ''}precious", RNG.standard_normal(7))
-    message = refused_unchanged(tmp_path, container, "multiply", tmp_path / "a.npy",
-                                tmp_path / "b.npy", "-o", f"{container}:product",
-                                "--overwrite")
-    assert "precious" in message and "other arrays" in message
+    name = "/product" if kind == "hdf5" else "product"
+    save_array(f"{container}:precious", RNG.standard_normal(7))
+    save_array(f"{container}:product", RNG.standard_normal((2, 2)))   # an older result
+    args = ["multiply", tmp_path / "a.npy", tmp_path / "b.npy", "-o", f"{container}:product"]
+    message = refused_unchanged(tmp_path, container, *args)
+    assert message.startswith("output exists:") and "--overwrite" in message
+    result = added_beside(tmp_path, container, name, *args, "--overwrite")
+    np.testing.assert_allclose(result, log_product(a, b), rtol=1e-13)
+
+
+@pytest.mark.parametrize("kind", ["hdf5", "zarr"])
+def test_output_over_its_own_input_dataset_is_refused(tmp_path: Path, kind: str,
+                                                      request: pytest.FixtureRequest):
+    container = request.getfixturevalue("hdf5_results" if kind == "hdf5" else "zarr_store")
+    source = f"{container}:/results/run1/logp" if kind == "hdf5" else f"{container}:sub/A"
+    message = refused_unchanged(tmp_path, container, "multiply", source, tmp_path / "b.npy",
+                                "-o", source, "--overwrite")
+    assert source.split(":")[-1].strip("/") in message and "input" in message
 
 
 def test_npy_output_that_is_an_input_is_refused(tmp_path: Path):
@@ -91,23 +137,46 @@ def test_npy_output_that_is_an_input_is_refused(tmp_path: Path):
     assert "input" in message
 
 
-@pytest.mark.parametrize("command", [
-    ["chain", "{c}:/m", "{c}:/m", "-o", "{c}:/out"],
-    ["power", "{c}:/m", "-n", "3", "-o", "{c}:/out"],
-    ["einsum", "ij,jk->ik", "{c}:/m", "{c}:/m", "-o", "{c}:/out"],
-    ["project", "{c}:/m", "{d}/w.npy", "--blocks", "2", "-o", "{c}:/out"],
-    ["loglik", "{c}:/m", "--mu", "0", "--sigma", "1", "-o", "{c}:/out"],
-    ["convert", "{c}:/m", "{c}:/out"],
-], ids=lambda c: c[0])
-def test_every_command_refuses_to_replace_its_inputs_file(tmp_path: Path, command: list[str]):
+COMMANDS = {
+    "chain": ["chain", "{c}:/m", "{c}:/m", "-o", "{o}"],
+    "power": ["power", "{c}:/m", "-n", "3", "-o", "{o}"],
+    "einsum": ["einsum", "ij,jk->ik", "{c}:/m", "{c}:/m", "-o", "{o}"],
+    "project": ["project", "{c}:/m", "{d}/w.npy", "--blocks", "2", "-o", "{o}"],
+    "loglik": ["loglik", "{c}:/m", "--mu", "0", "--sigma", "1", "-o", "{o}"],
+    "convert": ["convert", "{c}:/m", "{o}"],
+}
+
+
+@pytest.fixture
+def shared_file(tmp_path: Path) -> Path:
     container = tmp_path / "c.h5"
     save_array(f"{container}:/m", RNG.standard_normal((4, 4)))
     save_array(f"{container}:/out", RNG.standard_normal((2, 2)))
     np.save(tmp_path / "w.npy", RNG.standard_normal((2, 2)))
-    args = [part.format(c=container, d=tmp_path) for part in command]
+    return container
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_adds_beside_its_inputs(tmp_path: Path, shared_file: Path, command: str):
+    """Every command reads /m from c.h5 and replaces /out in it: /m is untouched, and /out
+    is bit for bit what the same command writes to a file of its own."""
+    def args(out: str) -> list[str]:
+        return [p.format(c=shared_file, d=tmp_path, o=out) for p in COMMANDS[command]]
+
+    assert run_logmm(*args(str(tmp_path / "alone.h5")), "-q").returncode == 0
+    result = added_beside(tmp_path, shared_file, "/out", *args(f"{shared_file}:/out"),
+                          "--overwrite")
+    assert result.tobytes() == read(tmp_path / "alone.h5").tobytes()
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_refuses_to_replace_its_input(tmp_path: Path, shared_file: Path,
+                                                    command: str):
+    args = [part.format(c=shared_file, d=tmp_path, o=f"{shared_file}:/m")
+            for part in COMMANDS[command]]
     # convert has refused input == output as a usage error (exit 2) from the start
-    codes = (2,) if command[0] == "convert" else (1,)
-    refused_unchanged(tmp_path, container, *args, "--overwrite", codes=codes)
+    codes = (2,) if command == "convert" else (1,)
+    refused_unchanged(tmp_path, shared_file, *args, "--overwrite", codes=codes)
 
 
 @pytest.mark.parametrize("suffix", ["h5", "zarr", "npy"])

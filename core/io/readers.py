@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import weakref
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -253,8 +254,47 @@ def _check_virtual_sources(ds: Any, path: Path, address: ArrayAddress) -> None:
                                     "merged file)")
 
 
+#: the HDF5 readers open in this process (see :func:`release_hdf5_readers`)
+_OPEN_HDF5: weakref.WeakSet[HDF5Reader] = weakref.WeakSet()
+
+
+def release_hdf5_readers(path: str | Path) -> list[HDF5Reader]:
+    """Close the read-only handles this process's open readers hold on the HDF5 file
+    ``path`` and return those readers, to be given a handle again with
+    :meth:`HDF5Reader.rebind`.
+
+    A writer that adds a dataset to a file the run also reads from needs this: HDF5
+    refuses to open a file for writing while the same process has it open read-only,
+    but readers may share the writer's handle.
+    """
+    target = Path(path).resolve()
+    found = []
+    for reader in list(_OPEN_HDF5):
+        if reader._file is not None and Path(reader.address.path).resolve() == target:
+            reader._file.close()
+            reader._file = None
+            found.append(reader)
+    return found
+
+
 class HDF5Reader(ArrayReader):
     """A dataset in an HDF5 file, read with h5py."""
+
+    def rebind(self, file: Any | None) -> None:
+        """Read through ``file`` (an h5py File of the same path, held by a writer), or,
+        with None, through a read-only handle of its own again."""
+        import h5py
+
+        if getattr(self, "_closed", False):
+            return
+        if file is None:
+            try:
+                self._file = h5py.File(self.address.path, "r")
+            except OSError as exc:
+                raise FormatError(f"{self.address.path}: not a readable HDF5 file "
+                                  f"({_one_line(exc)})") from None
+            file = self._file
+        self._ds = file[self.address.dataset]
 
     def __init__(self, address: ArrayAddress) -> None:
         import h5py
@@ -293,6 +333,7 @@ class HDF5Reader(ArrayReader):
                 _check_virtual_sources(node, path, address.with_dataset(name))
             self._ds = node
             self.address = address.with_dataset(name)
+            _OPEN_HDF5.add(self)
             self.shape = tuple(int(s) for s in node.shape)
             self.dtype = np.dtype(node.dtype)
             self.chunks = tuple(int(c) for c in node.chunks) if node.chunks else None
@@ -308,6 +349,8 @@ class HDF5Reader(ArrayReader):
         return self._ds.id.get_create_plist().get_nfilters() > 0
 
     def close(self) -> None:
+        self._closed = True
+        _OPEN_HDF5.discard(self)
         f = getattr(self, "_file", None)
         if f is not None:
             f.close()

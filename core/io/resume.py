@@ -10,6 +10,13 @@ uninterrupted run.
 
 ``.OUT.logmm-lock`` (an ``flock``, holding the pid) keeps two runs from writing the
 same output; a lock whose process is gone is taken over.
+
+An output inside an existing container (:func:`logmm.io.writers.container_output`) has
+its own record, ``.OUT#group%name.logmm-partial.json`` (the dataset path, ``/`` written
+``%``), so runs adding different datasets keep theirs apart. Its lock is per dataset in a
+Zarr store (runs adding different arrays to one store proceed together) and per file in
+HDF5, where HDF5 allows one writer per file: a second run gets the one-line "another
+logmm run … is writing" error at once instead of a failure, or worse, inside HDF5.
 """
 
 from __future__ import annotations
@@ -23,7 +30,13 @@ from typing import Any
 
 from ..errors import LogmmError
 from .addresses import ArrayAddress
-from .writers import partial_path, temporary_path, write_failure
+from .writers import (
+    container_output,
+    partial_path,
+    temporary_path,
+    write_failure,
+    writes_into,
+)
 
 __all__ = [
     "OutputLock",
@@ -37,36 +50,67 @@ __all__ = [
 _RECORD_VERSION = 1
 
 
-def record_path(output: str | Path) -> Path:
-    """``dir/.OUT.logmm-partial.json``."""
-    partial = partial_path(output)
+def _dataset_unit(output: str | Path | ArrayAddress, *, lock: bool = False) -> Path:
+    """The path a record (or lock) is named after: the output file, or for a dataset inside
+    an existing container ``dir/OUT#group%name`` (an HDF5 lock stays the file's)."""
+    if not isinstance(output, ArrayAddress):
+        return Path(output)
+    if not container_output(output) or (lock and output.format == "hdf5"):
+        return output.path
+    key = (output.dataset or "").replace("/", "%")
+    return output.path.with_name(f"{output.path.name}#{key}")
+
+
+def record_path(output: str | Path | ArrayAddress) -> Path:
+    """``dir/.OUT.logmm-partial.json`` (``dir/.OUT#group%name.logmm-partial.json`` for a
+    dataset inside an existing container)."""
+    partial = partial_path(_dataset_unit(output))
     return partial.with_name(partial.name + ".json")
 
 
-def lock_path(output: str | Path) -> Path:
-    """``dir/.OUT.logmm-lock``."""
-    output = Path(output)
-    return output.with_name(f".{output.name}.logmm-lock")
+def lock_path(output: str | Path | ArrayAddress) -> Path:
+    """``dir/.OUT.logmm-lock`` (``dir/.OUT#group%name.logmm-lock`` for an array inside an
+    existing Zarr store)."""
+    unit = _dataset_unit(output, lock=True)
+    return unit.with_name(f".{unit.name}.logmm-lock")
 
 
 def input_fingerprint(address: ArrayAddress, shape: tuple[int, ...], dtype: Any) -> dict[str, Any]:
     """Identity of an input as far as a resumed run must trust it: the resolved address,
     shape, dtype, and size and modification time of the file (or of a Zarr array's
-    metadata document)."""
+    metadata document; or, for an input inside the HDF5 file the run adds its output to,
+    where the dataset lives in it)."""
     path = Path(address.path).resolve()
     probe = path
     if address.format == "zarr":
         node = path / (address.dataset or "")
         probe = next((node / name for name in ("zarr.json", ".zarray") if (node / name).exists()),
                      path)
-    stat = probe.stat()
+    identity: dict[str, Any]
+    if address.format == "hdf5" and address.dataset and writes_into(path):
+        identity = _hdf5_dataset_identity(path, address.dataset)
+    else:
+        stat = probe.stat()
+        identity = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     return {
         "address": f"{path}" + (f":{address.dataset}" if address.dataset else ""),
         "shape": list(shape),
         "dtype": str(dtype),
-        "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
+        **identity,
     }
+
+
+def _hdf5_dataset_identity(path: Path, dataset: str) -> dict[str, Any]:
+    """An input inside the HDF5 file the run adds its output to: that file's size and
+    modification time change under the run's own writes, so the dataset is identified by
+    where it lives in the file instead (object header, data offset, stored bytes). A
+    dataset replaced since moves; one rewritten in place is not noticed."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        ds = f[dataset]
+        return {"object": int(h5py.h5o.get_info(ds.id).addr),
+                "offset": ds.id.get_offset(), "size": int(ds.id.get_storage_size())}
 
 
 @dataclass
@@ -136,9 +180,15 @@ class OutputLock:
     process that holds no ``flock`` (written by hand, or by an older logmm) is respected.
     """
 
-    def __init__(self, output: str | Path) -> None:
+    def __init__(self, output: str | Path | ArrayAddress) -> None:
         self.path = lock_path(output)
-        self.output = Path(output)
+        inside = isinstance(output, ArrayAddress) and container_output(output)
+        #: what the lock guards, as messages name it: the file, or the array in a store
+        self.output: Path | ArrayAddress = (
+            output if inside and output.format == "zarr"    # type: ignore[union-attr]
+            else output.path if isinstance(output, ArrayAddress) else Path(output))
+        #: one HDF5 file that runs add datasets to: the lock is the file's
+        self.per_file = inside and output.format == "hdf5"  # type: ignore[union-attr]
         self.held = False
         self._fd: int | None = None
 
@@ -150,7 +200,7 @@ class OutputLock:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
             except OSError as exc:                       # read-only, disk full, ...
-                raise write_failure(self.output, exc) from exc
+                raise write_failure(str(self.output), exc) from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -175,7 +225,7 @@ class OutputLock:
             except OSError as exc:   # disk full: an empty lock would confuse the next run
                 self.path.unlink(missing_ok=True)
                 os.close(fd)
-                raise write_failure(self.output, exc) from exc
+                raise write_failure(str(self.output), exc) from exc
             self._fd = fd
             self.held = True
             return
@@ -183,6 +233,10 @@ class OutputLock:
 
     def _busy(self, pid: int | None) -> LogmmError:
         who = f"another logmm run (pid {pid})" if pid is not None else "another logmm run"
+        if self.per_file:
+            return LogmmError(f"{who} is writing into {self.output} (HDF5 allows one "
+                              f"writer per file); wait for it, or remove {self.path} if it "
+                              "is gone")
         return LogmmError(f"{who} is writing {self.output}; wait for it, or remove "
                           f"{self.path} if it is gone")
 

@@ -12,10 +12,27 @@ room for attributes, so they go to a JSON sidecar ``OUT.npy.json``, written unde
 temporary name too and renamed into place just before the ``.npy`` itself.
 
 Output addresses: ``OUT.npy``; ``OUT.h5`` (dataset ``/data``) or ``OUT.h5:/group/name``;
-``OUT.zarr`` (array ``data``) or ``OUT.zarr:group/name``. The output file (or store) is
-written whole, so ``--overwrite`` replaces it only when nothing else lives in it: a file
-or store that holds other arrays, or that one of the run's inputs is read from, is
-refused (:func:`check_output`) rather than deleted.
+``OUT.zarr`` (array ``data``) or ``OUT.zarr:group/name``.
+
+Outputs inside existing containers (:func:`container_output`): when ``OUT.h5`` or
+``OUT.zarr`` already exists and holds anything besides the output itself, the output is
+one dataset *inside* it: written under the hidden name ``group/.name.logmm-partial`` in
+the same file or group (:func:`partial_dataset`), then renamed (an HDF5 link move; a
+Zarr directory rename) at commit. ``--overwrite`` then replaces only that dataset; the
+file's other datasets are never rewritten. A new file, or one that holds nothing but the
+output, is written whole under ``.OUT.logmm-partial`` and renamed, as before. An input
+that *is* the output dataset is refused, as is an output file replaced whole that an
+input lives in.
+
+HDF5 inside an existing file: the dataset's storage is allocated when it is created
+(unfiltered outputs), so writing blocks changes no HDF5 metadata and a ``kill -9`` while
+blocks are written leaves the file's structure as it was flushed after creation; the
+metadata changes (create, attributes and link move at commit) are each flushed at once,
+so only a kill inside those few milliseconds can leave the file needing repair. Files in
+HDF5's newest format (superblock v3, ``libver="latest"``) are refused: HDF5 marks them
+"open for writing" on disk, and after a kill no program opens them until ``h5clear -s``.
+Inputs read from the same HDF5 file are read through the writer's own handle (h5py
+cannot open one file twice with different modes in one process).
 """
 
 from __future__ import annotations
@@ -45,11 +62,14 @@ __all__ = [
     "NpyWriter",
     "ZarrWriter",
     "check_output",
+    "container_output",
     "create_writer",
     "os_error_reason",
     "write_failure",
+    "writes_into",
     "default_chunk_rows",
     "output_address",
+    "partial_dataset",
     "partial_path",
     "sidecar_path",
     "temporary_path",
@@ -90,20 +110,53 @@ def partial_path(path: str | Path) -> Path:
     return path.with_name(f".{path.name}.logmm-partial")
 
 
+def partial_dataset(dataset: str) -> str:
+    """Hidden name, in the same group, of a dataset being written inside an existing
+    container: ``"g/name"`` → ``"g/.name.logmm-partial"``."""
+    head, _, name = dataset.strip("/").rpartition("/")
+    return (head + "/" if head else "") + f".{name}.logmm-partial"
+
+
+def container_output(address: str | Path | ArrayAddress) -> bool:
+    """Whether ``address`` is written as one dataset inside an existing container.
+
+    True for an HDF5 file or a Zarr store (whose root is a group) that exists and holds
+    anything besides the output dataset itself (other arrays, or none at all); False for a
+    new file, ``.npy``, a container holding only the output (that one is replaced whole,
+    which also frees its space), or a path that is not a readable container.
+    """
+    addr = output_address(address)
+    if addr.format not in ("hdf5", "zarr") or not os.path.lexists(addr.path):
+        return False
+    from .readers import list_arrays
+
+    try:
+        names = [name.strip("/") for name in list_arrays(addr.path)]
+    except LogmmError:      # not a readable HDF5 file or Zarr store
+        if addr.format == "hdf5":
+            _refuse_hdf5_locked(addr.path)
+        return False
+    if names == [""]:       # a Zarr store that is one array: nothing can live beside it
+        return False
+    return names != [addr.dataset]
+
+
 def check_output(address: str | Path | ArrayAddress, *, overwrite: bool = False,
                  compression: str | None = None,
                  inputs: Iterable[str | Path | ArrayAddress] = ()) -> ArrayAddress:
     """Validate an output address before any work; return it with its dataset filled in.
 
-    ``inputs`` are the run's input addresses: an output in the file of one of them is
-    refused, since writing it replaces that file whole.
+    ``inputs`` are the run's input addresses. An output written whole must not replace
+    the file of one of them; an output inside an existing container
+    (:func:`container_output`) must not be one of them.
 
     Raises
     ------
     OutputExistsError
-        The output exists and ``overwrite`` is false (nothing is touched), or
-        ``overwrite`` would delete more than the output: another array in the same HDF5
-        file or Zarr store, or an input's file.
+        The output (file, or dataset inside an existing container) exists and
+        ``overwrite`` is false (nothing is touched); or it would replace an input.
+    LogmmError
+        An HDF5 container in HDF5's newest file format (see the module notes).
     MissingInputError
         The output's directory does not exist.
     UsageError
@@ -123,39 +176,97 @@ def check_output(address: str | Path | ArrayAddress, *, overwrite: bool = False,
         raise MissingInputError(f"output directory does not exist: {parent}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise LogmmError(f"cannot write in {parent}: {_unwritable_reason(parent)}")
+    sources = [parse_address(given) for given in inputs]
+    if container_output(addr):
+        if addr.format == "hdf5":
+            _refuse_hdf5_newest_format(path)
+            _WRITTEN_CONTAINERS.add(path.resolve())
+        if not os.access(path, os.W_OK):
+            raise LogmmError(f"cannot write into {path}: {os.strerror(errno.EACCES)}")
+        if _container_holds(addr, addr.dataset):
+            if not overwrite:
+                raise OutputExistsError(f"output exists: {addr} (use --overwrite to replace it)")
+            for source in sources:
+                if _same_path(source.path, path) and source.dataset == addr.dataset:
+                    raise OutputExistsError(
+                        f"{addr} is an input of this run; --overwrite would replace it while "
+                        "it is read: write the output to another dataset")
+        return addr
     exists = os.path.lexists(path) or _sidecar_exists(addr)
     if exists and not overwrite:
         raise OutputExistsError(f"output exists: {path} (use --overwrite to replace it)")
     if exists:
-        _refuse_collateral_loss(addr, inputs)
+        for source in sources:
+            if _same_path(source.path, path):
+                raise OutputExistsError(
+                    f"{path} holds an input of this run ({source}); --overwrite would replace "
+                    "the whole file: write the output to another file")
     return addr
 
 
-def _refuse_collateral_loss(out: ArrayAddress, inputs: Iterable[str | Path | ArrayAddress]
-                            ) -> None:
-    """Refuse an ``--overwrite`` that would delete more than the output itself: the output
-    file is replaced whole, so an input read from it, or any other array stored in it,
-    would go with it."""
-    for given in inputs:
-        source = parse_address(given)
-        if _same_path(source.path, out.path):
-            raise OutputExistsError(
-                f"{out.path} holds an input of this run ({source}); --overwrite would replace "
-                "the whole file: write the output to another file")
-    if out.format not in ("hdf5", "zarr") or not os.path.lexists(out.path):
-        return
-    from .readers import list_arrays
+#: HDF5 files this process adds a dataset to (see :func:`writes_into`)
+_WRITTEN_CONTAINERS: set[Path] = set()
+
+
+def writes_into(path: str | Path) -> bool:
+    """Whether this process adds a dataset to the existing HDF5 file ``path`` (checked by
+    :func:`check_output`): the file's size and modification time then change under the
+    run's own writes, so a resume record must identify inputs in it otherwise."""
+    try:
+        return Path(path).resolve() in _WRITTEN_CONTAINERS
+    except OSError:
+        return False
+
+
+def _container_holds(addr: ArrayAddress, dataset: str | None) -> bool:
+    """Whether the existing container ``addr.path`` has a node named ``dataset``."""
+    if not dataset:
+        return False
+    if addr.format == "zarr":
+        node = addr.path / dataset
+        return any((node / doc).exists() for doc in ("zarr.json", ".zarray", ".zgroup"))
+    import h5py
 
     try:
-        others = [name for name in list_arrays(out.path) if name.strip("/") != out.dataset]
-    except LogmmError:      # not a readable HDF5 file or Zarr store: nothing in it to keep
-        return
-    if others:
-        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3
-                                         else "")
-        raise OutputExistsError(
-            f"{out.path} holds other arrays too ({shown}); --overwrite would replace the "
-            "whole file: write the output to another file, or remove them first")
+        with h5py.File(addr.path, "r") as f:
+            return dataset in f
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+def _refuse_hdf5_locked(path: Path) -> None:
+    """Raise if HDF5's own file lock keeps ``path`` from being read: another process is
+    writing it, and nothing can be said about what it holds."""
+    import h5py
+
+    try:
+        h5py.File(path, "r").close()
+    except OSError as exc:
+        if "lock" not in str(exc).lower():
+            return
+        lock = path.with_name(f".{path.name}.logmm-lock")     # logmm.io.resume.lock_path
+        try:
+            who = f"another logmm run (pid {int(lock.read_text(encoding='ascii'))})"
+        except (OSError, ValueError):
+            who = "another process"
+        raise LogmmError(f"{who} is writing into {path} (HDF5 allows one writer per file, "
+                         "and no reader meanwhile); wait for it") from None
+
+
+def _refuse_hdf5_newest_format(path: Path) -> None:
+    """Refuse writing into an HDF5 file with a version-3 superblock (see module notes)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            version = f.id.get_create_plist().get_version()[0]
+    except OSError:
+        return                   # the writer's own open reports what is wrong
+    if version >= 3:
+        raise LogmmError(
+            f"cannot add a dataset to {path}: it uses HDF5's newest file format (superblock "
+            f"v{version}), which a killed run would leave unopenable until 'h5clear -s'; "
+            "write the output to a new file")
 
 
 def _same_path(a: Path, b: Path) -> bool:
@@ -272,30 +383,51 @@ class ArrayWriter:
         if chunk_rows is not None and chunk_rows < 1:
             raise UsageError(f"chunk rows must be at least 1, got {chunk_rows}")
         self.chunk_rows = int(chunk_rows) if chunk_rows else default_chunk_rows(n_rows, row_bytes)
+        #: written as one dataset inside an existing HDF5 file / Zarr store (see the
+        #: module notes), under :func:`partial_dataset` until committed
+        self.in_container = container_output(self.address)
         self.tmp_path = partial_path(self.path)
         self.contiguous = contiguous
         self.attrs: dict[str, Any] = {}
         self.committed = False
         self.aborted = False
         self.resumed = False
-        if resume and os.path.lexists(self.tmp_path):
+        if resume and self._partial_exists():
             try:
                 self._reopen()
                 self.resumed = True
-            except Exception:  # torn by a kill mid-write, or another layout: start afresh
+            except Exception as exc:  # torn by a kill mid-write, or another layout: afresh
                 self._close_quietly()
+                if isinstance(exc, LogmmError):      # the container cannot be opened
+                    raise
         if not self.resumed:
-            _remove(self.tmp_path)  # an abandoned partial output
             try:
+                self._discard_partial()  # an abandoned partial output
                 self._create()
             except BaseException as exc:
+                if not self.in_container:
+                    self._close_quietly()
+                try:
+                    self._discard_partial()
+                except Exception:  # noqa: S110 - the container could not be opened at all
+                    pass
                 self._close_quietly()
-                _remove(self.tmp_path)
                 if _os_failure(exc):
                     raise write_failure(self.path, exc) from exc
                 raise
 
     # -- subclass hooks
+    def _partial_exists(self) -> bool:
+        """Whether an interrupted run's partial output is there to resume."""
+        return os.path.lexists(self.tmp_path)
+
+    def _discard_partial(self) -> None:
+        """Remove the partial output (never the final one, nor anything beside it)."""
+        _remove(self.tmp_path)
+
+    def _output_exists(self) -> bool:
+        return os.path.lexists(self.path) or _sidecar_exists(self.address)
+
     def _create(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -388,10 +520,12 @@ class ArrayWriter:
         try:
             attrs = dict(self.attrs, complete=True)
             self._store_attrs(attrs)
-            self._close()
-            if not self.overwrite and (os.path.lexists(self.path) or _sidecar_exists(self.address)):
+            if not self.in_container:
+                self._close()
+            if not self.overwrite and self._output_exists():
+                where = self.address if self.in_container else self.path
                 raise OutputExistsError(
-                    f"output exists: {self.path} (created while logmm ran; "
+                    f"output exists: {where} (created while logmm ran; "
                     "use --overwrite to replace it)"
                 )
             self._publish(attrs)
@@ -416,8 +550,13 @@ class ArrayWriter:
         if self.committed or getattr(self, "suspended", False):
             return
         self.aborted = True
+        if not self.in_container:
+            self._close_quietly()
+        try:
+            self._discard_partial()
+        except Exception:  # noqa: S110 - best effort: a container we cannot open keeps it
+            pass
         self._close_quietly()
-        _remove(self.tmp_path)
 
     def _publish(self, attrs: dict[str, Any]) -> None:
         _replace(self.tmp_path, self.path)
@@ -498,31 +637,104 @@ class NpyWriter(ArrayWriter):
 
 
 class HDF5Writer(ArrayWriter):
-    """HDF5 output: a chunked dataset (gzip/lzf/zstd/blosc/none), provenance in its attributes."""
+    """HDF5 output: a chunked dataset (gzip/lzf/zstd/blosc/none), provenance in its attributes.
 
-    def _create(self) -> None:
-        import h5py
+    Inside an existing file (``in_container``) the dataset is written under its hidden
+    name (:func:`partial_dataset`) and moved to its own name at commit; see the module notes.
+    """
 
-        # No chunk cache: blocks are whole chunks, so caching gains nothing, and a dirty
-        # cached chunk that cannot be flushed (disk full) makes HDF5 fail the close and
-        # crash when it frees the file at exit.
-        self._file: Any = h5py.File(self.tmp_path, "w", rdcc_nbytes=0)
+    _file: Any = None
+    _shared_readers: Any = ()
+
+    def _layout(self) -> tuple[tuple[int, ...] | None, dict[str, Any]]:
         chunks = None
         plain = self.compression in (None, "none")
         if self.shape and all(self.shape) and not (self.contiguous and plain):
             chunks = (min(self.chunk_rows, self.shape[0]),) + self.shape[1:]
         # HDF5 filters need chunked storage; empty arrays have none
         filters = hdf5_filter_kwargs(self.compression) if chunks is not None else {}
+        return chunks, filters
+
+    def _create(self) -> None:
+        import h5py
+
+        chunks, filters = self._layout()
+        if self.in_container:
+            f = self._file if self._file is not None else self._open_container()
+            self._file = f
+            dcpl = None
+            if not filters:
+                # storage reserved now: writing blocks then changes no HDF5 metadata, so a
+                # kill while blocks are written cannot touch the file's structure
+                dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+                dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+            self._ds = f.create_dataset(partial_dataset(self.address.dataset),
+                                        shape=self.shape, dtype=self.dtype, chunks=chunks,
+                                        dcpl=dcpl, **filters)
+            self._ds.attrs["complete"] = False      # `logmm info` lists it as incomplete
+            f.flush()
+            return
+        # No chunk cache: blocks are whole chunks, so caching gains nothing, and a dirty
+        # cached chunk that cannot be flushed (disk full) makes HDF5 fail the close and
+        # crash when it frees the file at exit.
+        self._file = h5py.File(self.tmp_path, "w", rdcc_nbytes=0)
         self._ds = self._file.create_dataset(
             self.address.dataset, shape=self.shape, dtype=self.dtype, chunks=chunks,
             **filters,
         )
 
+    def _open_container(self) -> Any:
+        """The existing output file, opened for writing; this process's readers of it are
+        moved onto the same handle (HDF5 refuses a second, writable open of a file that
+        is open read-only) and back to their own read-only handles at close."""
+        import h5py
+
+        from .readers import release_hdf5_readers
+
+        readers = release_hdf5_readers(self.path)
+        try:
+            f = h5py.File(self.path, "r+", rdcc_nbytes=0)
+        except OSError as exc:
+            for reader in readers:
+                reader.rebind(None)
+            raise _container_unwritable(self.path, exc) from None
+        for reader in readers:
+            reader.rebind(f)
+        self._shared_readers = readers
+        return f
+
+    def _partial_exists(self) -> bool:
+        if not self.in_container:
+            return super()._partial_exists()
+        return _container_holds(self.address, partial_dataset(self.address.dataset))
+
+    def _discard_partial(self) -> None:
+        if not self.in_container:
+            super()._discard_partial()
+            return
+        if self._file is None:
+            self._file = self._open_container()
+        hidden = partial_dataset(self.address.dataset)
+        if hidden in self._file:
+            del self._file[hidden]
+            self._file.flush()
+
+    def _output_exists(self) -> bool:
+        if not self.in_container:
+            return super()._output_exists()
+        if self._file is not None:
+            return self.address.dataset in self._file
+        return _container_holds(self.address, self.address.dataset)
+
     def _reopen(self) -> None:
         import h5py
 
-        self._file = h5py.File(self.tmp_path, "r+", rdcc_nbytes=0)
-        self._ds = self._file[self.address.dataset]
+        if self.in_container:
+            self._file = self._open_container()
+            self._ds = self._file[partial_dataset(self.address.dataset)]
+        else:
+            self._file = h5py.File(self.tmp_path, "r+", rdcc_nbytes=0)
+            self._ds = self._file[self.address.dataset]
         self._check_reopened(self._ds.shape, self._ds.dtype)
 
     def _write(self, key: Any, block: np.ndarray) -> None:
@@ -537,17 +749,34 @@ class HDF5Writer(ArrayWriter):
             if value is not None:  # HDF5 has no null attribute
                 self._ds.attrs[key] = value
 
+    def _publish(self, attrs: dict[str, Any]) -> None:
+        if not self.in_container:
+            super()._publish(attrs)
+            return
+        f, final = self._file, self.address.dataset
+        if final in f:                      # --overwrite (checked by commit)
+            del f[final]
+        f.move(partial_dataset(final), final)
+        f.flush()
+        self._close()
+
     def _close(self) -> None:
-        f, self._file = getattr(self, "_file", None), None
-        if f is not None:
-            f.close()
+        f, self._file = self._file, None
+        try:
+            if f is not None:
+                f.close()
+        finally:
+            readers, self._shared_readers = self._shared_readers, []
+            for reader in readers:
+                reader.rebind(None)
 
     def abort(self) -> None:
         # After a failed write (disk full) HDF5 2.0 still holds dirty metadata; closing
         # the file then fails, and the library crashes (SIGSEGV) when it frees the file
         # at exit. The partial output is being discarded anyway: empty it first, and the
-        # close's last writes land in freed space and succeed.
-        if (getattr(self, "_file", None) is not None and not self.committed
+        # close's last writes land in freed space and succeed. (Never inside an existing
+        # file: there the hidden dataset is deleted and the file kept.)
+        if (self._file is not None and not self.committed and not self.in_container
                 and not getattr(self, "suspended", False)):
             try:
                 os.truncate(self.tmp_path, 0)
@@ -556,8 +785,25 @@ class HDF5Writer(ArrayWriter):
         super().abort()
 
 
+def _container_unwritable(path: Path, exc: BaseException) -> LogmmError:
+    """One line for an existing HDF5 file that cannot be opened for writing."""
+    text = str(exc)
+    if "lock" in text or "errno = 11" in text:
+        return LogmmError(f"cannot write into {path}: another process has it open (HDF5 "
+                          "allows one writer per file, and no reader while it writes); "
+                          "retry when it is done")
+    if "already open for read-only" in text:
+        return LogmmError(f"cannot write into {path}: this run also reads it in a way that "
+                          "keeps it open read-only; write the output to another file")
+    return LogmmError(f"cannot write into {path}: {os_error_reason(exc)}")
+
+
 class ZarrWriter(ArrayWriter):
-    """Zarr v3 output: an array chunked by ``chunk_rows`` rows, provenance in its attributes."""
+    """Zarr v3 output: an array chunked by ``chunk_rows`` rows, provenance in its attributes.
+
+    Inside an existing store (``in_container``) the array is written as the hidden
+    directory :func:`partial_dataset` beside its final name, and renamed at commit.
+    """
 
     def _create(self) -> None:
         import zarr
@@ -566,16 +812,51 @@ class ZarrWriter(ArrayWriter):
         chunks = (max(1, min(self.chunk_rows, self.shape[0] if self.shape else 1)),) + tuple(
             max(1, s) for s in self.shape[1:]
         )
+        if self.in_container:
+            group = zarr.open_group(str(self.path), mode="r+")
+            if group.metadata.zarr_format == 2 and self.compression is None:
+                compressors = "auto"
+            head, _, name = partial_dataset(self.address.dataset).rpartition("/")
+            for part in head.split("/") if head else ():
+                group = group.require_group(part)
+            self._arr: Any = group.create_array(name, shape=self.shape, dtype=self.dtype,
+                                                chunks=chunks, compressors=compressors)
+            self._arr.attrs["complete"] = False     # `logmm info` lists it as incomplete
+            return
         group = zarr.open_group(str(self.tmp_path), mode="w", zarr_format=3)
-        self._arr: Any = group.create_array(
+        self._arr = group.create_array(
             self.address.dataset, shape=self.shape, dtype=self.dtype, chunks=chunks,
             compressors=compressors,
         )
 
+    def _hidden_dir(self) -> Path:
+        return self.path / partial_dataset(self.address.dataset)
+
+    def _partial_exists(self) -> bool:
+        if not self.in_container:
+            return super()._partial_exists()
+        return self._hidden_dir().is_dir()
+
+    def _discard_partial(self) -> None:
+        if not self.in_container:
+            super()._discard_partial()
+            return
+        _remove(self._hidden_dir())
+
+    def _output_exists(self) -> bool:
+        if not self.in_container:
+            return super()._output_exists()
+        return _container_holds(self.address, self.address.dataset)
+
     def _reopen(self) -> None:
         import zarr
 
-        self._arr = zarr.open_array(str(self.tmp_path), path=self.address.dataset, mode="r+")
+        if self.in_container:
+            self._arr = zarr.open_array(str(self.path),
+                                        path=partial_dataset(self.address.dataset), mode="r+")
+        else:
+            self._arr = zarr.open_array(str(self.tmp_path), path=self.address.dataset,
+                                        mode="r+")
         self._check_reopened(self._arr.shape, self._arr.dtype)
 
     def _write(self, key: Any, block: np.ndarray) -> None:
@@ -583,6 +864,13 @@ class ZarrWriter(ArrayWriter):
 
     def _store_attrs(self, attrs: dict[str, Any]) -> None:
         self._arr.attrs.update(attrs)
+
+    def _publish(self, attrs: dict[str, Any]) -> None:
+        if not self.in_container:
+            super()._publish(attrs)
+            return
+        self._close()
+        _replace(self._hidden_dir(), self.path / self.address.dataset)
 
     def _close(self) -> None:
         self._arr = None

@@ -1,0 +1,231 @@
+"""Outputs inside existing containers, through the real command line: kill -9 while a new
+dataset is written into an HDF5 file or Zarr store that holds others (and, for HDF5, the
+run's own input), two runs adding datasets to one container at once, ``logmm info`` on a
+hidden partial dataset, and what ``--shard``/``merge`` say about such outputs.
+
+After every kill the container opens, each of its other arrays reads back bit-identical,
+and ``--resume`` finishes the new dataset bit-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from logmm.io import list_arrays, open_array, parse_address
+from logmm.io.resume import lock_path, record_path
+
+from cli_run import kill_after_blocks, listing, one_error_line, run_logmm, start_logmm
+from conftest import save_array
+
+BLOCK_ROWS = 32
+ROWS = 40 * BLOCK_ROWS
+# 0.1 s per stored block (40 blocks): long enough for other runs to try meanwhile
+SLOW_FLUSH = """
+import time
+from logmm.io import writers
+_flush = writers.ArrayWriter.flush
+def _slow(self):
+    time.sleep(0.1)
+    _flush(self)
+writers.ArrayWriter.flush = _slow
+"""
+
+
+def read(address: str | Path) -> np.ndarray:
+    with open_array(address) as reader:
+        return reader.read_all()
+
+
+def snapshot(path: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """Every array of the container but ``skip`` (names without their leading /)."""
+    return {name: read(f"{path}:{name}").tobytes() for name in list_arrays(path)
+            if name.strip("/") not in skip}
+
+
+def make_container(d: Path, kind: str) -> Path:
+    """A container holding the input A and two unrelated arrays (one compressed)."""
+    rng = np.random.default_rng(16)
+    path = d / ("c.h5" if kind == "h5" else "c.zarr")
+    save_array(f"{path}:a", rng.standard_normal((ROWS, 24)))
+    save_array(f"{path}:keep/x", rng.standard_normal((100, 7)).astype(np.float32))
+    if kind == "h5":
+        with h5py.File(path, "a") as f:
+            f.create_dataset("keep/z", data=rng.standard_normal((300, 5)), compression="gzip",
+                             chunks=(50, 5))
+            f.attrs["owner"] = "another tool"
+    else:
+        save_array(f"{path}:keep/z", rng.standard_normal((300, 5)))
+    np.save(d / "b.npy", rng.standard_normal((24, 16)))
+    return path
+
+
+def product_args(container: Path, name: str = "new/product", source: str | None = None) -> list:
+    return ["multiply", source or f"{container}:a", container.parent / "b.npy", "-o",
+            f"{container}:{name}", "--block-rows", str(BLOCK_ROWS), "-q"]
+
+
+@pytest.fixture(scope="module")
+def expected(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, float]:
+    """The product written to a file of its own, and its wall time."""
+    d = tmp_path_factory.mktemp("reference")
+    container = make_container(d, "h5")
+    started = time.monotonic()
+    args = product_args(container)
+    args[4] = d / "alone.h5"
+    assert run_logmm(*args).returncode == 0
+    return read(d / "alone.h5"), time.monotonic() - started
+
+
+def kill_and_resume(d: Path, kind: str, expected: tuple, seed: int) -> str:
+    """Kill -9 a run adding new/product to a fresh container in ``d`` at a point drawn from
+    ``seed``, check the container, resume; return what happened."""
+    result, wall = expected
+    container = make_container(d, kind)
+    before = snapshot(container)
+    out = parse_address(f"{container}:new/product")
+    rng = random.Random(seed)
+    # every third seed compresses (HDF5: the chunk index then grows while blocks land)
+    args = [*product_args(container), *(["--compression", "gzip"] if seed % 3 == 1 else [])]
+    proc = start_logmm(*args)
+    if rng.random() < 0.6:
+        point = f"after {rng.randrange(ROWS // BLOCK_ROWS)} stored blocks"
+        alive = kill_after_blocks(proc, record_path(out), int(point.split()[1]))
+    else:
+        delay = rng.uniform(0, wall)
+        point = f"after {delay:.3f} s"
+        time.sleep(delay)
+        alive = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert snapshot(container, skip=("new/product", "new/.product.logmm-partial")) == before, \
+        point
+    names = [n.strip("/") for n in list_arrays(container)]
+    if "new/product" in names:      # killed after the commit's rename: it must be the result
+        assert alive or proc.returncode == 0
+        outcome = "complete before the kill"
+    else:
+        done = run_logmm(*args, "--resume")
+        assert done.returncode == 0, (point, done.stderr)
+        outcome = "resumed"
+    np.testing.assert_array_equal(read(f"{container}:new/product"), result, err_msg=point)
+    assert snapshot(container, skip=("new/product",)) == before, point
+    assert not [p for p in listing(d) if "logmm-" in p], (point, listing(d))
+    return f"{kind} seed {seed}: {point}: {outcome}"
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("kind", ["h5", "zarr"])
+def test_kill_9_while_adding_a_dataset_then_resume(tmp_path: Path, expected: tuple, kind: str,
+                                                   seed: int) -> None:
+    print(kill_and_resume(tmp_path, kind, expected, seed))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["h5", "zarr"])
+def test_kill_9_while_adding_a_dataset_many_seeds(tmp_path: Path, expected: tuple,
+                                                  kind: str) -> None:
+    for seed in range(100, 130):
+        d = tmp_path / str(seed)
+        d.mkdir()
+        print(kill_and_resume(d, kind, expected, seed))
+
+
+def test_two_runs_adding_to_one_hdf5_file(tmp_path: Path, expected: tuple) -> None:
+    """HDF5 has one writer per file: the second run fails at once with one line, the file
+    and the first run's dataset are intact, and the second succeeds when rerun. A second
+    run reading its input from the file being written is stopped by HDF5's own file lock
+    (one line too)."""
+    container = make_container(tmp_path, "h5")
+    np.save(tmp_path / "a.npy", read(f"{container}:a"))
+    before = snapshot(container)
+    first = start_logmm(*product_args(container, "p1"), prelude=SLOW_FLUSH)
+    try:
+        assert kill_after_blocks(first, record_path(parse_address(f"{container}:p1")), 1), \
+            "the first run ended too soon"
+        second = product_args(container, "p2", source=str(tmp_path / "a.npy"))
+        message = one_error_line(run_logmm(*second), codes=(1,))
+        assert f"another logmm run (pid {first.pid}) is writing into {container}" in message
+        assert "one writer per file" in message
+        message = one_error_line(run_logmm(*product_args(container, "p2")), codes=(1,))
+        assert str(container) in message and "lock" in message, message
+        assert first.poll() is None, "the first run ended while the second tried"
+    finally:
+        _, err = first.communicate(timeout=120)
+    assert first.returncode == 0 and err == "", err
+    assert snapshot(container, skip=("p1",)) == before
+    assert run_logmm(*product_args(container, "p2")).returncode == 0
+    for name in ("p1", "p2"):
+        np.testing.assert_array_equal(read(f"{container}:{name}"), expected[0])
+    assert snapshot(container, skip=("p1", "p2")) == before
+    assert listing(tmp_path) == ["a.npy", "b.npy", "c.h5"]
+
+
+def test_two_runs_adding_to_one_zarr_store(tmp_path: Path, expected: tuple) -> None:
+    """Zarr arrays are directories of their own: both runs write at once and succeed."""
+    container = make_container(tmp_path, "zarr")
+    before = snapshot(container)
+    first = start_logmm(*product_args(container, "sub/p1"), prelude=SLOW_FLUSH)
+    try:
+        assert kill_after_blocks(first, record_path(parse_address(f"{container}:sub/p1")), 1)
+        second = start_logmm(*product_args(container, "sub/p2"), prelude=SLOW_FLUSH)
+        assert kill_after_blocks(second, record_path(parse_address(f"{container}:sub/p2")), 1)
+        assert first.poll() is None, "the first run ended before the second started writing"
+        _, err2 = second.communicate(timeout=120)
+    finally:
+        _, err1 = first.communicate(timeout=120)
+    assert first.returncode == 0 and second.returncode == 0, (err1, err2)
+    for name in ("sub/p1", "sub/p2"):
+        np.testing.assert_array_equal(read(f"{container}:{name}"), expected[0])
+    assert snapshot(container, skip=("sub/p1", "sub/p2")) == before
+    assert not [p for p in listing(tmp_path) if "logmm-" in p], listing(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["h5", "zarr"])
+def test_info_lists_a_hidden_partial_dataset_as_incomplete(tmp_path: Path, kind: str) -> None:
+    container = make_container(tmp_path, kind)
+    out = parse_address(f"{container}:new/product")
+    proc = start_logmm(*product_args(container), prelude=SLOW_FLUSH)
+    assert kill_after_blocks(proc, record_path(out), 2), "the run ended too soon"
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    hidden = ("/" if kind == "h5" else "") + "new/.product.logmm-partial"
+    info = run_logmm("info", container)
+    assert info.returncode == 0, info.stderr
+    row = next(line for line in info.stdout.splitlines() if line.startswith(hidden + " "))
+    assert row.split()[-1] == "incomplete", info.stdout
+    assert f"note: {hidden} is the partial dataset of an unfinished logmm run" in info.stdout
+    check = run_logmm("info", "--check", container)
+    assert check.returncode == 1
+    assert run_logmm(*product_args(container), "--resume").returncode == 0
+    assert run_logmm("info", "--check", container).returncode == 0
+    assert not lock_path(out).exists() and not record_path(out).exists()
+
+
+@pytest.mark.parametrize("kind", ["h5", "zarr"])
+def test_shard_into_an_existing_container_is_refused(tmp_path: Path, kind: str) -> None:
+    container = make_container(tmp_path, kind)
+    before, files = snapshot(container), listing(tmp_path)
+    message = one_error_line(run_logmm(*product_args(container), "--shard", "0/2"), codes=(2,))
+    assert "--shard cannot add new/product" in message and "logmm convert" in message
+    assert snapshot(container) == before and listing(tmp_path) == files
+
+
+def test_merge_into_an_existing_hdf5_file_is_refused(tmp_path: Path) -> None:
+    source = make_container(tmp_path, "h5")
+    target = tmp_path / "m.h5"
+    args = product_args(source)
+    args[4] = f"{target}:x"
+    for i in range(2):
+        assert run_logmm(*args, "--shard", f"{i}/2").returncode == 0
+    save_array(f"{target}:other", np.arange(3.0))      # m.h5 appears after the shards
+    before = snapshot(target)
+    message = one_error_line(run_logmm("merge", f"{target}:x"), codes=(2,))
+    assert "--shard cannot add x" in message
+    assert snapshot(target) == before
