@@ -62,8 +62,12 @@ def make_container(d: Path, kind: str) -> Path:
             f.attrs["owner"] = "another tool"
     else:
         save_array(f"{path}:keep/z", rng.standard_normal((300, 5)))
-    np.save(d / "b.npy", rng.standard_normal((24, 16)))
+    np.save(d / "b.npy", make_b())
     return path
+
+
+def make_b() -> np.ndarray:
+    return np.random.default_rng(17).standard_normal((24, 16))
 
 
 def product_args(container: Path, name: str = "new/product", source: str | None = None) -> list:
@@ -229,3 +233,38 @@ def test_merge_into_an_existing_hdf5_file_is_refused(tmp_path: Path) -> None:
     message = one_error_line(run_logmm("merge", f"{target}:x"), codes=(2,))
     assert "--shard cannot add x" in message
     assert snapshot(target) == before
+
+
+def test_hdf5_file_in_the_newest_format_is_refused(tmp_path: Path) -> None:
+    """Superblock v3: HDF5 marks the file 'open for write' on disk, and after a kill -9 no
+    program opens it until h5clear -s. Refused with one line; the file is left as it was."""
+    container = tmp_path / "latest.h5"
+    with h5py.File(container, "w", libver="latest") as f:
+        f["a"] = np.random.default_rng(1).standard_normal((8, 24))
+    np.save(tmp_path / "b.npy", np.random.default_rng(2).standard_normal((24, 16)))
+    before, files = container.read_bytes(), listing(tmp_path)
+    message = one_error_line(run_logmm(*product_args(container)), codes=(1,))
+    assert "superblock v3" in message and "h5clear" in message and str(container) in message
+    assert container.read_bytes() == before and listing(tmp_path) == files
+
+
+@pytest.mark.parametrize("compression", ["default", "gzip", "zstd", "blosc", "none"])
+def test_array_added_to_a_zarr_v2_store_is_v2(tmp_path: Path, expected: tuple,
+                                              compression: str) -> None:
+    """An array joins a Zarr v2 store in v2 (zarr 2.x readers keep reading the whole store),
+    with each compression logmm offers."""
+    import zarr
+
+    rng = np.random.default_rng(16)            # the same A as make_container's
+    store = tmp_path / "v2.zarr"
+    group = zarr.open_group(str(store), mode="w", zarr_format=2)
+    group.create_array("a", shape=(ROWS, 24), dtype="f8")[:] = rng.standard_normal((ROWS, 24))
+    group.create_array("keep", shape=(3,), dtype="f4")[:] = [1, 2, 3]
+    np.save(tmp_path / "b.npy", make_b())
+    before = snapshot(store)
+    extra = [] if compression == "default" else ["--compression", compression]
+    assert run_logmm(*product_args(store), *extra).returncode == 0
+    assert (store / "new" / "product" / ".zarray").exists()
+    assert not (store / "new" / "product" / "zarr.json").exists()
+    np.testing.assert_array_equal(read(f"{store}:new/product"), expected[0])
+    assert snapshot(store, skip=("new/product",)) == before

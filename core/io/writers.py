@@ -367,6 +367,8 @@ class ArrayWriter:
     #: rows before this writer's first row in the whole result (a shard's file holds rows
     #: ``row_offset:row_offset + shape[0]``; blocks are addressed by their row in the whole)
     row_offset: int = 0
+    #: one dataset inside an existing container (set by ``__init__``; see the module notes)
+    in_container: bool = False
 
     def __init__(self, address: ArrayAddress, shape: tuple[int, ...], dtype: np.dtype | type | str,
                  *, overwrite: bool = False, compression: str | None = None,
@@ -814,8 +816,8 @@ class ZarrWriter(ArrayWriter):
         )
         if self.in_container:
             group = zarr.open_group(str(self.path), mode="r+")
-            if group.metadata.zarr_format == 2 and self.compression is None:
-                compressors = "auto"
+            if group.metadata.zarr_format == 2:     # the array joins in its store's format
+                compressors = _zarr_v2_compressor(self.compression)
             head, _, name = partial_dataset(self.address.dataset).rpartition("/")
             for part in head.split("/") if head else ():
                 group = group.require_group(part)
@@ -874,6 +876,23 @@ class ZarrWriter(ArrayWriter):
 
     def _close(self) -> None:
         self._arr = None
+
+
+def _zarr_v2_compressor(compression: str | None) -> Any:
+    """``compressors`` for an array added to a Zarr v2 store (numcodecs codecs, with the
+    levels :func:`logmm.io.compression.zarr_compressors` uses for v3)."""
+    if compression is None:
+        return "auto"
+    if compression == "none":
+        return None
+    import numcodecs
+
+    codecs = {"gzip": lambda: numcodecs.GZip(level=5), "zstd": lambda: numcodecs.Zstd(level=3),
+              "blosc": lambda: numcodecs.Blosc(cname="lz4", clevel=5,
+                                               shuffle=numcodecs.Blosc.SHUFFLE)}
+    if compression not in codecs:
+        raise UsageError(f"{compression} compression is not available for Zarr")
+    return [codecs[compression]()]
 
 
 class DetachedWriter:
