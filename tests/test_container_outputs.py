@@ -268,3 +268,27 @@ def test_array_added_to_a_zarr_v2_store_is_v2(tmp_path: Path, expected: tuple,
     assert not (store / "new" / "product" / "zarr.json").exists()
     np.testing.assert_array_equal(read(f"{store}:new/product"), expected[0])
     assert snapshot(store, skip=("new/product",)) == before
+
+
+def test_sparse_input_in_the_output_file(tmp_path: Path) -> None:
+    """A CSR group read from the file the output is added to shares the writer's handle
+    too: the result is bit for bit the one written to a file of its own."""
+    import scipy.sparse as sp
+
+    container = tmp_path / "c.h5"
+    x = sp.random(300, 12, density=0.2, format="csr", random_state=0)
+    with h5py.File(container, "w") as f:
+        group = f.create_group("x")
+        for name in ("data", "indices", "indptr"):
+            group[name] = getattr(x, name)
+        group.attrs.update(format="csr", shape=x.shape)
+        f["keep"] = np.arange(5.0)
+    np.save(tmp_path / "w.npy", np.random.default_rng(3).standard_normal((4, 3)))
+    before = snapshot(container)
+    args = ["project", f"{container}:/x", tmp_path / "w.npy", "--blocks", "4",
+            "--block-rows", "32", "-q", "-o"]
+    assert run_logmm(*args, tmp_path / "alone.h5").returncode == 0
+    done = run_logmm(*args, f"{container}:/y")
+    assert done.returncode == 0, done.stderr
+    assert read(f"{container}:/y").tobytes() == read(tmp_path / "alone.h5").tobytes()
+    assert snapshot(container, skip=("y",)) == before

@@ -254,11 +254,12 @@ def _check_virtual_sources(ds: Any, path: Path, address: ArrayAddress) -> None:
                                     "merged file)")
 
 
-#: the HDF5 readers open in this process (see :func:`release_hdf5_readers`)
-_OPEN_HDF5: weakref.WeakSet[HDF5Reader] = weakref.WeakSet()
+#: the HDF5 readers (dense, and sparse groups) open in this process (see
+#: :func:`release_hdf5_readers`)
+_OPEN_HDF5: weakref.WeakSet[HDF5Reader | SparseReader] = weakref.WeakSet()
 
 
-def release_hdf5_readers(path: str | Path) -> list[HDF5Reader]:
+def release_hdf5_readers(path: str | Path) -> list[HDF5Reader | SparseReader]:
     """Close the read-only handles this process's open readers hold on the HDF5 file
     ``path`` and return those readers, to be given a handle again with
     :meth:`HDF5Reader.rebind`.
@@ -488,12 +489,25 @@ class SparseReader(ArrayReader):
             group = self._file[address.dataset] if address.dataset else self._file
             arrays = _csr_arrays(address, _hdf5_members(group), dict(group.attrs))
             self._data, self._indices, self._indptr = (group[n] for n in arrays)
+            self._names = arrays
             self.shape = _csr_shape(address, dict(group.attrs))
             ensure_hdf5_filters(self._data, f"{address} data")
             self._decodes = self._data.id.get_create_plist().get_nfilters() > 0
+            _OPEN_HDF5.add(self)
         except BaseException:
             self.close()
             raise
+
+    def rebind(self, file: Any | None) -> None:
+        """As :meth:`HDF5Reader.rebind`, for a CSR group of an HDF5 file."""
+        import h5py
+
+        if getattr(self, "_closed", False):
+            return
+        if file is None:
+            self._file = file = h5py.File(self.address.path, "r")
+        group = file[self.address.dataset] if self.address.dataset else file
+        self._data, self._indices, self._indptr = (group[n] for n in self._names)
 
     def _open_zarr(self, address: ArrayAddress) -> None:
         root = open_zarr_root(address.path)
@@ -608,6 +622,8 @@ class SparseReader(ArrayReader):
         return self.read_rows(0, self.shape[0])
 
     def close(self) -> None:
+        self._closed = True
+        _OPEN_HDF5.discard(self)
         f, self._file = getattr(self, "_file", None), None
         if f is not None:
             f.close()

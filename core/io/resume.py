@@ -107,10 +107,17 @@ def _hdf5_dataset_identity(path: Path, dataset: str) -> dict[str, Any]:
     dataset replaced since moves; one rewritten in place is not noticed."""
     import h5py
 
+    def identity(node: Any) -> dict[str, Any]:
+        found: dict[str, Any] = {"object": int(h5py.h5o.get_info(node.id).addr)}
+        if isinstance(node, h5py.Dataset):
+            found.update(offset=node.id.get_offset(), size=int(node.id.get_storage_size()))
+        else:                                 # a sparse matrix: its data, indices, indptr
+            found["members"] = {name: identity(child) for name, child in node.items()
+                                if isinstance(child, h5py.Dataset)}
+        return found
+
     with h5py.File(path, "r") as f:
-        ds = f[dataset]
-        return {"object": int(h5py.h5o.get_info(ds.id).addr),
-                "offset": ds.id.get_offset(), "size": int(ds.id.get_storage_size())}
+        return identity(f[dataset])
 
 
 @dataclass

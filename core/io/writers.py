@@ -670,6 +670,7 @@ class HDF5Writer(ArrayWriter):
                 # kill while blocks are written cannot touch the file's structure
                 dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
                 dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+                dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)   # every block is written
             self._ds = f.create_dataset(partial_dataset(self.address.dataset),
                                         shape=self.shape, dtype=self.dtype, chunks=chunks,
                                         dcpl=dcpl, **filters)
