@@ -32,7 +32,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from .errors import LogmmError
+from .errors import LogmmError, UsageError
 from .io.addresses import ArrayAddress
 from .io.resume import OutputLock, ResumeRecord, record_path
 from .io.writers import ArrayWriter, create_writer, partial_path
@@ -184,6 +184,11 @@ def stream_blocks(output: OpenOutput[Any], n_rows: int, load: Callable[[Block], 
         else:
             from .dask_backend import run_dask
 
+            if output.writer.shares_file_with_inputs:
+                raise UsageError(
+                    f"--scheduler dask cannot read inputs from {output.writer.path} while this "
+                    "run adds a dataset to it (HDF5 lets no other process read a file being "
+                    "written): write the output to another file, or drop --scheduler dask")
             run_dask(pending, BlockTask(load, compute), store, stored, scheduler=scheduler,
                      address=dask_address, memory=getattr(output.plan, "memory", None))
     finally:

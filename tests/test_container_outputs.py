@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -141,26 +142,34 @@ def test_kill_9_while_adding_a_dataset_many_seeds(tmp_path: Path, expected: tupl
         print(kill_and_resume(d, kind, expected, seed))
 
 
+def paused_after_first_block(args: list, record: Path) -> subprocess.Popen:
+    """Start ``logmm ARGS`` and stop it (SIGSTOP) once it has stored one block: it holds
+    its locks and open files, mid-write, for as long as the test needs."""
+    proc = start_logmm(*args, prelude=SLOW_FLUSH)
+    assert kill_after_blocks(proc, record, 1), "the run ended too soon"
+    proc.send_signal(signal.SIGSTOP)
+    return proc
+
+
 def test_two_runs_adding_to_one_hdf5_file(tmp_path: Path, expected: tuple) -> None:
-    """HDF5 has one writer per file: the second run fails at once with one line, the file
+    """HDF5 has one writer per file: a second run fails at once with one line, the file
     and the first run's dataset are intact, and the second succeeds when rerun. A second
     run reading its input from the file being written is stopped by HDF5's own file lock
     (one line too)."""
     container = make_container(tmp_path, "h5")
     np.save(tmp_path / "a.npy", read(f"{container}:a"))
     before = snapshot(container)
-    first = start_logmm(*product_args(container, "p1"), prelude=SLOW_FLUSH)
+    first = paused_after_first_block(product_args(container, "p1"),
+                                     record_path(parse_address(f"{container}:p1")))
     try:
-        assert kill_after_blocks(first, record_path(parse_address(f"{container}:p1")), 1), \
-            "the first run ended too soon"
         second = product_args(container, "p2", source=str(tmp_path / "a.npy"))
         message = one_error_line(run_logmm(*second), codes=(1,))
         assert f"another logmm run (pid {first.pid}) is writing into {container}" in message
         assert "one writer per file" in message
         message = one_error_line(run_logmm(*product_args(container, "p2")), codes=(1,))
         assert str(container) in message and "lock" in message, message
-        assert first.poll() is None, "the first run ended while the second tried"
     finally:
+        first.send_signal(signal.SIGCONT)
         _, err = first.communicate(timeout=120)
     assert first.returncode == 0 and err == "", err
     assert snapshot(container, skip=("p1",)) == before
@@ -172,19 +181,19 @@ def test_two_runs_adding_to_one_hdf5_file(tmp_path: Path, expected: tuple) -> No
 
 
 def test_two_runs_adding_to_one_zarr_store(tmp_path: Path, expected: tuple) -> None:
-    """Zarr arrays are directories of their own: both runs write at once and succeed."""
+    """Zarr arrays are directories of their own: a second run adds its array while the
+    first is stopped mid-write, and both succeed."""
     container = make_container(tmp_path, "zarr")
     before = snapshot(container)
-    first = start_logmm(*product_args(container, "sub/p1"), prelude=SLOW_FLUSH)
+    first = paused_after_first_block(product_args(container, "sub/p1"),
+                                     record_path(parse_address(f"{container}:sub/p1")))
     try:
-        assert kill_after_blocks(first, record_path(parse_address(f"{container}:sub/p1")), 1)
-        second = start_logmm(*product_args(container, "sub/p2"), prelude=SLOW_FLUSH)
-        assert kill_after_blocks(second, record_path(parse_address(f"{container}:sub/p2")), 1)
-        assert first.poll() is None, "the first run ended before the second started writing"
-        _, err2 = second.communicate(timeout=120)
+        second = run_logmm(*product_args(container, "sub/p2"))
+        assert second.returncode == 0, second.stderr
     finally:
-        _, err1 = first.communicate(timeout=120)
-    assert first.returncode == 0 and second.returncode == 0, (err1, err2)
+        first.send_signal(signal.SIGCONT)
+        _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
     for name in ("sub/p1", "sub/p2"):
         np.testing.assert_array_equal(read(f"{container}:{name}"), expected[0])
     assert snapshot(container, skip=("sub/p1", "sub/p2")) == before
@@ -292,3 +301,44 @@ def test_sparse_input_in_the_output_file(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert read(f"{container}:/y").tobytes() == read(tmp_path / "alone.h5").tobytes()
     assert snapshot(container, skip=("y",)) == before
+
+
+# SIGKILL inside an HDF5 commit: right after the link move, before anything is flushed
+KILL_AFTER_MOVE = """
+import os, signal, h5py
+_move = h5py.Group.move
+def _move_then_die(self, source, dest):
+    _move(self, source, dest)
+    os.kill(os.getpid(), signal.SIGKILL)
+h5py.Group.move = _move_then_die
+"""
+
+
+def test_kill_inside_an_hdf5_commit_with_overwrite(tmp_path: Path, expected: tuple) -> None:
+    """Killed between replacing the old dataset and the flush: the file opens, the other
+    datasets are intact, and --resume --overwrite finishes the new dataset."""
+    container = make_container(tmp_path, "h5")
+    save_array(f"{container}:new/product", np.zeros((2, 2)))       # an older result
+    before = snapshot(container, skip=("new/product",))
+    args = [*product_args(container), "--overwrite"]
+    proc = start_logmm(*args, prelude=KILL_AFTER_MOVE)
+    proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    assert snapshot(container, skip=("new/product", "new/.product.logmm-partial")) == before
+    done = run_logmm(*args, "--resume")
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_array_equal(read(f"{container}:new/product"), expected[0])
+    assert snapshot(container, skip=("new/product",)) == before
+    assert listing(tmp_path) == ["b.npy", "c.h5"]
+
+
+def test_dask_cannot_read_from_the_file_being_written(tmp_path: Path) -> None:
+    """Dask workers are other processes, which HDF5 keeps from reading a file open for
+    writing: refused with one line before any cluster starts; the file is unchanged."""
+    pytest.importorskip("distributed")
+    container = make_container(tmp_path, "h5")
+    before, files = snapshot(container), listing(tmp_path)
+    message = one_error_line(run_logmm(*product_args(container), "--scheduler", "dask"),
+                             codes=(2,))
+    assert "--scheduler dask cannot read inputs from" in message and str(container) in message
+    assert snapshot(container) == before and listing(tmp_path) == files

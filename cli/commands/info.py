@@ -25,7 +25,9 @@ Examples:
 LOGMM column: 'complete' for a finished logmm output (attribute complete: true),
 'incomplete' for a logmm array without it, '-' for arrays logmm did not write.
 The partial output of an unfinished run (.NAME.logmm-partial) beside the file is
-listed, with how many row blocks it holds. Only metadata is read, never the data.
+listed, with how many row blocks it holds; one being added inside an existing HDF5 file
+or Zarr group is the hidden dataset group/.NAME.logmm-partial, listed as 'incomplete'.
+Only metadata is read, never the data.
 For a --shard I/N output, the shards done and the row ranges still missing are listed,
 also while OUT.zarr does not exist yet (its shards share a hidden partial store) and
 for OUT.h5 before 'logmm merge' (from the OUT.shard-IIII-of-NNNN.h5 files).

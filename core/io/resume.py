@@ -142,7 +142,11 @@ class ResumeRecord:
             return None
 
     def save(self) -> None:
-        """Write atomically (temporary file, then rename)."""
+        """Write atomically (temporary file, then rename). The first save also removes the
+        temporaries a killed run left while saving this record (their pid is gone)."""
+        if not getattr(self, "_swept", False):
+            self._swept = True
+            _sweep_temporaries(self.path)
         tmp = temporary_path(self.path)
         try:
             tmp.write_text(json.dumps({"version": _RECORD_VERSION,
@@ -170,6 +174,20 @@ class ResumeRecord:
             if old != new:
                 return f"{key} was {_short(old)}, now {_short(new)}"
         return None
+
+
+def _sweep_temporaries(path: Path) -> None:
+    """Remove ``.NAME.logmm-tmp-PID`` files beside ``path`` whose process has exited (a
+    ``kill -9`` between writing a temporary and renaming it)."""
+    prefix = temporary_path(path).name.rsplit("-", 1)[0] + "-"
+    try:
+        names = [n for n in os.listdir(path.parent) if n.startswith(prefix)]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix):]
+        if pid.isdigit() and not process_alive(int(pid)):
+            (path.parent / name).unlink(missing_ok=True)
 
 
 def _short(value: Any) -> str:

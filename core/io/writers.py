@@ -370,6 +370,12 @@ class ArrayWriter:
     #: one dataset inside an existing container (set by ``__init__``; see the module notes)
     in_container: bool = False
 
+    @property
+    def shares_file_with_inputs(self) -> bool:
+        """Whether inputs of this run are read through this writer's open file (an HDF5
+        file the output is added to): no other process can read them meanwhile."""
+        return bool(getattr(self, "_shared_readers", ()))
+
     def __init__(self, address: ArrayAddress, shape: tuple[int, ...], dtype: np.dtype | type | str,
                  *, overwrite: bool = False, compression: str | None = None,
                  chunk_rows: int | None = None, resume: bool = False,
