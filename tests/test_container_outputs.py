@@ -342,3 +342,19 @@ def test_dask_cannot_read_from_the_file_being_written(tmp_path: Path) -> None:
                              codes=(2,))
     assert "--scheduler dask cannot read inputs from" in message and str(container) in message
     assert snapshot(container) == before and listing(tmp_path) == files
+
+
+def test_record_temporaries_of_killed_runs_are_swept(tmp_path: Path) -> None:
+    """A kill -9 inside a resume record's atomic save leaves its temporary: the next save
+    of that record removes it when its process is gone, and keeps a live one's."""
+    from logmm.io.resume import ResumeRecord
+    from logmm.io.writers import temporary_path
+
+    record = ResumeRecord(tmp_path / ".c.h5.logmm-partial.json", {"x": 1}, {"n": 1})
+    stem = temporary_path(record.path).name.rsplit("-", 1)[0]
+    beyond = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1    # no process has it
+    dead, live = tmp_path / f"{stem}-{beyond}", tmp_path / f"{stem}-1"  # pid 1: init
+    dead.write_text("{}")
+    live.write_text("{}")
+    record.save()
+    assert not dead.exists() and live.exists() and record.path.exists()
