@@ -195,3 +195,19 @@ def test_overwrite_of_a_file_holding_only_the_output_still_replaces_it(tmp_path:
         result = reader.read_all()
     expected = np.log(np.exp(a) @ np.exp(b + 1.0))
     np.testing.assert_allclose(result, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["hdf5", "zarr"])
+@pytest.mark.parametrize("target", ["group", "under-array"])
+def test_a_group_or_a_path_through_an_array_is_refused(tmp_path: Path, kind: str, target: str,
+                                                       request: pytest.FixtureRequest):
+    """-o naming a group with --overwrite would replace the group and every array in it
+    (the inputs too): refused, as is a dataset path that runs through an array."""
+    container = request.getfixturevalue("hdf5_results" if kind == "hdf5" else "zarr_store")
+    source = f"{container}:/results/run1/logp" if kind == "hdf5" else f"{container}:sub/A"
+    output = {"group": f"{container}:" + ("/results" if kind == "hdf5" else "sub"),
+              "under-array": f"{source}/x"}[target]
+    message = refused_unchanged(tmp_path, container, "multiply", source, tmp_path / "b.npy",
+                                "-o", output, "--overwrite")
+    assert ("is a group, not an array" if target == "group"
+            else "is an array, so nothing can be stored under it") in message

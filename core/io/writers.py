@@ -183,7 +183,14 @@ def check_output(address: str | Path | ArrayAddress, *, overwrite: bool = False,
             _WRITTEN_CONTAINERS.add(path.resolve())
         if not os.access(path, os.W_OK):
             raise LogmmError(f"cannot write into {path}: {os.strerror(errno.EACCES)}")
-        if _container_holds(addr, addr.dataset):
+        kind, where = _container_node(addr)
+        if kind == "group":
+            raise LogmmError(f"{addr} is a group, not an array: logmm writes one dataset and "
+                             "never replaces a group and what it holds; name a dataset in it")
+        if kind == "inside-array":
+            raise LogmmError(f"cannot write {addr}: {addr.with_dataset(where)} is an array, "
+                             "so nothing can be stored under it")
+        if kind == "array":
             if not overwrite:
                 raise OutputExistsError(f"output exists: {addr} (use --overwrite to replace it)")
             for source in sources:
@@ -216,6 +223,50 @@ def writes_into(path: str | Path) -> bool:
         return Path(path).resolve() in _WRITTEN_CONTAINERS
     except OSError:
         return False
+
+
+def _container_node(addr: ArrayAddress) -> tuple[str | None, str | None]:
+    """What the existing container ``addr.path`` has at ``addr.dataset``: ``("array",
+    name)``, ``("group", name)``, ``("inside-array", ancestor)`` when the path runs through
+    an array, or ``(None, None)`` when nothing is there yet."""
+    parts = (addr.dataset or "").split("/")
+    if addr.format == "zarr":
+        for i in range(len(parts)):
+            name = "/".join(parts[:i + 1])
+            kind = _zarr_node_kind(addr.path / name)
+            if kind == "array":
+                return ("array", name) if i == len(parts) - 1 else ("inside-array", name)
+            if kind is None:
+                return None, None
+        return "group", addr.dataset
+    import h5py
+
+    try:
+        with h5py.File(addr.path, "r") as f:
+            node: Any = f
+            for i, part in enumerate(parts):
+                name = "/".join(parts[:i + 1])
+                if part not in node:
+                    return None, None
+                node = node[part]
+                if isinstance(node, h5py.Dataset):
+                    return ("array", name) if i == len(parts) - 1 else ("inside-array", name)
+            return "group", addr.dataset
+    except (OSError, KeyError, ValueError):   # unreadable, or a broken link: the writer says
+        return None, None
+
+
+def _zarr_node_kind(node: Path) -> str | None:
+    """``"array"``, ``"group"`` or None for a directory of a Zarr store (v3 or v2)."""
+    if (node / ".zarray").exists():
+        return "array"
+    if (node / ".zgroup").exists():
+        return "group"
+    try:
+        meta = json.loads((node / "zarr.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return "array" if meta.get("node_type") == "array" else "group"
 
 
 def _container_holds(addr: ArrayAddress, dataset: str | None) -> bool:
@@ -762,8 +813,13 @@ class HDF5Writer(ArrayWriter):
         if not self.in_container:
             super()._publish(attrs)
             return
+        import h5py
+
         f, final = self._file, self.address.dataset
         if final in f:                      # --overwrite (checked by commit)
+            if not isinstance(f[final], h5py.Dataset):
+                raise OutputExistsError(f"{self.address} became a group while logmm ran; "
+                                        "a group is never replaced")
             del f[final]
         f.move(partial_dataset(final), final)
         f.flush()
@@ -777,7 +833,10 @@ class HDF5Writer(ArrayWriter):
         finally:
             readers, self._shared_readers = self._shared_readers, []
             for reader in readers:
-                reader.rebind(None)
+                try:
+                    reader.rebind(None)
+                except Exception:  # noqa: S110 - its file is gone or busy: it reads no more
+                    pass
 
     def abort(self) -> None:
         # After a failed write (disk full) HDF5 2.0 still holds dirty metadata; closing
@@ -879,7 +938,11 @@ class ZarrWriter(ArrayWriter):
             super()._publish(attrs)
             return
         self._close()
-        _replace(self._hidden_dir(), self.path / self.address.dataset)
+        final = self.path / self.address.dataset
+        if _zarr_node_kind(final) == "group":
+            raise OutputExistsError(f"{self.address} became a group while logmm ran; a group "
+                                    "is never replaced")
+        _replace(self._hidden_dir(), final)
 
     def _close(self) -> None:
         self._arr = None
