@@ -18,10 +18,10 @@ from typing import Any
 import click
 
 from logmm import __version__
-from logmm.errors import LogmmError
+from logmm.errors import AlreadyComplete, LogmmError
 
 from .commands import COMMANDS
-from .options import ARGV_KEY, DEBUG_KEY, debug_option
+from .options import ARGV_KEY, DEBUG_KEY, QUIET_KEY, debug_option
 
 __all__ = ["cli", "main"]
 
@@ -74,6 +74,10 @@ class LogmmGroup(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit,
                 click.exceptions.Abort):
             raise
+        except AlreadyComplete as exc:     # a rerun of a finished job: success
+            if not ctx.meta.get(QUIET_KEY):
+                click.echo(f"logmm: {exc}", err=True)
+            raise click.exceptions.Exit(0) from None
         except LogmmError as exc:
             _fail(ctx, exc, exc.exit_code, str(exc))
         except KeyboardInterrupt as exc:

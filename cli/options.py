@@ -21,6 +21,7 @@ __all__ = [
     "storage_options",
     "ARGV_KEY",
     "DEBUG_KEY",
+    "QUIET_KEY",
     "ByteSize",
     "block_rows_option",
     "chunk_rows_option",
@@ -47,6 +48,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: keys in ``click.Context.meta`` (shared by a command's context and its parents')
 DEBUG_KEY = "logmm.debug"
 ARGV_KEY = "logmm.argv"
+QUIET_KEY = "logmm.quiet"
 
 _UNITS = {
     "": 1, "b": 1,
@@ -213,8 +215,13 @@ def chunk_rows_option(f: F) -> F:
 
 
 def quiet_option(f: F) -> F:
-    """``-q/--quiet``."""
-    return click.option("-q", "--quiet", is_flag=True,
+    """``-q/--quiet`` (also noted in ``ctx.meta[QUIET_KEY]`` for the group's reporting)."""
+    def note(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        if value:
+            ctx.meta[QUIET_KEY] = True
+        return value
+
+    return click.option("-q", "--quiet", is_flag=True, callback=note,
                         help="Print nothing on success (errors are still reported).")(f)
 
 

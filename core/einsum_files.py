@@ -159,7 +159,8 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
         for i, r in enumerate(readers, start=1):
             _check_operand(r, i)
         out = check_output(out_address, overwrite=overwrite, compression=compression,
-                           inputs=[r.address for r in readers])
+                           inputs=[r.address for r in readers],
+                           resume=resume)
         if not command:
             command = (f"logmm.einsum_files({subscripts!r}, "
                        f"{[str(r.address) for r in readers]!r}, {str(out)!r}, "
@@ -274,7 +275,8 @@ def _einsum_streamed(stack: ExitStack, subscripts: str, readers: list[ArrayReade
         return plan_rows(n, row_bytes=4 * sliced_row + 4 * out_row,
                          resident=2 * sum(x.nbytes for x in resident.values()),
                          memory=memory, block_rows=block_rows, chunk_rows=chunk_rows,
-                         default_chunk_rows=default_chunk_rows(n, out_row))
+                         default_chunk_rows=default_chunk_rows(n, out_row),
+                         min_blocks=shard.count if shard is not None else 1)
 
     fingerprint = {
         "operation": "einsum", "subscripts": subscripts, "semiring": semiring,

@@ -33,10 +33,11 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from .errors import LogmmError, UsageError
+from .inspect import refuse_or_skip_existing
 from .io.addresses import ArrayAddress
 from .io.resume import OutputLock, ResumeRecord, record_path
-from .io.writers import ArrayWriter, create_writer, partial_path
-from .shards import PLAN_ONLY, Shard, open_shard_output, planned, shard_status
+from .io.writers import ArrayWriter, create_writer, output_exists, partial_path
+from .shards import PLAN_ONLY, Shard, digest, open_shard_output, planned, shard_status
 from .stream import run_pipeline
 
 __all__ = ["Block", "BlockTask", "OpenOutput", "finish_output", "open_output", "progress_bar",
@@ -65,6 +66,9 @@ class OpenOutput(Generic[P]):
         Rows this run computes in all (the whole output, or its shard's rows).
     shard : Shard or None
         The shard computed (``--shard``), None for the whole output.
+    fingerprint : str
+        :func:`logmm.shards.digest` of the run's fingerprint, stored in the output's
+        ``fingerprint`` attribute at commit (a ``--resume`` rerun compares it).
     """
 
     writer: ArrayWriter
@@ -74,6 +78,7 @@ class OpenOutput(Generic[P]):
     resumed_blocks: int
     total_rows: int = 0
     shard: Shard | None = None
+    fingerprint: str = ""
 
 
 def open_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...], dtype: np.dtype,
@@ -89,8 +94,16 @@ def open_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...], dty
     entered on ``stack``. ``shard`` limits the run to one shard's row blocks (see
     :mod:`logmm.shards`).
 
+    With ``resume``, an existing complete output whose stored fingerprint is this run's
+    is nothing to do (:class:`AlreadyComplete`); any other existing output is refused
+    unless ``overwrite``.
+
     Raises
     ------
+    logmm.errors.AlreadyComplete
+        ``resume``, and the output is complete and made by the same inputs and options.
+    OutputExistsError
+        ``resume`` without ``overwrite``, and the output exists but is not that.
     LogmmError
         Another run holds the lock, or ``resume`` and the recorded fingerprint differs.
     UsageError
@@ -108,6 +121,8 @@ def open_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...], dty
         return OpenOutput(writer=writer, record=record, plan=plan, pending=pending,
                           resumed_blocks=len(blocks) - len(pending),
                           total_rows=sum(r1 - r0 for _, r0, r1 in blocks), shard=shard)
+    if resume and not overwrite and output_exists(out):
+        refuse_or_skip_existing(out, digest(fingerprint))
     stack.enter_context(OutputLock(out))
     if out.format == "zarr" and (shared := shard_status(out)) is not None and not shared.merged:
         raise LogmmError(f"{partial_path(out.path)} is the shared store of --shard runs "
@@ -128,7 +143,9 @@ def open_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...], dty
     pending = [(i, r0, r1) for i, (r0, r1) in blocks if i not in record.done]
     return OpenOutput(writer=writer, record=record, plan=plan, pending=pending,
                       resumed_blocks=len(blocks) - len(pending),
-                      total_rows=sum(r1 - r0 for _, (r0, r1) in blocks))
+                      total_rows=sum(r1 - r0 for _, (r0, r1) in blocks),
+                      fingerprint=digest(fingerprint))
+
 
 
 def finish_output(output: OpenOutput[Any], run: Callable[[], T],
@@ -148,6 +165,8 @@ def finish_output(output: OpenOutput[Any], run: Callable[[], T],
         output.record.remove()        # failed: the partial output goes with the writer
         raise
     output.writer.set_attrs(attrs(result))
+    if output.fingerprint:
+        output.writer.set_attrs({"fingerprint": output.fingerprint})
     output.writer.commit()
     output.record.remove()
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyComplete",
     "FormatError",
     "InputError",
     "LogmmError",
@@ -38,3 +39,10 @@ class UsageError(LogmmError):
     """A malformed option or argument (exit code 2, like Click's own usage errors)."""
 
     exit_code = 2
+
+
+class AlreadyComplete(LogmmError):
+    """``--resume`` on an output that is complete and was made by the same inputs and
+    options: nothing to do. Not a failure: the command line says so and exits 0."""
+
+    exit_code = 0

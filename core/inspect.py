@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import FormatError, LogmmError, MissingInputError, UsageError
+from .errors import AlreadyComplete, FormatError, LogmmError, MissingInputError, UsageError
 from .io.addresses import EXTENSIONS, ArrayAddress, parse_address
 from .io.compression import describe_hdf5_filters, describe_zarr_codecs
 from .io.readers import (
@@ -33,9 +33,10 @@ from .io.readers import (
     open_zarr_root,
 )
 from .io.resume import process_alive
-from .io.writers import sidecar_path
+from .io.writers import existing_output_error, sidecar_path
 
-__all__ = ["ArrayInfo", "FileInfo", "TemporaryInfo", "inspect_file", "logmm_status"]
+__all__ = ["ArrayInfo", "FileInfo", "TemporaryInfo", "inspect_file", "logmm_status",
+           "refuse_or_skip_existing"]
 
 #: status of an array: a complete logmm output, an unfinished one, or not logmm's
 STATUSES = ("complete", "incomplete", None)
@@ -568,3 +569,23 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+def refuse_or_skip_existing(out: ArrayAddress, fingerprint: str, what: str = "") -> None:
+    """An existing output met by ``--resume``: :class:`AlreadyComplete` when it is complete
+    and its ``fingerprint`` attribute is ``fingerprint`` (the same inputs and options),
+    else the usual "output exists" refusal. ``what`` names it in the message (default:
+    the address)."""
+    try:
+        arrays = inspect_file(out).arrays
+    except LogmmError:
+        arrays = []
+    stored = arrays[0] if len(arrays) == 1 else None
+    if stored is not None and stored.status == "complete":
+        made_by = (stored.attrs.get("fingerprint")            # a shared --shard store:
+                   or (stored.attrs.get("logmm_shards") or {}).get("fingerprint"))
+        if made_by == fingerprint:
+            raise AlreadyComplete(f"{what or out} is already complete (same inputs and "
+                                  "options): nothing to do")
+        raise existing_output_error(out, "complete, but made from other inputs or options")
+    raise existing_output_error(out)

@@ -169,7 +169,8 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
                              block_rows=block_rows, chunk_rows=chunk_rows,
                              in_chunk_rows=x.chunk_rows,
                              default_chunk_rows=default_chunk_rows(
-                                 n, (width if reduce == "none" else 1) * out_dtype.itemsize))
+                                 n, (width if reduce == "none" else 1) * out_dtype.itemsize),
+                             min_blocks=shard.count if shard is not None else 1)
 
         if reduce == "sum":
             plan = make_plan()
@@ -201,7 +202,7 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
                                 total=total, seconds=time.perf_counter() - started, plan=plan)
 
         out = check_output(out_address, overwrite=overwrite, compression=compression,
-                           inputs=_input_addresses(x, params))
+                           inputs=_input_addresses(x, params), resume=resume)
         fingerprint = {
             "operation": "loglik", "x": input_fingerprint(x.address, x.shape, x.dtype),
             "params": {k: v[0] if v[0] is not None else

@@ -211,7 +211,8 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
             )
         out_dtype = resolve_dtype(a.dtype, b.dtype, dtype)
         out = check_output(out_address, overwrite=overwrite, compression=compression,
-                           inputs=(a.address, b.address))
+                           inputs=(a.address, b.address),
+                           resume=resume)
         if not command:
             command = _python_call(a.address, b.address, out, method, dtype)
 
@@ -227,7 +228,8 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
                 a_read_copies=3 if a.decodes_chunks else 2,
                 itemsize=out_dtype.itemsize, memory=memory, block_rows=block_rows,
                 chunk_rows=chunk_rows, a_chunk_rows=a.chunk_rows,
-                default_chunk_rows=default_chunk_rows(n, m * out_dtype.itemsize))
+                default_chunk_rows=default_chunk_rows(n, m * out_dtype.itemsize),
+                min_blocks=shard.count if shard is not None else 1)
 
         output = open_output(stack, out, (n, m), out_dtype, fingerprint=fingerprint,
                              resume=resume, make_plan=make_plan,

@@ -115,7 +115,7 @@ def plan_product(n: int, k: int, m: int, *, a_itemsize: int, b_itemsize: int,
                  itemsize: int, a_read_copies: int = 2, memory: int | None = None,
                  block_rows: int | None = None,
                  chunk_rows: int | None = None, a_chunk_rows: int | None = None,
-                 default_chunk_rows: int | None = None) -> ProductPlan:
+                 default_chunk_rows: int | None = None, min_blocks: int = 1) -> ProductPlan:
     """Plan a streamed ``logmatmulexp`` of A (n, k) by B (k, m) within ``memory`` bytes.
 
     Parameters
@@ -137,6 +137,9 @@ def plan_product(n: int, k: int, m: int, *, a_itemsize: int, b_itemsize: int,
     a_chunk_rows : int, optional
         Rows per storage chunk of A; blocks are rounded to it when that keeps them whole
         output chunks.
+    min_blocks : int
+        Plan at least this many row blocks (when ``n`` allows) unless ``block_rows`` is
+        given: ``--shard I/N`` passes N, so that every shard gets rows to compute.
 
     Raises
     ------
@@ -163,7 +166,7 @@ def plan_product(n: int, k: int, m: int, *, a_itemsize: int, b_itemsize: int,
     rows = plan_rows(n, row_bytes=per_row, resident=k_chunk * col_panel * b_elem,
                      overhead=KERNEL_OVERHEAD, memory=memory, block_rows=block_rows,
                      chunk_rows=chunk_rows, in_chunk_rows=a_chunk_rows,
-                     default_chunk_rows=default_chunk_rows)
+                     default_chunk_rows=default_chunk_rows, min_blocks=min_blocks)
     return ProductPlan(n=n, k=k, m=m, block_rows=rows.block_rows,
                        col_panel=min(col_panel, max(m, 1)), k_chunk=min(k_chunk, max(k, 1)),
                        chunk_rows=rows.chunk_rows, memory=memory, estimate=rows.estimate)
@@ -212,7 +215,7 @@ class RowPlan:
 def plan_rows(n: int, *, row_bytes: int, resident: int = 0, overhead: int = KERNEL_OVERHEAD,
               memory: int | None = None, block_rows: int | None = None,
               chunk_rows: int | None = None, in_chunk_rows: int | None = None,
-              default_chunk_rows: int | None = None) -> RowPlan:
+              default_chunk_rows: int | None = None, min_blocks: int = 1) -> RowPlan:
     """Plan row blocks of an operation whose rows are independent, within ``memory``.
 
     Parameters
@@ -226,7 +229,7 @@ def plan_rows(n: int, *, row_bytes: int, resident: int = 0, overhead: int = KERN
         Bytes held for the whole run whatever the block (operands read once).
     overhead : int
         Fixed scratch (the log kernel's tiles and threads).
-    memory, block_rows, chunk_rows, default_chunk_rows
+    memory, block_rows, chunk_rows, default_chunk_rows, min_blocks
         As for :func:`plan_product`.
     in_chunk_rows : int, optional
         Rows per storage chunk of the input; blocks are rounded to it when that keeps
@@ -244,6 +247,8 @@ def plan_rows(n: int, *, row_bytes: int, resident: int = 0, overhead: int = KERN
     if block_rows is None and rows < 1:
         raise UsageError(f"memory budget {_size(memory)} cannot hold one row; use at least "
                          f"{_size(overhead + resident + per_row)}")
+    if block_rows is None and min_blocks > 1:        # at least one block per shard
+        rows = min(rows, max(1, n // min_blocks))
     rows = int(block_rows) if block_rows is not None else int(rows)
     rows = max(1, min(rows, max(n, 1)))
     rows, out_chunk = _align_rows(rows, chunk_rows or default_chunk_rows,

@@ -201,7 +201,8 @@ def project(x_address: Address, out_address: Address, *, w_address: Address | No
                     for (role, _), op, r in zip(specs, operands, readers, strict=True)]
 
         out = check_output(out_address, overwrite=overwrite, compression=compression,
-                           inputs=[x.address] + [r.address for r in readers if r is not None])
+                           inputs=[x.address] + [r.address for r in readers if r is not None],
+                           resume=resume)
         names = [str(op) if isinstance(op, Identity) else str(r.address)
                  for op, r in zip(operands, readers, strict=True)]
         operator = _operator(names, operands, blocks)
@@ -232,7 +233,8 @@ def project(x_address: Address, out_address: Address, *, w_address: Address | No
                 overhead=KERNEL_OVERHEAD if semiring == "log" else REAL_OVERHEAD,
                 memory=memory, block_rows=block_rows, chunk_rows=chunk_rows,
                 in_chunk_rows=x.chunk_rows,
-                default_chunk_rows=default_chunk_rows(n, out_width * out_dtype.itemsize))
+                default_chunk_rows=default_chunk_rows(n, out_width * out_dtype.itemsize),
+                min_blocks=shard.count if shard is not None else 1)
 
         output = open_output(stack, out, (n, out_width), out_dtype, fingerprint=fingerprint,
                              resume=resume, make_plan=make_plan,

@@ -232,8 +232,16 @@ def open_shard_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...
                          "share one Zarr store, or write HDF5 files that 'logmm merge' joins")
     _refuse_container(out)
     unit = shard_path(out.path, shard)
-    stack.enter_context(OutputLock(unit))
     whole = digest(fingerprint)
+    if resume and not overwrite:        # a rerun of a finished shard (or whole store)
+        from .inspect import refuse_or_skip_existing
+
+        shard_file = out.__class__(unit, out.format).with_dataset(out.dataset)
+        if out.format == "zarr" and os.path.lexists(out.path):
+            refuse_or_skip_existing(out, whole, f"{out} (all {shard.count} shards)")
+        elif out.format == "hdf5" and os.path.lexists(unit):
+            refuse_or_skip_existing(shard_file, whole, f"shard {shard} of {out}")
+    stack.enter_context(OutputLock(unit))
     record_fp = dict(fingerprint, shard=str(shard))
     record = ResumeRecord.load(record_path(unit)) if resume else None
     if record is not None and (why := record.mismatch(record_fp)):

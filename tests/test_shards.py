@@ -398,3 +398,31 @@ def test_a_failed_shard_removes_a_store_nobody_else_uses(tmp_path: Path,
     assert invoke("multiply", bad, b, "-o", out, *PLAN, "--shard", "1/2").exit_code == 1
     info = invoke("info", out, "--check")
     assert info.exit_code == 1 and "1 of 2" in info.output   # shard 0's rows are kept
+
+
+@pytest.mark.parametrize("count", [16, 7])
+def test_default_plan_gives_every_shard_rows(tmp_path: Path, count: int) -> None:
+    # the array-job report: 200000 rows in 16 shards planned 2 blocks, 14 shards empty
+    np.save(tmp_path / "a.npy", np.zeros((200_000, 4)))
+    np.save(tmp_path / "b.npy", np.zeros((4, 3)))
+    res = invoke("plan", "--shards", count, "multiply", tmp_path / "a.npy",
+                 tmp_path / "b.npy", "-o", tmp_path / "c.h5")
+    assert res.exit_code == 0, res.output
+    rows = [line.split("rows ")[1] for line in res.output.splitlines() if "rows " in line
+            and "/" in line.split()[0]]
+    sizes = [int(r.split(":")[1]) - int(r.split(":")[0]) for r in rows]
+    assert len(sizes) == count and min(sizes) > 0
+    assert max(sizes) - min(sizes) <= 200_000 // count      # at most one block apart
+
+
+@pytest.mark.parametrize("ext", ["zarr", "h5"])
+def test_default_plan_shards_without_block_rows_equal_unsharded(tmp_path: Path, ab,
+                                                               ext: str) -> None:
+    a, b = ab
+    assert invoke("multiply", a, b, "-o", tmp_path / "full.zarr").exit_code == 0
+    notes = [invoke("multiply", a, b, "-o", tmp_path / f"c.{ext}", "--shard", f"{i}/6").stderr
+             for i in range(6)]
+    assert not any("holds no row blocks" in n for n in notes), notes
+    if ext == "h5":
+        assert invoke("merge", tmp_path / "c.h5").exit_code == 0
+    assert same_bits(read(tmp_path / f"c.{ext}"), read(tmp_path / "full.zarr"))

@@ -63,6 +63,8 @@ __all__ = [
     "ZarrWriter",
     "check_output",
     "container_output",
+    "existing_output_error",
+    "output_exists",
     "create_writer",
     "os_error_reason",
     "write_failure",
@@ -143,8 +145,13 @@ def container_output(address: str | Path | ArrayAddress) -> bool:
 
 def check_output(address: str | Path | ArrayAddress, *, overwrite: bool = False,
                  compression: str | None = None,
-                 inputs: Iterable[str | Path | ArrayAddress] = ()) -> ArrayAddress:
+                 inputs: Iterable[str | Path | ArrayAddress] = (),
+                 resume: bool = False) -> ArrayAddress:
     """Validate an output address before any work; return it with its dataset filled in.
+
+    With ``resume``, an existing output is not refused here: the engine compares it with
+    the run (:func:`logmm.engine.open_output`), since a complete output of the same run
+    is nothing to do rather than an error.
 
     ``inputs`` are the run's input addresses. An output written whole must not replace
     the file of one of them; an output inside an existing container
@@ -192,7 +199,9 @@ def check_output(address: str | Path | ArrayAddress, *, overwrite: bool = False,
                              "so nothing can be stored under it")
         if kind == "array":
             if not overwrite:
-                raise OutputExistsError(f"output exists: {addr} (use --overwrite to replace it)")
+                if resume:
+                    return addr
+                raise existing_output_error(addr)
             for source in sources:
                 if _same_path(source.path, path) and source.dataset == addr.dataset:
                     raise OutputExistsError(
@@ -201,7 +210,9 @@ def check_output(address: str | Path | ArrayAddress, *, overwrite: bool = False,
         return addr
     exists = os.path.lexists(path) or _sidecar_exists(addr)
     if exists and not overwrite:
-        raise OutputExistsError(f"output exists: {path} (use --overwrite to replace it)")
+        if resume:
+            return addr
+        raise existing_output_error(addr)
     if exists:
         for source in sources:
             if _same_path(source.path, path):
@@ -209,6 +220,23 @@ def check_output(address: str | Path | ArrayAddress, *, overwrite: bool = False,
                     f"{path} holds an input of this run ({source}); --overwrite would replace "
                     "the whole file: write the output to another file")
     return addr
+
+
+def output_exists(address: str | Path | ArrayAddress) -> bool:
+    """Whether the output ``address`` names exists: its file (or ``.npy`` sidecar), or
+    its dataset inside an existing container."""
+    addr = output_address(address)
+    if container_output(addr):
+        return _container_node(addr)[0] == "array"
+    return os.path.lexists(addr.path) or _sidecar_exists(addr)
+
+
+def existing_output_error(address: ArrayAddress, why: str = "") -> OutputExistsError:
+    """``output exists: OUT (use --overwrite to replace it)``, naming the dataset for an
+    output inside an existing container; ``why`` comes before the advice."""
+    where = address if container_output(address) else address.path
+    return OutputExistsError(f"output exists: {where} ({why + '; ' if why else ''}"
+                             "use --overwrite to replace it)")
 
 
 #: HDF5 files this process adds a dataset to (see :func:`writes_into`)
