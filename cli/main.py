@@ -21,7 +21,7 @@ from logmm import __version__
 from logmm.errors import AlreadyComplete, LogmmError
 
 from .commands import COMMANDS
-from .options import ARGV_KEY, DEBUG_KEY, QUIET_KEY, debug_option
+from .options import ARGV_KEY, DEBUG_KEY, QUIET_KEY, debug_option, quiet_option, verbose_option
 
 __all__ = ["cli", "main"]
 
@@ -113,7 +113,9 @@ class LogmmGroup(click.Group):
             message = exc.format_message()
             sub_ctx = getattr(exc, "ctx", None)
             if isinstance(exc, click.UsageError) and sub_ctx is not None:
-                message = f"{message.rstrip('.')}; see '{sub_ctx.command_path} --help'"
+                see = f"see '{sub_ctx.command_path} --help'"
+                message = (f"{message} ({see})" if message.endswith("?")   # "Did you mean …?"
+                           else f"{message.rstrip('.')}; {see}")
             click.echo(f"logmm: error: {' '.join(message.split())}", err=True)
             sys.exit(exc.exit_code)
         except click.exceptions.Abort:
@@ -136,10 +138,15 @@ def _fail(ctx: click.Context, exc: BaseException, code: int, message: str) -> No
 
 @click.group(cls=LogmmGroup, epilog=EPILOG,
              context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", prog_name="logmm")
+@click.version_option(__version__, "-V", "--version", prog_name="logmm")
+@quiet_option
+@verbose_option
 @debug_option
-def cli() -> None:
-    """Stable log-space matrix products, out of core: C = log(exp(A) @ exp(B)) and friends."""
+def cli(quiet: bool) -> None:
+    """Stable log-space matrix products, out of core: C = log(exp(A) @ exp(B)) and friends.
+
+    -q/-v given here apply to the command that follows (as its own -q would).
+    """
 
 
 for _command in COMMANDS:

@@ -18,14 +18,17 @@ from logmm.io.writers import COMPRESSIONS
 from logmm.logmatmul import METHODS
 
 __all__ = [
+    "ADDRESS",
     "storage_options",
     "ARGV_KEY",
     "DEBUG_KEY",
     "QUIET_KEY",
+    "VERBOSE_KEY",
     "ByteSize",
     "block_rows_option",
     "chunk_rows_option",
     "command_line",
+    "is_quiet",
     "compression_option",
     "debug_option",
     "dtype_option",
@@ -36,6 +39,7 @@ __all__ = [
     "parse_size",
     "progress_option",
     "quiet_option",
+    "verbose_option",
     "reporting_options",
     "resolve_progress",
     "resume_option",
@@ -45,10 +49,16 @@ __all__ = [
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: the type of every array-address argument and option: a plain string to logmm (no
+#: checks here; ``file.h5:/name`` is not a path), but a path to shell completion, so that
+#: TAB completes file names once the completion script is sourced
+ADDRESS = click.Path()
+
 #: keys in ``click.Context.meta`` (shared by a command's context and its parents')
 DEBUG_KEY = "logmm.debug"
 ARGV_KEY = "logmm.argv"
 QUIET_KEY = "logmm.quiet"
+VERBOSE_KEY = "logmm.verbose"
 
 _UNITS = {
     "": 1, "b": 1,
@@ -109,7 +119,7 @@ def debug_option(f: F) -> F:
 
 def output_option(f: F) -> F:
     """``-o/--output ADDR`` (required)."""
-    return click.option("-o", "--output", "output", required=True, metavar="ADDR",
+    return click.option("-o", "--output", "output", required=True, metavar="ADDR", type=ADDRESS,
                         help="Output address: OUT.npy, OUT.h5[:/name], OUT.zarr[:name] "
                              "(dataset 'data' by default).")(f)
 
@@ -245,15 +255,40 @@ def row_streaming_options(f: F) -> F:
 
 
 def reporting_options(f: F) -> F:
-    """``--quiet``, ``--progress/--no-progress`` and ``--debug``: what a command reports."""
-    return quiet_option(progress_option(debug_option(f)))
+    """``--quiet``, ``--verbose``, ``--progress/--no-progress`` and ``--debug``: what a
+    command reports."""
+    return quiet_option(verbose_option(progress_option(debug_option(f))))
+
+
+def verbose_option(f: F) -> F:
+    """``-v/--verbose`` (noted in ``ctx.meta[VERBOSE_KEY]``)."""
+    def note(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        if value:
+            ctx.meta[VERBOSE_KEY] = True
+        return value
+
+    return click.option("-v", "--verbose", is_flag=True, callback=note, expose_value=False,
+                        help="Also print the block plan and how many entries each tier "
+                             "of the kernel produced.")(f)
+
+
+def _context_flag(key: str) -> bool:
+    """A flag given at the group level (``logmm -q multiply …``) or the command's."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get(key))
+
+
+def is_quiet(quiet: bool) -> bool:
+    """The command's ``-q``, or ``logmm -q`` before it."""
+    return quiet or _context_flag(QUIET_KEY)
 
 
 def resolve_progress(progress: bool | None, quiet: bool) -> bool:
-    """An explicit ``--progress/--no-progress`` wins; otherwise on for a TTY unless quiet."""
+    """An explicit ``--progress/--no-progress`` wins; otherwise on for a TTY unless quiet
+    (``-q`` given to the command or to ``logmm`` itself)."""
     if progress is not None:
         return progress
-    if quiet:
+    if is_quiet(quiet):
         return False
     try:
         return sys.stderr.isatty()
@@ -264,13 +299,33 @@ def resolve_progress(progress: bool | None, quiet: bool) -> bool:
 def report_result(result: Any, summary: Callable[[Any], str], quiet: bool) -> None:
     """The one stderr line a compute command ends with: ``summary(result)``, or for a
     ``--shard`` run the shard's note (its rows, where they went, what finishes the
-    output) and the time. Nothing when ``quiet``."""
-    if quiet:
+    output) and the time. Nothing when ``quiet`` (the command's ``-q`` or the group's).
+    With ``-v``, the block plan and the kernel's tier counts come first."""
+    if is_quiet(quiet):
         return
+    if _context_flag(VERBOSE_KEY):
+        for line in verbose_lines(result):
+            click.echo(line, err=True)
     if getattr(result, "shard_note", None) is not None:
         click.echo(f"{result.shard_note} ({result.seconds:.2f} s)", err=True)
     else:
         click.echo(summary(result), err=True)
+
+
+def verbose_lines(result: Any) -> list[str]:
+    """``plan  block_rows=… chunk_rows=…`` and ``tiers  fast=… exact=…`` for ``-v``: what
+    a result carries of its plan and its kernel report."""
+    lines = []
+    plan = getattr(result, "plan", None)
+    if plan is not None and hasattr(plan, "as_dict"):
+        lines.append("plan    " + " ".join(f"{k}={v}" for k, v in plan.as_dict().items()))
+    report = getattr(result, "report", None)
+    if report is not None and hasattr(report, "repaired"):
+        counts = {name: getattr(report, name) for name in
+                  ("entries", "fast", "rebalanced", "blocked", "exact", "unchecked")
+                  if hasattr(report, name)}
+        lines.append("tiers   " + " ".join(f"{k}={v}" for k, v in counts.items()))
+    return lines
 
 
 def command_line(ctx: click.Context) -> str:

@@ -95,3 +95,46 @@ def test_completion_completes_commands_and_options() -> None:
     assert complete("logmm mul", 1) == ["multiply"]
     assert set(complete("logmm multiply --me", 2)) == {"--method", "--memory"}
     assert complete("logmm loglik x.npy --reduce r", 4) == ["row"]
+
+
+@pytest.mark.parametrize("words", [
+    "logmm multiply sample", "logmm multiply a.npy b.npy -o ", "logmm chain a.npy ",
+    "logmm power ", "logmm einsum ij,jk->ik a.npy ", "logmm project x.npz ",
+    "logmm project x.npz --factor ", "logmm loglik x.npy --sigma ", "logmm info ",
+    "logmm convert a.npy ", "logmm merge ",
+])
+def test_file_arguments_complete_as_file_names(words: str) -> None:
+    # Click's bash script turns a "file" completion into `compopt -o default`, so TAB
+    # lists file names; a plain STRING argument completes to nothing at all
+    env = dict(os.environ, _LOGMM_COMPLETE="bash_complete", COMP_WORDS=words,
+               COMP_CWORD=str(len(words.split()) - (0 if words.endswith(" ") else 1)))
+    proc = subprocess.run([sys.executable, "-m", "logmm.cli.main"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split(",", 1)[0] for line in proc.stdout.splitlines()] == ["file"]
+
+
+def test_group_level_flags_and_python_m(tmp_path) -> None:
+    import numpy as np
+
+    np.save(tmp_path / "a.npy", np.zeros((3, 2)))
+    np.save(tmp_path / "b.npy", np.zeros((2, 4)))
+
+    def logmm(*args) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "logmm", *map(str, args)],
+                              capture_output=True, text=True, timeout=60)
+
+    version = logmm("-V")
+    assert version.returncode == 0 and version.stdout.startswith("logmm, version ")
+    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    quiet = logmm("-q", "multiply", a, b, "-o", tmp_path / "q.npy")
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+    for verbose in (logmm("-v", "multiply", a, b, "-o", tmp_path / "v.npy"),
+                    logmm("multiply", a, b, "-o", tmp_path / "w.npy", "--verbose")):
+        lines = verbose.stderr.splitlines()
+        assert verbose.returncode == 0 and len(lines) == 3, verbose.stderr
+        assert lines[0].startswith("plan    n=3 k=2 m=4 block_rows=3")
+        assert lines[1] == "tiers   entries=12 fast=12 rebalanced=0 blocked=0 exact=0 unchecked=0"
+        assert lines[2].startswith("wrote ")
+    bad = logmm("-q", "multiply", b, b, "-o", tmp_path / "x.npy")       # 2×4 @ 2×4
+    assert bad.returncode == 1 and bad.stderr.startswith("logmm: error: shape mismatch")

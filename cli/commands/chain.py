@@ -11,6 +11,7 @@ from logmm.chain import ChainResult, chain_files
 from logmm.errors import UsageError
 
 from ..options import (
+    ADDRESS,
     block_rows_option,
     command_line,
     dtype_option,
@@ -18,6 +19,7 @@ from ..options import (
     method_option,
     output_option,
     overwrite_option,
+    report_result,
     reporting_options,
     resolve_progress,
     storage_options,
@@ -50,7 +52,7 @@ def explain_option(help_text: str) -> Callable[[F], F]:
 
 
 @click.command(epilog=EPILOG, short_help="Log-space product of a chain, cheapest order.")
-@click.argument("matrices", metavar="M1 M2 ...", nargs=-1, required=True)
+@click.argument("matrices", metavar="M1 M2 ...", nargs=-1, required=True, type=ADDRESS)
 @output_option
 @explain_option("Print the chosen order of the products and its cost on stderr.")
 @overwrite_option
@@ -74,8 +76,7 @@ def chain(ctx: click.Context, matrices: tuple[str, ...], output: str, explain: b
         progress=resolve_progress(progress, quiet), command=command_line(ctx),
         explain=(lambda text: click.echo(text, err=True)) if explain else None,
     )
-    if not quiet:
-        click.echo(summary_line(result), err=True)
+    report_result(result, summary_line, quiet)
 
 
 def summary_line(result: ChainResult) -> str:

@@ -8,11 +8,13 @@ from logmm.convert import ConvertResult
 from logmm.convert import convert as run_convert
 
 from ..options import (
+    ADDRESS,
     block_rows_option,
     command_line,
     dtype_option,
     memory_option,
     overwrite_option,
+    report_result,
     reporting_options,
     resolve_progress,
     storage_options,
@@ -37,8 +39,8 @@ need 'pip install logmm[hdf5plugin]'.
 
 
 @click.command(epilog=EPILOG, short_help="Copy an array between .npy, HDF5 and Zarr.")
-@click.argument("source", metavar="IN")
-@click.argument("output", metavar="OUT")
+@click.argument("source", metavar="IN", type=ADDRESS)
+@click.argument("output", metavar="OUT", type=ADDRESS)
 @overwrite_option
 @dtype_option
 @storage_options
@@ -55,8 +57,7 @@ def convert(ctx: click.Context, source: str, output: str, overwrite: bool, dtype
         chunk_rows=chunk_rows, memory=memory, block_rows=block_rows,
         progress=resolve_progress(progress, quiet), command=command_line(ctx),
     )
-    if not quiet:
-        click.echo(summary_line(result), err=True)
+    report_result(result, summary_line, quiet)
 
 
 def summary_line(result: ConvertResult) -> str:

@@ -9,6 +9,7 @@ import click
 from logmm.einsum_files import EINSUM_SEMIRINGS, einsum_files
 
 from ..options import (
+    ADDRESS,
     command_line,
     dtype_option,
     method_option,
@@ -50,7 +51,7 @@ once per operand): operands with that label first are then read block by block.
 
 @click.command(epilog=EPILOG, short_help="Einsum in the log, max or real semiring.")
 @click.argument("subscripts", metavar="SUBSCRIPTS")
-@click.argument("operands", metavar="OP...", nargs=-1, required=True)
+@click.argument("operands", metavar="OP...", nargs=-1, required=True, type=ADDRESS)
 @output_option
 @click.option("--semiring", type=click.Choice(EINSUM_SEMIRINGS), default="log",
               show_default=True,

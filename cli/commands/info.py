@@ -10,7 +10,7 @@ import click
 
 from logmm.inspect import ArrayInfo, FileInfo, TemporaryInfo, inspect_file
 
-from ..options import debug_option
+from ..options import ADDRESS, debug_option
 
 __all__ = ["format_info", "info"]
 
@@ -38,7 +38,7 @@ _MAX_VALUE = 160
 
 @click.command(epilog=EPILOG,
                short_help="Arrays in a file: shape, dtype, chunks, compression, provenance.")
-@click.argument("file", metavar="FILE[:DATASET]")
+@click.argument("file", metavar="FILE[:DATASET]", type=ADDRESS)
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON document (stable keys) instead of a table.")
 @click.option("--check", is_flag=True,

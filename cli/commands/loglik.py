@@ -11,6 +11,7 @@ from logmm.loglik import LoglikResult
 from logmm.loglik import loglik as run_loglik
 
 from ..options import (
+    ADDRESS,
     command_line,
     dtype_option,
     overwrite_option,
@@ -37,11 +38,12 @@ computed without overflow. X is read in row blocks (--memory, --block-rows, --re
 
 
 @click.command(epilog=EPILOG, short_help="Diagonal-Gaussian log-likelihood of X.")
-@click.argument("x", metavar="X")
-@click.option("--mu", required=True, metavar="MU", help="Mean: a number or an array address.")
-@click.option("--sigma", default=None, metavar="S",
+@click.argument("x", metavar="X", type=ADDRESS)
+@click.option("--mu", required=True, metavar="MU", type=ADDRESS,
+              help="Mean: a number or an array address.")
+@click.option("--sigma", default=None, metavar="S", type=ADDRESS,
               help="Standard deviation (> 0): a number or an array address.")
-@click.option("--rho", default=None, metavar="R",
+@click.option("--rho", default=None, metavar="R", type=ADDRESS,
               help="sigma = softplus(rho): a number or an array address.")
 @click.option("--reduce", type=click.Choice(REDUCTIONS), default="none", show_default=True,
               help="none: elementwise; row: one value per row; sum: the total, printed on "

@@ -6,7 +6,7 @@ import click
 
 from logmm.shards import merge as run_merge
 
-from ..options import debug_option, overwrite_option, quiet_option
+from ..options import ADDRESS, debug_option, is_quiet, overwrite_option, quiet_option
 
 __all__ = ["merge"]
 
@@ -27,14 +27,14 @@ A missing or incomplete shard is refused (exit 1), naming the shards and their r
 
 
 @click.command(epilog=EPILOG, short_help="Join the shards of a --shard I/N run.")
-@click.argument("output", metavar="OUT")
+@click.argument("output", metavar="OUT", type=ADDRESS)
 @overwrite_option
 @quiet_option
 @debug_option
 def merge(output: str, overwrite: bool, quiet: bool) -> None:
     """Join the shards written by --shard I/N runs into OUT (.h5 or .zarr)."""
     result = run_merge(output, overwrite=overwrite)
-    if not quiet:
+    if not is_quiet(quiet):
         verb = "wrote" if result.wrote else "already complete:"
         click.echo(f"{verb} {result.output} from {result.count} "
                    f"shard{'s' if result.count != 1 else ''}", err=True)

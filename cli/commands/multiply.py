@@ -10,6 +10,7 @@ from logmm.multiply import MultiplyResult
 from logmm.multiply import multiply as run_multiply
 
 from ..options import (
+    ADDRESS,
     command_line,
     dtype_option,
     method_option,
@@ -38,8 +39,8 @@ attributes (a .npy output gets them in OUT.npy.json).
 
 
 @click.command(epilog=EPILOG, short_help="C = log(exp(A) @ exp(B)) for arrays in files.")
-@click.argument("a", metavar="A")
-@click.argument("b", metavar="B")
+@click.argument("a", metavar="A", type=ADDRESS)
+@click.argument("b", metavar="B", type=ADDRESS)
 @output_option
 @overwrite_option
 @method_option

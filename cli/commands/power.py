@@ -7,11 +7,13 @@ import click
 from logmm.chain import power_file
 
 from ..options import (
+    ADDRESS,
     command_line,
     dtype_option,
     method_option,
     output_option,
     overwrite_option,
+    report_result,
     reporting_options,
     resolve_progress,
     storage_options,
@@ -38,7 +40,7 @@ when complete, with provenance attributes (steps, schedule, repaired entries).
 
 
 @click.command(epilog=EPILOG, short_help="Log-space matrix power by repeated squaring.")
-@click.argument("p", metavar="P")
+@click.argument("p", metavar="P", type=ADDRESS)
 @click.option("-n", "--steps", type=click.IntRange(min=0), required=True, metavar="STEPS",
               help="The power (number of steps), at least 0.")
 @output_option
@@ -59,5 +61,4 @@ def power(ctx: click.Context, p: str, steps: int, output: str, explain: bool, ov
         progress=resolve_progress(progress, quiet), command=command_line(ctx),
         explain=(lambda text: click.echo(text, err=True)) if explain else None,
     )
-    if not quiet:
-        click.echo(summary_line(result), err=True)
+    report_result(result, summary_line, quiet)

@@ -13,6 +13,7 @@ from logmm.project import ProjectResult
 from logmm.project import project as run_project
 
 from ..options import (
+    ADDRESS,
     command_line,
     dtype_option,
     output_option,
@@ -102,11 +103,11 @@ def factor_specs(factors: tuple[str, ...], identities: tuple[int, ...],
 
 @click.command(cls=ProjectCommand, epilog=EPILOG,
                short_help="Rows times a Kronecker-structured operator, never formed.")
-@click.argument("x", metavar="X")
-@click.argument("w", metavar="[W]", required=False)
+@click.argument("x", metavar="X", type=ADDRESS)
+@click.argument("w", metavar="[W]", required=False, type=ADDRESS)
 @click.option("--blocks", type=click.IntRange(min=1), default=None, metavar="K",
               help="Number of diagonal blocks of I_K ⊗ W (needs W; must divide X's width).")
-@click.option("--factor", "factor", multiple=True, metavar="ADDR|I:N",
+@click.option("--factor", "factor", multiple=True, metavar="ADDR|I:N", type=ADDRESS,
               help="A Kronecker factor, in order (repeatable); I:N is an identity of size N.")
 @click.option("--identity", "identity", type=click.IntRange(min=1), multiple=True,
               metavar="N", help="An identity factor of size N, at this position among the "

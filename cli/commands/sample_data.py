@@ -8,7 +8,7 @@ import click
 
 from logmm.samples import write_sample_data
 
-from ..options import debug_option, quiet_option
+from ..options import debug_option, is_quiet, quiet_option
 
 __all__ = ["sample_data"]
 
@@ -27,5 +27,5 @@ Examples:
 def sample_data(directory: Path, quiet: bool) -> None:
     """Write logmm's seeded sample inputs into DIR (created if needed; files replaced)."""
     paths = write_sample_data(directory)
-    if not quiet:
+    if not is_quiet(quiet):
         click.echo(f"wrote {len(paths)} sample files into {directory}", err=True)
