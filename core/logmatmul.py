@@ -110,7 +110,9 @@ def _log_tau(dtype: np.dtype) -> float:
 def compute_dtype(dtype: np.dtype | type | str) -> np.dtype:
     """The dtype a log-space operand of ``dtype`` is computed in.
 
-    Integers and bools become float64, float16 becomes float32, float32 and float64 stay.
+    Integers and bools become float64, float16 becomes float32, float32 and float64 stay,
+    in the machine's byte order whatever the input's (``>f8`` from HDF5, Zarr v2 or
+    ``.npy`` computes as ``float64``).
 
     Raises
     ------
@@ -118,6 +120,8 @@ def compute_dtype(dtype: np.dtype | type | str) -> np.dtype:
         Any other dtype (complex, strings, objects, longdouble, ...).
     """
     dt = np.dtype(dtype)
+    if dt.kind in "biuf" and not dt.isnative:
+        dt = dt.newbyteorder("=")
     if dt.kind in "biu":
         return np.dtype(np.float64)
     if dt == np.float16:
