@@ -29,6 +29,7 @@ from .io.readers import (
     _missing_message,
     _one_line,
     _zarr_arrays,
+    hdf5_open_error,
     open_array,
     open_zarr_root,
 )
@@ -321,7 +322,7 @@ def _inspect_hdf5(addr: ArrayAddress, temporary: bool) -> tuple[list[ArrayInfo],
     try:
         f = h5py.File(addr.path, "r")
     except OSError as exc:
-        raise FormatError(f"{addr.path}: not a readable HDF5 file ({_one_line(exc)})") from None
+        raise hdf5_open_error(addr.path, exc) from None
     with f:
         try:
             if addr.dataset is None:

@@ -138,8 +138,10 @@ def _normalise_dataset(dataset: str | None) -> str | None:
 
 
 def _unknown_extension_message(text: str) -> str:
-    known = ", ".join(EXTENSIONS)
+    written = ", ".join(e for e, fmt in EXTENSIONS.items() if fmt not in INPUT_ONLY_FORMATS)
+    read_only = ", ".join(e for e, fmt in EXTENSIONS.items() if fmt in INPUT_ONLY_FORMATS)
     return (
-        f"{text}: cannot tell the format; array addresses end in one of {known} "
-        "(e.g. x.npy, x.h5:/group/name, x.zarr:name, sparse.npz)"
+        f"{text}: cannot tell the format; array addresses end in one of {written} "
+        f"(inputs also {read_only}: sparse matrices, read only; "
+        "e.g. x.npy, x.h5:/group/name, x.zarr:name, sparse.npz)"
     )

@@ -41,6 +41,7 @@ __all__ = [
     "NpyReader",
     "SparseReader",
     "ZarrReader",
+    "hdf5_open_error",
     "list_arrays",
     "open_array",
     "open_zarr_root",
@@ -292,8 +293,7 @@ class HDF5Reader(ArrayReader):
             try:
                 self._file = h5py.File(self.address.path, "r")
             except OSError as exc:
-                raise FormatError(f"{self.address.path}: not a readable HDF5 file "
-                                  f"({_one_line(exc)})") from None
+                raise hdf5_open_error(self.address.path, exc) from None
             file = self._file
         self._ds = file[self.address.dataset]
 
@@ -304,7 +304,7 @@ class HDF5Reader(ArrayReader):
         try:
             self._file: Any = h5py.File(path, "r")
         except OSError as exc:
-            raise FormatError(f"{path}: not a readable HDF5 file ({_one_line(exc)})") from None
+            raise hdf5_open_error(path, exc) from None
         try:
             name = address.dataset
             if name is None:
@@ -483,8 +483,7 @@ class SparseReader(ArrayReader):
         try:
             self._file = h5py.File(address.path, "r")
         except OSError as exc:
-            raise FormatError(f"{address.path}: not a readable HDF5 file "
-                              f"({_one_line(exc)})") from None
+            raise hdf5_open_error(address.path, exc) from None
         try:
             group = self._file[address.dataset] if address.dataset else self._file
             arrays = _csr_arrays(address, _hdf5_members(group), dict(group.attrs))
@@ -739,7 +738,7 @@ def list_arrays(path: str | Path | ArrayAddress) -> list[str]:
             with h5py.File(addr.path, "r") as f:
                 return ["/" + n for n in _hdf5_arrays(f)]
         except OSError as exc:
-            raise FormatError(f"{addr.path}: not a readable HDF5 file ({_one_line(exc)})") from None
+            raise hdf5_open_error(addr.path, exc) from None
     import zarr
 
     try:
@@ -945,6 +944,17 @@ def _holds(names: list[str], prefix: str = "it holds: ") -> str:
     shown = ", ".join(names[:_MAX_LISTED])
     more = f" (and {len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else ""
     return prefix + shown + more
+
+
+def hdf5_open_error(path: str | Path, exc: BaseException) -> LogmmError:
+    """The one-line error for an HDF5 file h5py could not open: held locked by another
+    process (HDF5's own file lock: a writer somewhere), or not a readable HDF5 file."""
+    detail = _one_line(exc)
+    if "unable to lock file" in detail or "errno = 11" in detail:
+        return LogmmError(f"{path} is locked by another process (an HDF5 writer has it "
+                          "open); wait for it to finish, or, on a read-only shared filesystem "
+                          "that does not support locks, set HDF5_USE_FILE_LOCKING=FALSE")
+    return FormatError(f"{path}: not a readable HDF5 file ({detail})")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -172,8 +172,8 @@ def check_output(address: str | Path | ArrayAddress, *, overwrite: bool = False,
     """
     addr = output_address(address)
     if addr.format in INPUT_ONLY_FORMATS:
-        raise UsageError(f"{addr.path}: logmm does not write .{addr.format} files; write the "
-                         "result as .npy, .h5 or .zarr")
+        raise UsageError(f"{addr.path}: logmm does not write .{addr.format} files (it reads "
+                         "them as sparse inputs only); write the result as .npy, .h5 or .zarr")
     _check_compression(addr, compression)
     path = addr.path
     parent = path.parent
