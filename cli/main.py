@@ -17,7 +17,6 @@ from typing import Any
 
 import click
 
-from logmm import __version__
 from logmm.errors import LogmmError
 
 from .commands import COMMANDS
@@ -132,7 +131,7 @@ def _fail(ctx: click.Context, exc: BaseException, code: int, message: str) -> No
 
 @click.group(cls=LogmmGroup, epilog=EPILOG,
              context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", prog_name="logmm")
+@click.version_option(None, "--version", package_name="logmm", prog_name="logmm")
 @debug_option
 def cli() -> None:
     """Stable log-space matrix products, out of core: C = log(exp(A) @ exp(B)) and friends."""

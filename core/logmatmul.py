@@ -28,13 +28,15 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from functools import cache
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
-from .accumulate import LogSumAccumulator, clamped_exp, finite_or_zero, logsumexp
+from .accumulate import LogSumAccumulator, clamped_exp, exp_floor, finite_or_zero, logsumexp
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from threadpoolctl import ThreadpoolController
 
 __all__ = [
     "METHODS",
@@ -47,6 +49,7 @@ __all__ = [
 ]
 
 METHODS = ("auto", "fast", "exact")
+_NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 # Working-set targets (elements) that keep temporaries cache- and memory-friendly.
 _FAST_BLOCK_ELEMENTS = 1 << 19      # rows of A per fast-path block: ~this many of A and C
@@ -205,6 +208,7 @@ _R = TypeVar("_R")
 
 @cache
 def _blas_controller() -> ThreadpoolController:
+    from threadpoolctl import ThreadpoolController  # on first use: the CLI starts faster
     return ThreadpoolController()
 
 
@@ -326,6 +330,10 @@ def logmatmulexp_report(A: np.ndarray, B: np.ndarray, *, method: str = "auto",
         C = out
     else:
         C = np.empty(batch + (n, m), dtype=out_dtype)
+    if not batch:          # the common 2-D case, without per-batch bookkeeping
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+            report = _product_2d(A, B, C, method)
+        return _squeezed(C, squeeze_a, squeeze_b), report
     report = ProductReport()
     A_b = np.broadcast_to(A, batch + (n, k))
     B_b = np.broadcast_to(B, batch + (k, m))
@@ -336,11 +344,16 @@ def logmatmulexp_report(A: np.ndarray, B: np.ndarray, *, method: str = "auto",
         else:
             for idx in np.ndindex(*batch):
                 report += _product_2d(A_b[idx], B_b[idx], C[idx], method)
+    return _squeezed(C, squeeze_a, squeeze_b), report
+
+
+def _squeezed(C: np.ndarray, squeeze_a: bool, squeeze_b: bool) -> np.ndarray:
+    """``C`` without the dimensions that 1-D operands were promoted with."""
     if squeeze_b:
         C = C[..., 0]
     if squeeze_a:
         C = C[..., 0, :] if not squeeze_b else C[..., 0]
-    return C, report
+    return C
 
 
 def matmul_operands(A: np.ndarray, B: np.ndarray, dtype: np.dtype | type | str | None = None
@@ -358,6 +371,10 @@ def matmul_operands(A: np.ndarray, B: np.ndarray, dtype: np.dtype | type | str |
         Non-float dtypes, scalars, values that do not fit ``dtype``, mismatched
         contraction sizes, batch shapes that do not broadcast.
     """
+    if (type(A) is np.ndarray and type(B) is np.ndarray and A.dtype == B.dtype
+            and A.dtype in _NATIVE_FLOATS and (dtype is None or np.dtype(dtype) == A.dtype)
+            and A.ndim == 2 and B.ndim == 2 and A.shape[1] == B.shape[0]):
+        return A, B, (), False, False        # already valid: skip the general checks
     A = _as_log_operand(A, "A")
     B = _as_log_operand(B, "B")
     out_dtype = result_dtype(A.dtype, B.dtype, dtype)
@@ -394,16 +411,34 @@ class _ShiftedFactor:
     ``shift`` is the same with non-finite values replaced by 0; ``E`` lies in [0, 1].
     """
 
-    __slots__ = ("E", "max", "shift")
+    __slots__ = ("E", "live", "max", "shift")
 
     def __init__(self, X: np.ndarray, axis: int, name: str) -> None:
         self.max = np.fmax.reduce(X, axis=axis)
-        _raise_on_posinf(self.max, name)
-        self.shift = finite_or_zero(self.max.copy())
-        self.E = X - np.expand_dims(self.shift, axis)
-        clamped_exp(self.E, out=self.E)
+        # The +inf refusal, on one scalar: NaN (only from an all-NaN line) compares False.
+        if self.max.size and not np.maximum.reduce(self.max, axis=None) <= _posinf_limit(X.dtype):
+            _raise_on_posinf(self.max, name)
+        #: every line has a finite maximum (no dead line, no all-NaN line)
+        self.live = bool(np.isfinite(self.max).all())
+        self.shift = self.max if self.live else finite_or_zero(self.max.copy())
+        along = (slice(None),) * (X.ndim + axis if axis < 0 else axis) + (np.newaxis,)
+        self.E = np.subtract(X, self.shift[along])
+        np.maximum(self.E, _exp_floor(X.dtype), out=self.E)   # clamped_exp, inlined
+        np.exp(self.E, out=self.E)
 
 
+@cache
+def _posinf_limit(dtype: np.dtype) -> float:
+    """A quarter of ``dtype``'s range: larger log-values are refused (see _raise_on_posinf)."""
+    return float(np.finfo(dtype).max) / 4
+
+
+@cache
+def _exp_floor(dtype: np.dtype) -> float:
+    return exp_floor(dtype)
+
+
+@cache
 def _trust_threshold(dtype: np.dtype, terms: int) -> float:
     """The smallest shifted sum of ``terms`` terms the error argument vouches for.
 
@@ -437,16 +472,24 @@ def _shifted_gemm(fa: _ShiftedFactor, fb: _ShiftedFactor, out: np.ndarray,
     excluding exact -inf lines and NaN entries.
     """
     S = np.matmul(fa.E, fb.E, out=out)
-    dead_rows, dead_cols = ~np.isfinite(fa.max), ~np.isfinite(fb.max)
+    live = fa.live and fb.live
+    if not live:
+        dead_rows, dead_cols = ~np.isfinite(fa.max), ~np.isfinite(fb.max)
     untrusted = None
     if check:
-        untrusted = S < _trust_threshold(out.dtype, fa.E.shape[-1])   # NaN compares False
-        if dead_rows.any() or dead_cols.any():
-            untrusted &= ~(dead_rows[..., :, None] | dead_cols[..., None, :])
+        tau = _trust_threshold(out.dtype, fa.E.shape[-1])
+        # one NaN-ignoring reduction tells whether any entry needs the mask at all
+        if S.size and np.fmin.reduce(S, axis=None) < tau:
+            untrusted = S < tau                            # NaN compares False
+            if not live and (dead_rows.any() or dead_cols.any()):
+                untrusted &= ~(dead_rows[..., :, None] | dead_cols[..., None, :])
+        else:
+            untrusted = np.zeros(S.shape, dtype=bool)
     np.log(S, out=S)
     S += fa.shift[..., :, None]
     S += fb.shift[..., None, :]
-    _restore_neg_inf(S, dead_rows, dead_cols)
+    if not live:
+        _restore_neg_inf(S, dead_rows, dead_cols)
     return untrusted
 
 
@@ -497,7 +540,7 @@ def _product_2d(A: np.ndarray, B: np.ndarray, out: np.ndarray, method: str) -> P
     gemm_bound = k * m >= _GEMM_BOUND_RATIO * (k + m)
     block_elements = _GEMM_BOUND_BLOCK_ELEMENTS if gemm_bound else _FAST_BLOCK_ELEMENTS
     rows_per_block = max(1, min(n, block_elements // max(k, m)))
-    if not gemm_bound:          # equal blocks, a multiple of the thread count
+    if not gemm_bound and n * k * m >= _PARALLEL_MIN_WORK:   # equal blocks, one per thread
         workers = _worker_count()
         count = -(-n // rows_per_block)
         count = -(-count // workers) * workers
@@ -509,10 +552,12 @@ def _product_2d(A: np.ndarray, B: np.ndarray, out: np.ndarray, method: str) -> P
                                   check=method == "auto")
         return start, (untrusted if untrusted is not None and untrusted.any() else None)
 
-    untrusted_blocks = [(start, u) for start, u in
-                        _map_parallel(fast_block, range(0, n, rows_per_block),
-                                      0 if gemm_bound else n * k * m)
-                        if u is not None]
+    if rows_per_block >= n:     # one block: no thread pool, no block bookkeeping
+        blocks = [fast_block(0)]
+    else:
+        blocks = _map_parallel(fast_block, range(0, n, rows_per_block),
+                               0 if gemm_bound else n * k * m)
+    untrusted_blocks = [(start, u) for start, u in blocks if u is not None]
     if untrusted_blocks:
         # One repair over all rows, so that tiles gather like rows from the whole matrix.
         mask = np.zeros((n, m), dtype=bool)
