@@ -26,6 +26,7 @@ import math
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from functools import cache
 from typing import TYPE_CHECKING, TypeVar
@@ -50,6 +51,7 @@ __all__ = [
 
 METHODS = ("auto", "fast", "exact")
 _NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_NO_ERRSTATE = nullcontext()
 
 # Working-set targets (elements) that keep temporaries cache- and memory-friendly.
 _FAST_BLOCK_ELEMENTS = 1 << 19      # rows of A per fast-path block: ~this many of A and C
@@ -63,6 +65,12 @@ _REBALANCE_TILE_ENTRIES = 1 << 14   # rebalanced tier: output entries per tile
 _REBALANCE_TILE_COLS = 128          # rebalanced tier: at most this many columns per tile
 _REPAIR_GATHER_ELEMENTS = 1 << 20   # rebalanced tier: rows x K gathered per tile, at most
 _EXACT_TILE_ELEMENTS = 1 << 19      # exact method: rows x cols x K-chunk per tile
+# Factors smaller than this skip exp's clamp (see clamped_exp): the clamp costs a ufunc
+# call (~1 us), more than the few ns per element numpy's exp loses on subnormal results
+# at this size in the typical case (at worst ~30 ns x 1024 elements). Unclamped, a term
+# is off by less than tiny absolute (0 or subnormal), within the error argument's
+# (2e + 1) tiny.
+_CLAMP_MIN_ELEMENTS = 1024
 
 
 @dataclass
@@ -190,7 +198,7 @@ def _raise_on_posinf(max_values: np.ndarray, name: str) -> None:
     """
     if not max_values.size:
         return
-    top = np.max(max_values)          # NaN only if every value is NaN: nothing to refuse
+    top = np.fmax.reduce(max_values, axis=None)   # NaN only if every value is NaN
     if np.isposinf(top):
         raise InputError(
             f"{name} contains +inf, which is not a log-probability "
@@ -331,8 +339,12 @@ def logmatmulexp_report(A: np.ndarray, B: np.ndarray, *, method: str = "auto",
     else:
         C = np.empty(batch + (n, m), dtype=out_dtype)
     if not batch:          # the common 2-D case, without per-batch bookkeeping
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-            report = _product_2d(A, B, C, method)
+        report = None
+        if method != "exact" and k and n * m and _one_block(n, k, m):
+            report = _lean_product(A, B, C, method == "auto")
+        if report is None:
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+                report = _product_2d(A, B, C, method)
         return _squeezed(C, squeeze_a, squeeze_b), report
     report = ProductReport()
     A_b = np.broadcast_to(A, batch + (n, k))
@@ -415,15 +427,17 @@ class _ShiftedFactor:
 
     def __init__(self, X: np.ndarray, axis: int, name: str) -> None:
         self.max = np.fmax.reduce(X, axis=axis)
-        # The +inf refusal, on one scalar: NaN (only from an all-NaN line) compares False.
-        if self.max.size and not np.maximum.reduce(self.max, axis=None) <= _posinf_limit(X.dtype):
+        # The +inf refusal on one NaN-ignoring scalar (NaN only if every line is all NaN).
+        if self.max.size and not np.fmax.reduce(self.max, axis=None) <= _posinf_limit(X.dtype):
             _raise_on_posinf(self.max, name)
-        #: every line has a finite maximum (no dead line, no all-NaN line)
-        self.live = bool(np.isfinite(self.max).all())
+        #: every line has a finite maximum (no dead line, no all-NaN line): minimum
+        #: propagates NaN, and +inf was refused above
+        self.live = bool(self.max.size == 0 or np.minimum.reduce(self.max, axis=None) > -np.inf)
         self.shift = self.max if self.live else finite_or_zero(self.max.copy())
         along = (slice(None),) * (X.ndim + axis if axis < 0 else axis) + (np.newaxis,)
         self.E = np.subtract(X, self.shift[along])
-        np.maximum(self.E, _exp_floor(X.dtype), out=self.E)   # clamped_exp, inlined
+        if X.size >= _CLAMP_MIN_ELEMENTS:       # clamped_exp, inlined
+            np.maximum(self.E, _exp_floor(X.dtype), out=self.E)
         np.exp(self.E, out=self.E)
 
 
@@ -471,6 +485,16 @@ def _shifted_gemm(fa: _ShiftedFactor, fb: _ShiftedFactor, out: np.ndarray,
     entries the error argument cannot vouch for: shifted sum below the trust threshold,
     excluding exact -inf lines and NaN entries.
     """
+    untrusted = _shifted_gemm_untrusted(fa, fb, out, check)
+    if check and untrusted is None:
+        untrusted = np.zeros(out.shape, dtype=bool)
+    return untrusted
+
+
+def _shifted_gemm_untrusted(fa: _ShiftedFactor, fb: _ShiftedFactor, out: np.ndarray,
+                            check: bool) -> np.ndarray | None:
+    """:func:`_shifted_gemm`, returning None rather than an all-False mask (and always
+    None without ``check``)."""
     S = np.matmul(fa.E, fb.E, out=out)
     live = fa.live and fb.live
     if not live:
@@ -483,8 +507,6 @@ def _shifted_gemm(fa: _ShiftedFactor, fb: _ShiftedFactor, out: np.ndarray,
             untrusted = S < tau                            # NaN compares False
             if not live and (dead_rows.any() or dead_cols.any()):
                 untrusted &= ~(dead_rows[..., :, None] | dead_cols[..., None, :])
-        else:
-            untrusted = np.zeros(S.shape, dtype=bool)
     np.log(S, out=S)
     S += fa.shift[..., :, None]
     S += fb.shift[..., None, :]
@@ -498,10 +520,13 @@ def _batched_product(A: np.ndarray, B: np.ndarray, out: np.ndarray,
     """The fast tier over all batch elements at once (one numpy call per step instead of
     one per batch), then the repair tiers for the batch elements that need them."""
     report = ProductReport(entries=out.size)
-    untrusted = _shifted_gemm(_ShiftedFactor(A, -1, "A"), _ShiftedFactor(B, -2, "B"), out,
-                              check=method == "auto")
-    if untrusted is None:
+    untrusted = _shifted_gemm_untrusted(_ShiftedFactor(A, -1, "A"), _ShiftedFactor(B, -2, "B"),
+                                        out, check=method == "auto")
+    if method == "fast":
         report.unchecked = out.size
+        return report
+    if untrusted is None:
+        report.fast = out.size
         return report
     n, m = out.shape[-2:]
     flat = untrusted.reshape(-1, n, m)
@@ -514,6 +539,72 @@ def _batched_product(A: np.ndarray, B: np.ndarray, out: np.ndarray,
             report += _repair(A_flat[index], B_flat[index], C_flat[index], flat[index])
     report.fast = out.size - report.repaired
     return report
+
+
+def _one_block(n: int, k: int, m: int) -> bool:
+    """Whether :func:`_product_2d` computes the fast tier of (n, k) @ (k, m) as one block."""
+    if k * m >= _GEMM_BOUND_RATIO * (k + m):
+        return n * max(k, m) <= _GEMM_BOUND_BLOCK_ELEMENTS
+    return n * k * m < _PARALLEL_MIN_WORK and n * max(k, m) <= _FAST_BLOCK_ELEMENTS
+
+
+def _lean_product(A: np.ndarray, B: np.ndarray, C: np.ndarray,
+                  check: bool) -> ProductReport | None:
+    """The fast tier of a one-block 2-D product in as few numpy calls as it can take.
+
+    Fills ``C`` and returns the report, or returns None, leaving the product to
+    :func:`_product_2d`, unless every row maximum of A and column maximum of B is finite
+    and at most a quarter of the dtype's range (so no +inf, no dead or all-NaN line, and
+    nothing to refuse: :func:`_product_2d` then refuses what must be refused). With
+    every maximum finite no floating-point exception can arise before the trust test,
+    so this runs without ``np.errstate``; one NaN-ignoring minimum of the shifted sums
+    decides whether any entry needs repair, and only then is the mask formed and the
+    repair run (as in :func:`_product_2d`). Same arithmetic, same error bound.
+    """
+    ma = np.fmax.reduce(A, axis=1)
+    mb = np.fmax.reduce(B, axis=0)
+    limit = _posinf_limit(A.dtype)
+    if not (_finite_at_most(ma, limit) and _finite_at_most(mb, limit)):
+        return None
+    try:
+        EA = np.subtract(A, ma[:, None])
+        EB = np.subtract(B, mb)
+        if A.size >= _CLAMP_MIN_ELEMENTS:
+            np.maximum(EA, _exp_floor(A.dtype), out=EA)
+        if B.size >= _CLAMP_MIN_ELEMENTS:
+            np.maximum(EB, _exp_floor(B.dtype), out=EB)
+        np.exp(EA, out=EA)                      # in [0, 1]: may underflow, never overflow
+        np.exp(EB, out=EB)
+    except FloatingPointError:                  # the caller's np.seterr raises on underflow
+        return None
+    S = np.matmul(EA, EB, out=C)
+    n, m = C.shape
+    report = ProductReport(entries=n * m)
+    untrusted = None
+    if check:
+        tau = _trust_threshold(C.dtype, A.shape[1])
+        if np.fmin.reduce(S, axis=None) < tau:  # NaN-ignoring: NaN entries need no repair
+            untrusted = S < tau
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore") \
+            if untrusted is not None or not check else _NO_ERRSTATE:
+        np.log(S, out=S)                        # checked: S >= tau > 0 unless repaired
+        S += ma[:, None]
+        S += mb
+        if untrusted is not None:
+            report += _repair(A, B, C, untrusted)
+    if check:
+        report.fast = n * m - report.repaired
+    else:
+        report.unchecked = n * m
+    return report
+
+
+def _finite_at_most(x: np.ndarray, limit: float) -> bool:
+    """Every entry of the 1-D ``x`` finite and at most ``limit`` (NaN fails)."""
+    if x.size <= 16:       # Python beats two numpy reductions on a few values
+        total = sum(x.tolist())
+        return math.isfinite(total) and max(x.tolist()) <= limit
+    return bool(np.minimum.reduce(x) > -np.inf) and bool(np.maximum.reduce(x) <= limit)
 
 
 def _product_2d(A: np.ndarray, B: np.ndarray, out: np.ndarray, method: str) -> ProductReport:
@@ -548,8 +639,8 @@ def _product_2d(A: np.ndarray, B: np.ndarray, out: np.ndarray, method: str) -> P
 
     def fast_block(start: int) -> tuple[int, np.ndarray | None]:
         stop = min(n, start + rows_per_block)
-        untrusted = _shifted_gemm(_ShiftedFactor(A[start:stop], 1, "A"), fb, out[start:stop],
-                                  check=method == "auto")
+        untrusted = _shifted_gemm_untrusted(_ShiftedFactor(A[start:stop], 1, "A"), fb,
+                                            out[start:stop], check=method == "auto")
         return start, (untrusted if untrusted is not None and untrusted.any() else None)
 
     if rows_per_block >= n:     # one block: no thread pool, no block bookkeeping
