@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from .accumulate import LogSumAccumulator, clamped_exp, exp_floor, finite_or_zero, logsumexp
+from .accumulate import clamped_exp, exp_floor, finite_or_zero, logsumexp
 from .errors import InputError
 
 if TYPE_CHECKING:
@@ -832,36 +832,56 @@ def _exact_entries(a: np.ndarray, B: np.ndarray, rows: np.ndarray, cols: np.ndar
 
 
 def _exact_product(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
-    """Blocked exact logsumexp over every term into ``out`` (n, m).
+    """Exact logsumexp over every term into ``out`` (n, m), shifted per entry by the
+    ``auto`` result.
 
-    Tiles of (rows, cols, K-chunk) terms are formed one at a time and folded into a
-    :class:`LogSumAccumulator` per tile, so memory is O(tile) whatever n, k and m are.
-    Accumulates in float64 for float32 inputs. Row tiles run in parallel.
+    ``auto`` is accurate to ``u (2K + 9M + ...)``, so with ``c`` its value every term
+    ``exp(A[i,k] + B[k,j] - c[i,j])`` is at most about 1 and their sum at least about 1:
+    one pass of add, exp and sum per term (in float64, exp clamped as in
+    :func:`clamped_exp`), no running maximum or rescaling, and ``c + log(sum)`` is the
+    two-pass logsumexp with its shift already known. Entries ``auto`` finds ``-inf``
+    (every term ``-inf``, exact) or NaN (a NaN term) are already final. Tiles of (rows,
+    cols, K-chunk) terms keep memory O(tile) whatever n, k and m are; row tiles run in
+    parallel.
     """
     n, k = A.shape
     m = B.shape[1]
     acc_dtype = np.float64
+    auto = np.empty((n, m), dtype=out.dtype)
+    _product_2d(A, B, auto, "auto")
+    final = ~np.isfinite(auto)                   # -inf (exact) or NaN: nothing to add
+    shift = finite_or_zero(auto.astype(acc_dtype))
     BT = B.T.astype(acc_dtype)                  # (m, k): contraction axis contiguous
     k_chunk = min(k, 512)
     tile_cols = max(1, min(m, 64))
     tile_rows = max(1, min(n, _EXACT_TILE_ELEMENTS // (tile_cols * k_chunk)))
-    # A bound on the spread of all terms lets the accumulator skip clamping (a pass).
-    spread = float(np.ptp(A) + np.ptp(B)) if A.size and B.size else math.inf
-    if not math.isfinite(spread):
-        spread = math.inf
+    floor = exp_floor(acc_dtype)
+    b_min = np.min(BT, axis=1)                  # per column of B: NaN or -inf clamp below
 
     def row_tile(r0: int) -> None:
         r1 = min(n, r0 + tile_rows)
         a = A[r0:r1].astype(acc_dtype)
+        a_min = float(np.min(a))
         scratch = np.empty((r1 - r0, tile_cols, k_chunk), dtype=acc_dtype)
         for c0 in range(0, m, tile_cols):
             c1 = min(m, c0 + tile_cols)
-            acc = LogSumAccumulator((r1 - r0, c1 - c0), acc_dtype)
+            c = shift[r0:r1, c0:c1, None]
+            # the clamp (a pass) only where some term may fall below exp's fast range
+            clamp = not a_min + float(np.min(b_min[c0:c1])) - float(np.max(c)) >= floor
+            total = np.zeros((r1 - r0, c1 - c0), dtype=acc_dtype)
             for k0 in range(0, k, k_chunk):
                 k1 = min(k, k0 + k_chunk)
                 terms = np.add(a[:, None, k0:k1], BT[None, c0:c1, k0:k1],
                                out=scratch[:, :c1 - c0, :k1 - k0])
-                acc.add_reduced(terms, axis=2, overwrite_terms=True, spread=spread)
-            out[r0:r1, c0:c1] = acc.result()
+                terms -= c
+                if clamp:
+                    np.maximum(terms, floor, out=terms)     # maximum keeps NaN
+                np.exp(terms, out=terms)
+                total += terms.sum(axis=2)
+            np.log(total, out=total)
+            total += shift[r0:r1, c0:c1]
+            out[r0:r1, c0:c1] = total
 
     _map_parallel(row_tile, range(0, n, tile_rows), n * k * m)
+    if final.any():
+        out[final] = auto[final]
