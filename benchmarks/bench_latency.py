@@ -2,6 +2,7 @@
 
     python benchmarks/bench_latency.py            # the targets of issue 15
     python benchmarks/bench_latency.py --quick    # small shapes, a smoke run
+    python benchmarks/bench_latency.py --plot docs/img/latency_vs_size.png   # the figure
 
 Prints one table: per case the median time of the naive numpy recipe
 ``log(exp(A) @ exp(B))`` (or the case's own reference), torch's broadcast
@@ -76,17 +77,24 @@ def per_call(fn: Callable[[], object], calls: int) -> Callable[[], None]:
     return loop
 
 
+def product_methods(A: np.ndarray, B: np.ndarray, calls: int,
+                    with_torch: bool) -> dict[str, Callable[[], None]]:
+    """Loops of ``calls`` calls: naive, logmm and (if asked and importable) torch broadcast."""
+    methods = {"naive": per_call(lambda: naive(A, B), calls),
+               "logmm": per_call(lambda: logmm.logmatmulexp(A, B), calls)}
+    if with_torch and torch is not None:
+        tA, tB = torch.from_numpy(A), torch.from_numpy(B)
+        methods["torch"] = per_call(lambda: torch.logsumexp(tA[:, :, None] + tB[None], 1),
+                                    calls)
+    return methods
+
+
 def product_row(rng: np.random.Generator, n: int, k: int, m: int, dtype: type, target: str,
                 limit: float, repeats: int, with_torch: bool) -> Row:
     A, B = log_probs(rng, n, k, dtype=dtype), log_probs(rng, k, m, dtype=dtype)
     work = n * k * m
     calls = max(1, min(2000, (1 << 22) // max(work, 1)))
-    methods = {"naive": per_call(lambda: naive(A, B), calls),
-               "logmm": per_call(lambda: logmm.logmatmulexp(A, B), calls)}
-    if with_torch and torch is not None and work <= 1 << 24:
-        tA, tB = torch.from_numpy(A), torch.from_numpy(B)
-        methods["torch"] = per_call(
-            lambda: torch.logsumexp(tA[:, :, None] + tB[None], 1), calls)
+    methods = product_methods(A, B, calls, with_torch and work <= 1 << 24)
     t = {name: s / calls for name, s in timed(methods, repeats).items()}
     name = f"{n}x{k}x{m} {np.dtype(dtype).name}"
     return Row(name, t["naive"], t["logmm"], target, limit, torch=t.get("torch"))
@@ -155,13 +163,68 @@ def version_row(repeats: int) -> Row:
                "<= 0.2 s wall", 0.2, absolute=True)
 
 
+def sweep(sizes: list[int], repeats: int, torch_max: int) -> dict[str, list[tuple[int, float]]]:
+    """Seconds per call of square float64 products of every size: naive, logmm and (up to
+    ``torch_max``, beyond which its n^3 temporary grows past 1 GiB) torch broadcast."""
+    rng = np.random.default_rng(1)
+    series: dict[str, list[tuple[int, float]]] = {"naive numpy": [], "logmm": []}
+    if torch is not None:
+        series["torch broadcast logsumexp"] = []
+    for n in sizes:
+        A, B = log_probs(rng, n, n), log_probs(rng, n, n)
+        calls = max(1, min(2000, (1 << 22) // n ** 3))
+        methods = product_methods(A, B, calls, n <= torch_max)
+        names = {"naive": "naive numpy", "torch": "torch broadcast logsumexp"}
+        for name, seconds in timed(methods, repeats if n < 1024 else 3).items():
+            series[names.get(name, name)].append((n, seconds / calls))
+        print(f"n={n}: " + ", ".join(f"{name} {_fmt(v[-1][1])}" for name, v in series.items()
+                                     if v and v[-1][0] == n), flush=True)
+    return series
+
+
+def plot_sweep(series: dict[str, list[tuple[int, float]]], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    styles = {"naive numpy": ("tab:gray", "o", "--"), "logmm": ("tab:blue", "s", "-"),
+              "torch broadcast logsumexp": ("tab:red", "^", ":")}
+    for name, points in series.items():
+        if points:
+            color, marker, style = styles[name]
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, color=color, marker=marker, linestyle=style, label=name)
+    sizes = [n for n, _ in series["logmm"]]
+    ax.set(xscale="log", yscale="log", xlabel="n = k = m (float64, log-probabilities)",
+           ylabel="median seconds per call",
+           title="Time per call vs size: logmm, the unstable naive recipe, torch broadcast")
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, a smoke run")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--plot", metavar="PNG",
+                        help="measure sizes 1..2048 (1..64 with --quick) and draw this figure "
+                             "instead of the table")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     r = args.repeats
+    if args.plot:
+        top = 64 if args.quick else 2048
+        sizes = [1 << i for i in range(top.bit_length())]
+        plot_sweep(sweep(sizes, r, torch_max=256), args.plot)
+        print(f"wrote {args.plot}")
+        return 0
     print(f"logmm {logmm.__version__}, numpy {np.__version__}, torch "
           f"{torch.__version__ if torch is not None else 'not installed'}; medians of {r}")
     rows = [product_row(rng, 1, 8, 8, np.float64, "<= 4x naive", 4.0, r, True),

@@ -105,3 +105,21 @@ def test_bench_latency_quick_prints_the_target_table(capsys: pytest.CaptureFixtu
     assert all(re.search(r"\d+\.\d\dx", row) for row in rows)
     first = next(row for row in rows if row.startswith("1x8x8"))
     assert (" n/a " in first) == (module.torch is None), first
+
+
+def test_bench_latency_plot_draws_the_size_sweep(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib (test extra) is not installed")
+    script = BENCH.parent / "bench_latency.py"
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    spec = importlib.util.spec_from_file_location("bench_latency", script)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_latency", module)
+    spec.loader.exec_module(module)
+    png = tmp_path / "latency.png"
+    assert module.main(["--quick", "--repeats", "1", "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = capsys.readouterr().out
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("n=")] == \
+        [f"n={n}" for n in (1, 2, 4, 8, 16, 32, 64)]
