@@ -385,8 +385,9 @@ def matmul_operands(A: np.ndarray, B: np.ndarray, dtype: np.dtype | type | str |
     """
     if (type(A) is np.ndarray and type(B) is np.ndarray and A.dtype == B.dtype
             and A.dtype in _NATIVE_FLOATS and (dtype is None or np.dtype(dtype) == A.dtype)
-            and A.ndim == 2 and B.ndim == 2 and A.shape[1] == B.shape[0]):
-        return A, B, (), False, False        # already valid: skip the general checks
+            and A.ndim == B.ndim >= 2 and A.shape[-1] == B.shape[-2]
+            and A.shape[:-2] == B.shape[:-2]):
+        return A, B, A.shape[:-2], False, False   # already valid: skip the general checks
     A = _as_log_operand(A, "A")
     B = _as_log_operand(B, "B")
     out_dtype = result_dtype(A.dtype, B.dtype, dtype)
@@ -564,7 +565,11 @@ def _lean_product(A: np.ndarray, B: np.ndarray, C: np.ndarray,
     ma = np.fmax.reduce(A, axis=1)
     mb = np.fmax.reduce(B, axis=0)
     limit = _posinf_limit(A.dtype)
-    if not (_finite_at_most(ma, limit) and _finite_at_most(mb, limit)):
+    if ma.size + mb.size <= 32:     # Python beats four numpy reductions on a few values
+        maxima = ma.tolist() + mb.tolist()
+        if not (math.isfinite(sum(maxima)) and max(maxima) <= limit):   # NaN, inf: False
+            return None
+    elif not (_finite_at_most(ma, limit) and _finite_at_most(mb, limit)):
         return None
     try:
         EA = np.subtract(A, ma[:, None])
@@ -601,9 +606,6 @@ def _lean_product(A: np.ndarray, B: np.ndarray, C: np.ndarray,
 
 def _finite_at_most(x: np.ndarray, limit: float) -> bool:
     """Every entry of the 1-D ``x`` finite and at most ``limit`` (NaN fails)."""
-    if x.size <= 16:       # Python beats two numpy reductions on a few values
-        total = sum(x.tolist())
-        return math.isfinite(total) and max(x.tolist()) <= limit
     return bool(np.minimum.reduce(x) > -np.inf) and bool(np.maximum.reduce(x) <= limit)
 
 
