@@ -71,6 +71,11 @@ _EXACT_TILE_ELEMENTS = 1 << 19      # exact method: rows x cols x K-chunk per ti
 # is off by less than tiny absolute (0 or subnormal), within the error argument's
 # (2e + 1) tiny.
 _CLAMP_MIN_ELEMENTS = 1024
+# Line maxima of factors with lines this short (and this many elements) use a halving tree
+# of elementwise fmax: numpy's reduce along a short axis costs ~7 ns per element (measured
+# on 10000 x 8 x 8), the tree ~1.
+_SHORT_LINE = 32
+_SHORT_LINE_MIN_ELEMENTS = 1 << 14
 
 
 @dataclass
@@ -427,7 +432,7 @@ class _ShiftedFactor:
     __slots__ = ("E", "live", "max", "shift")
 
     def __init__(self, X: np.ndarray, axis: int, name: str) -> None:
-        self.max = np.fmax.reduce(X, axis=axis)
+        self.max = _line_max(X, axis)
         # The +inf refusal on one NaN-ignoring scalar (NaN only if every line is all NaN).
         if self.max.size and not np.fmax.reduce(self.max, axis=None) <= _posinf_limit(X.dtype):
             _raise_on_posinf(self.max, name)
@@ -440,6 +445,26 @@ class _ShiftedFactor:
         if X.size >= _CLAMP_MIN_ELEMENTS:       # clamped_exp, inlined
             np.maximum(self.E, _exp_floor(X.dtype), out=self.E)
         np.exp(self.E, out=self.E)
+
+
+def _line_max(X: np.ndarray, axis: int) -> np.ndarray:
+    """``np.fmax.reduce(X, axis)``, as a few elementwise ``fmax`` calls when the lines are
+    short and many (a batch of small matrices): numpy's reduction along a short axis costs
+    about 7 ns per element there, the halving tree below under 1. Same values (the
+    maximum is exact; fmax ignores NaN either way)."""
+    size = X.shape[axis]
+    if not 1 < size <= _SHORT_LINE or X.size < _SHORT_LINE_MIN_ELEMENTS:
+        return np.fmax.reduce(X, axis=axis)
+    lead = (slice(None),) * (axis % X.ndim)
+    x = X
+    while size > 1:
+        half = size // 2
+        top = np.fmax(x[lead + (slice(0, half),)], x[lead + (slice(half, 2 * half),)])
+        if size % 2:
+            first = top[lead + (slice(0, 1),)]
+            np.fmax(first, x[lead + (slice(size - 1, size),)], out=first)
+        x, size = top, half
+    return x[lead + (0,)]
 
 
 @cache

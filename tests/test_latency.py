@@ -97,3 +97,28 @@ def test_small_products_under_a_raising_errstate() -> None:
     with np.errstate(all="raise"):
         C = logmm.logmatmulexp(A, B)
     assert C[0, 0] == pytest.approx(np.logaddexp(0.0, -805.0), abs=1e-15)
+
+
+@pytest.mark.parametrize("n, k, m", [(7, 5, 3), (8, 8, 8), (3, 9, 2)])
+def test_many_small_products_match_one_at_a_time(n: int, k: int, m: int) -> None:
+    # a batch large enough for the short-line maxima (odd sizes too), with NaN, -inf and
+    # dead lines, against the same products taken one at a time
+    rng = np.random.default_rng(n * k * m)
+    A = np.log(rng.dirichlet(np.ones(k), size=(3000, n)))
+    B = np.log(rng.dirichlet(np.ones(m), size=(3000, k)))
+    A[rng.random(A.shape) < 0.05] = -np.inf
+    B[rng.random(B.shape) < 0.05] = np.nan
+    A[5, 1] = -np.inf                    # a dead row
+    B[7, :, 0] = np.nan                  # an all-NaN column
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        C = logmm.logmatmulexp(A, B)
+        for i in [0, 5, 7, 1234, 2999]:
+            one = logmm.logmatmulexp(A[i], B[i])
+            assert np.array_equal(np.isnan(C[i]), np.isnan(one))
+            assert np.array_equal(np.isneginf(C[i]), np.isneginf(one))
+            np.testing.assert_allclose(C[i][np.isfinite(one)], one[np.isfinite(one)],
+                                       rtol=0, atol=1e-13)
+    B[9, 2, 1] = np.inf
+    with pytest.raises(InputError, match=r"^B contains \+inf"):
+        logmm.logmatmulexp(A, B)
