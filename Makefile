@@ -58,6 +58,7 @@ test-slow: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_logmatmul.py
+	$(BIN)/python benchmarks/bench_latency.py
 	$(BIN)/python benchmarks/bench_streaming.py
 	$(BIN)/python benchmarks/bench_project.py
 	$(BIN)/python benchmarks/bench_einsum.py
@@ -67,6 +68,7 @@ bench: $(VENV)/.installed
 
 bench-plots: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench_plots.py --out docs/img
+	$(BIN)/python benchmarks/bench_latency.py --plot docs/img/latency_vs_size.png
 
 sample-data: $(VENV)/.installed
 	$(BIN)/python sample_data/make_sample_data.py --out sample_data

@@ -17,7 +17,6 @@ from typing import Any
 
 import click
 
-from logmm import __version__
 from logmm.errors import AlreadyComplete, LogmmError
 
 from .commands import COMMANDS
@@ -138,7 +137,7 @@ def _fail(ctx: click.Context, exc: BaseException, code: int, message: str) -> No
 
 @click.group(cls=LogmmGroup, epilog=EPILOG,
              context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "-V", "--version", prog_name="logmm")
+@click.version_option(None, "-V", "--version", package_name="logmm", prog_name="logmm")
 @quiet_option
 @verbose_option
 @debug_option

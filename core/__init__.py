@@ -11,7 +11,7 @@ kernel; ``logmm.torch`` wraps both as autograd functions, imported only on reque
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from .einsum import contraction_info, logeinsum
 from .errors import (
@@ -27,10 +27,19 @@ from .grad import logeinsum_vjp, logmatmulexp_vjp
 from .kron import Identity, block_project, kron_matvec
 from .logmatmul import ProductReport, logmatmulexp, logmatmulexp_report
 
-try:
-    __version__ = version("logmm")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
+
+def __getattr__(name: str) -> Any:
+    """``__version__`` on first use: importlib.metadata costs about 50 ms at start-up."""
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            value = version("logmm")
+        except PackageNotFoundError:  # running from a source tree that is not installed
+            value = "0+unknown"
+        globals()["__version__"] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "FormatError",

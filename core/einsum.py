@@ -22,11 +22,13 @@ import string
 from collections.abc import Sequence
 
 import numpy as np
-import opt_einsum
 
 from .accumulate import logsumexp
 from .errors import InputError, UsageError
+from .lazy import LazyModule
 from .logmatmul import check_no_posinf, compute_dtype, logmatmulexp
+
+opt_einsum = LazyModule("opt_einsum")   # imported on first use: the CLI starts faster
 
 __all__ = ["SEMIRINGS", "contraction_info", "logeinsum"]
 

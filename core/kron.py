@@ -26,10 +26,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 from .errors import InputError
+from .lazy import LazyModule
 from .logmatmul import compute_dtype, logmatmulexp
+
+sp = LazyModule("scipy.sparse")   # imported on first use: the CLI starts faster
 
 __all__ = ["DENSIFY_ABOVE", "SEMIRINGS", "Identity", "block_project", "kron_matvec"]
 

@@ -26,15 +26,18 @@ import math
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from functools import cache
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
-from .accumulate import LogSumAccumulator, clamped_exp, finite_or_zero, logsumexp
+from .accumulate import clamped_exp, exp_floor, finite_or_zero, logsumexp
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from threadpoolctl import ThreadpoolController
 
 __all__ = [
     "METHODS",
@@ -47,6 +50,8 @@ __all__ = [
 ]
 
 METHODS = ("auto", "fast", "exact")
+_NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_NO_ERRSTATE = nullcontext()
 
 # Working-set targets (elements) that keep temporaries cache- and memory-friendly.
 _FAST_BLOCK_ELEMENTS = 1 << 19      # rows of A per fast-path block: ~this many of A and C
@@ -60,6 +65,17 @@ _REBALANCE_TILE_ENTRIES = 1 << 14   # rebalanced tier: output entries per tile
 _REBALANCE_TILE_COLS = 128          # rebalanced tier: at most this many columns per tile
 _REPAIR_GATHER_ELEMENTS = 1 << 20   # rebalanced tier: rows x K gathered per tile, at most
 _EXACT_TILE_ELEMENTS = 1 << 19      # exact method: rows x cols x K-chunk per tile
+# Factors smaller than this skip exp's clamp (see clamped_exp): the clamp costs a ufunc
+# call (~1 us), more than the few ns per element numpy's exp loses on subnormal results
+# at this size in the typical case (at worst ~30 ns x 1024 elements). Unclamped, a term
+# is off by less than tiny absolute (0 or subnormal), within the error argument's
+# (2e + 1) tiny.
+_CLAMP_MIN_ELEMENTS = 1024
+# Line maxima of factors with lines this short (and this many elements) use a halving tree
+# of elementwise fmax: numpy's reduce along a short axis costs ~7 ns per element (measured
+# on 10000 x 8 x 8), the tree ~1.
+_SHORT_LINE = 32
+_SHORT_LINE_MIN_ELEMENTS = 1 << 14
 
 
 @dataclass
@@ -191,7 +207,7 @@ def _raise_on_posinf(max_values: np.ndarray, name: str) -> None:
     """
     if not max_values.size:
         return
-    top = np.max(max_values)          # NaN only if every value is NaN: nothing to refuse
+    top = np.fmax.reduce(max_values, axis=None)   # NaN only if every value is NaN
     if np.isposinf(top):
         raise InputError(
             f"{name} contains +inf, which is not a log-probability "
@@ -209,6 +225,7 @@ _R = TypeVar("_R")
 
 @cache
 def _blas_controller() -> ThreadpoolController:
+    from threadpoolctl import ThreadpoolController  # on first use: the CLI starts faster
     return ThreadpoolController()
 
 
@@ -330,6 +347,14 @@ def logmatmulexp_report(A: np.ndarray, B: np.ndarray, *, method: str = "auto",
         C = out
     else:
         C = np.empty(batch + (n, m), dtype=out_dtype)
+    if not batch:          # the common 2-D case, without per-batch bookkeeping
+        report = None
+        if method != "exact" and k and n * m and _one_block(n, k, m):
+            report = _lean_product(A, B, C, method == "auto")
+        if report is None:
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+                report = _product_2d(A, B, C, method)
+        return _squeezed(C, squeeze_a, squeeze_b), report
     report = ProductReport()
     A_b = np.broadcast_to(A, batch + (n, k))
     B_b = np.broadcast_to(B, batch + (k, m))
@@ -340,11 +365,16 @@ def logmatmulexp_report(A: np.ndarray, B: np.ndarray, *, method: str = "auto",
         else:
             for idx in np.ndindex(*batch):
                 report += _product_2d(A_b[idx], B_b[idx], C[idx], method)
+    return _squeezed(C, squeeze_a, squeeze_b), report
+
+
+def _squeezed(C: np.ndarray, squeeze_a: bool, squeeze_b: bool) -> np.ndarray:
+    """``C`` without the dimensions that 1-D operands were promoted with."""
     if squeeze_b:
         C = C[..., 0]
     if squeeze_a:
         C = C[..., 0, :] if not squeeze_b else C[..., 0]
-    return C, report
+    return C
 
 
 def matmul_operands(A: np.ndarray, B: np.ndarray, dtype: np.dtype | type | str | None = None
@@ -362,6 +392,11 @@ def matmul_operands(A: np.ndarray, B: np.ndarray, dtype: np.dtype | type | str |
         Non-float dtypes, scalars, values that do not fit ``dtype``, mismatched
         contraction sizes, batch shapes that do not broadcast.
     """
+    if (type(A) is np.ndarray and type(B) is np.ndarray and A.dtype == B.dtype
+            and A.dtype in _NATIVE_FLOATS and (dtype is None or np.dtype(dtype) == A.dtype)
+            and A.ndim == B.ndim >= 2 and A.shape[-1] == B.shape[-2]
+            and A.shape[:-2] == B.shape[:-2]):
+        return A, B, A.shape[:-2], False, False   # already valid: skip the general checks
     A = _as_log_operand(A, "A")
     B = _as_log_operand(B, "B")
     out_dtype = result_dtype(A.dtype, B.dtype, dtype)
@@ -398,16 +433,56 @@ class _ShiftedFactor:
     ``shift`` is the same with non-finite values replaced by 0; ``E`` lies in [0, 1].
     """
 
-    __slots__ = ("E", "max", "shift")
+    __slots__ = ("E", "live", "max", "shift")
 
     def __init__(self, X: np.ndarray, axis: int, name: str) -> None:
-        self.max = np.fmax.reduce(X, axis=axis)
-        _raise_on_posinf(self.max, name)
-        self.shift = finite_or_zero(self.max.copy())
-        self.E = X - np.expand_dims(self.shift, axis)
-        clamped_exp(self.E, out=self.E)
+        self.max = _line_max(X, axis)
+        # The +inf refusal on one NaN-ignoring scalar (NaN only if every line is all NaN).
+        if self.max.size and not np.fmax.reduce(self.max, axis=None) <= _posinf_limit(X.dtype):
+            _raise_on_posinf(self.max, name)
+        #: every line has a finite maximum (no dead line, no all-NaN line): minimum
+        #: propagates NaN, and +inf was refused above
+        self.live = bool(self.max.size == 0 or np.minimum.reduce(self.max, axis=None) > -np.inf)
+        self.shift = self.max if self.live else finite_or_zero(self.max.copy())
+        along = (slice(None),) * (X.ndim + axis if axis < 0 else axis) + (np.newaxis,)
+        self.E = np.subtract(X, self.shift[along])
+        if X.size >= _CLAMP_MIN_ELEMENTS:       # clamped_exp, inlined
+            np.maximum(self.E, _exp_floor(X.dtype), out=self.E)
+        np.exp(self.E, out=self.E)
 
 
+def _line_max(X: np.ndarray, axis: int) -> np.ndarray:
+    """``np.fmax.reduce(X, axis)``, as a few elementwise ``fmax`` calls when the lines are
+    short and many (a batch of small matrices): numpy's reduction along a short axis costs
+    about 7 ns per element there, the halving tree below under 1. Same values (the
+    maximum is exact; fmax ignores NaN either way)."""
+    size = X.shape[axis]
+    if not 1 < size <= _SHORT_LINE or X.size < _SHORT_LINE_MIN_ELEMENTS:
+        return np.fmax.reduce(X, axis=axis)
+    lead = (slice(None),) * (axis % X.ndim)
+    x = X
+    while size > 1:
+        half = size // 2
+        top = np.fmax(x[lead + (slice(0, half),)], x[lead + (slice(half, 2 * half),)])
+        if size % 2:
+            first = top[lead + (slice(0, 1),)]
+            np.fmax(first, x[lead + (slice(size - 1, size),)], out=first)
+        x, size = top, half
+    return x[lead + (0,)]
+
+
+@cache
+def _posinf_limit(dtype: np.dtype) -> float:
+    """A quarter of ``dtype``'s range: larger log-values are refused (see _raise_on_posinf)."""
+    return float(np.finfo(dtype).max) / 4
+
+
+@cache
+def _exp_floor(dtype: np.dtype) -> float:
+    return exp_floor(dtype)
+
+
+@cache
 def _trust_threshold(dtype: np.dtype, terms: int) -> float:
     """The smallest shifted sum of ``terms`` terms the error argument vouches for.
 
@@ -440,17 +515,33 @@ def _shifted_gemm(fa: _ShiftedFactor, fb: _ShiftedFactor, out: np.ndarray,
     entries the error argument cannot vouch for: shifted sum below the trust threshold,
     excluding exact -inf lines and NaN entries.
     """
+    untrusted = _shifted_gemm_untrusted(fa, fb, out, check)
+    if check and untrusted is None:
+        untrusted = np.zeros(out.shape, dtype=bool)
+    return untrusted
+
+
+def _shifted_gemm_untrusted(fa: _ShiftedFactor, fb: _ShiftedFactor, out: np.ndarray,
+                            check: bool) -> np.ndarray | None:
+    """:func:`_shifted_gemm`, returning None rather than an all-False mask (and always
+    None without ``check``)."""
     S = np.matmul(fa.E, fb.E, out=out)
-    dead_rows, dead_cols = ~np.isfinite(fa.max), ~np.isfinite(fb.max)
+    live = fa.live and fb.live
+    if not live:
+        dead_rows, dead_cols = ~np.isfinite(fa.max), ~np.isfinite(fb.max)
     untrusted = None
     if check:
-        untrusted = S < _trust_threshold(out.dtype, fa.E.shape[-1])   # NaN compares False
-        if dead_rows.any() or dead_cols.any():
-            untrusted &= ~(dead_rows[..., :, None] | dead_cols[..., None, :])
+        tau = _trust_threshold(out.dtype, fa.E.shape[-1])
+        # one NaN-ignoring reduction tells whether any entry needs the mask at all
+        if S.size and np.fmin.reduce(S, axis=None) < tau:
+            untrusted = S < tau                            # NaN compares False
+            if not live and (dead_rows.any() or dead_cols.any()):
+                untrusted &= ~(dead_rows[..., :, None] | dead_cols[..., None, :])
     np.log(S, out=S)
     S += fa.shift[..., :, None]
     S += fb.shift[..., None, :]
-    _restore_neg_inf(S, dead_rows, dead_cols)
+    if not live:
+        _restore_neg_inf(S, dead_rows, dead_cols)
     return untrusted
 
 
@@ -459,10 +550,13 @@ def _batched_product(A: np.ndarray, B: np.ndarray, out: np.ndarray,
     """The fast tier over all batch elements at once (one numpy call per step instead of
     one per batch), then the repair tiers for the batch elements that need them."""
     report = ProductReport(entries=out.size)
-    untrusted = _shifted_gemm(_ShiftedFactor(A, -1, "A"), _ShiftedFactor(B, -2, "B"), out,
-                              check=method == "auto")
-    if untrusted is None:
+    untrusted = _shifted_gemm_untrusted(_ShiftedFactor(A, -1, "A"), _ShiftedFactor(B, -2, "B"),
+                                        out, check=method == "auto")
+    if method == "fast":
         report.unchecked = out.size
+        return report
+    if untrusted is None:
+        report.fast = out.size
         return report
     n, m = out.shape[-2:]
     flat = untrusted.reshape(-1, n, m)
@@ -475,6 +569,73 @@ def _batched_product(A: np.ndarray, B: np.ndarray, out: np.ndarray,
             report += _repair(A_flat[index], B_flat[index], C_flat[index], flat[index])
     report.fast = out.size - report.repaired
     return report
+
+
+def _one_block(n: int, k: int, m: int) -> bool:
+    """Whether :func:`_product_2d` computes the fast tier of (n, k) @ (k, m) as one block."""
+    if k * m >= _GEMM_BOUND_RATIO * (k + m):
+        return n * max(k, m) <= _GEMM_BOUND_BLOCK_ELEMENTS
+    return n * k * m < _PARALLEL_MIN_WORK and n * max(k, m) <= _FAST_BLOCK_ELEMENTS
+
+
+def _lean_product(A: np.ndarray, B: np.ndarray, C: np.ndarray,
+                  check: bool) -> ProductReport | None:
+    """The fast tier of a one-block 2-D product in as few numpy calls as it can take.
+
+    Fills ``C`` and returns the report, or returns None, leaving the product to
+    :func:`_product_2d`, unless every row maximum of A and column maximum of B is finite
+    and at most a quarter of the dtype's range (so no +inf, no dead or all-NaN line, and
+    nothing to refuse: :func:`_product_2d` then refuses what must be refused). With
+    every maximum finite no floating-point exception can arise before the trust test,
+    so this runs without ``np.errstate``; one NaN-ignoring minimum of the shifted sums
+    decides whether any entry needs repair, and only then is the mask formed and the
+    repair run (as in :func:`_product_2d`). Same arithmetic, same error bound.
+    """
+    ma = np.fmax.reduce(A, axis=1)
+    mb = np.fmax.reduce(B, axis=0)
+    limit = _posinf_limit(A.dtype)
+    if ma.size + mb.size <= 32:     # Python beats four numpy reductions on a few values
+        maxima = ma.tolist() + mb.tolist()
+        if not (math.isfinite(sum(maxima)) and max(maxima) <= limit):   # NaN, inf: False
+            return None
+    elif not (_finite_at_most(ma, limit) and _finite_at_most(mb, limit)):
+        return None
+    try:
+        EA = np.subtract(A, ma[:, None])
+        EB = np.subtract(B, mb)
+        if A.size >= _CLAMP_MIN_ELEMENTS:
+            np.maximum(EA, _exp_floor(A.dtype), out=EA)
+        if B.size >= _CLAMP_MIN_ELEMENTS:
+            np.maximum(EB, _exp_floor(B.dtype), out=EB)
+        np.exp(EA, out=EA)                      # in [0, 1]: may underflow, never overflow
+        np.exp(EB, out=EB)
+    except FloatingPointError:                  # the caller's np.seterr raises on underflow
+        return None
+    S = np.matmul(EA, EB, out=C)
+    n, m = C.shape
+    report = ProductReport(entries=n * m)
+    untrusted = None
+    if check:
+        tau = _trust_threshold(C.dtype, A.shape[1])
+        if np.fmin.reduce(S, axis=None) < tau:  # NaN-ignoring: NaN entries need no repair
+            untrusted = S < tau
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore") \
+            if untrusted is not None or not check else _NO_ERRSTATE:
+        np.log(S, out=S)                        # checked: S >= tau > 0 unless repaired
+        S += ma[:, None]
+        S += mb
+        if untrusted is not None:
+            report += _repair(A, B, C, untrusted)
+    if check:
+        report.fast = n * m - report.repaired
+    else:
+        report.unchecked = n * m
+    return report
+
+
+def _finite_at_most(x: np.ndarray, limit: float) -> bool:
+    """Every entry of the 1-D ``x`` finite and at most ``limit`` (NaN fails)."""
+    return bool(np.minimum.reduce(x) > -np.inf) and bool(np.maximum.reduce(x) <= limit)
 
 
 def _product_2d(A: np.ndarray, B: np.ndarray, out: np.ndarray, method: str) -> ProductReport:
@@ -501,7 +662,7 @@ def _product_2d(A: np.ndarray, B: np.ndarray, out: np.ndarray, method: str) -> P
     gemm_bound = k * m >= _GEMM_BOUND_RATIO * (k + m)
     block_elements = _GEMM_BOUND_BLOCK_ELEMENTS if gemm_bound else _FAST_BLOCK_ELEMENTS
     rows_per_block = max(1, min(n, block_elements // max(k, m)))
-    if not gemm_bound:          # equal blocks, a multiple of the thread count
+    if not gemm_bound and n * k * m >= _PARALLEL_MIN_WORK:   # equal blocks, one per thread
         workers = _worker_count()
         count = -(-n // rows_per_block)
         count = -(-count // workers) * workers
@@ -509,14 +670,16 @@ def _product_2d(A: np.ndarray, B: np.ndarray, out: np.ndarray, method: str) -> P
 
     def fast_block(start: int) -> tuple[int, np.ndarray | None]:
         stop = min(n, start + rows_per_block)
-        untrusted = _shifted_gemm(_ShiftedFactor(A[start:stop], 1, "A"), fb, out[start:stop],
-                                  check=method == "auto")
+        untrusted = _shifted_gemm_untrusted(_ShiftedFactor(A[start:stop], 1, "A"), fb,
+                                            out[start:stop], check=method == "auto")
         return start, (untrusted if untrusted is not None and untrusted.any() else None)
 
-    untrusted_blocks = [(start, u) for start, u in
-                        _map_parallel(fast_block, range(0, n, rows_per_block),
-                                      0 if gemm_bound else n * k * m)
-                        if u is not None]
+    if rows_per_block >= n:     # one block: no thread pool, no block bookkeeping
+        blocks = [fast_block(0)]
+    else:
+        blocks = _map_parallel(fast_block, range(0, n, rows_per_block),
+                               0 if gemm_bound else n * k * m)
+    untrusted_blocks = [(start, u) for start, u in blocks if u is not None]
     if untrusted_blocks:
         # One repair over all rows, so that tiles gather like rows from the whole matrix.
         mask = np.zeros((n, m), dtype=bool)
@@ -700,36 +863,56 @@ def _exact_entries(a: np.ndarray, B: np.ndarray, rows: np.ndarray, cols: np.ndar
 
 
 def _exact_product(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
-    """Blocked exact logsumexp over every term into ``out`` (n, m).
+    """Exact logsumexp over every term into ``out`` (n, m), shifted per entry by the
+    ``auto`` result.
 
-    Tiles of (rows, cols, K-chunk) terms are formed one at a time and folded into a
-    :class:`LogSumAccumulator` per tile, so memory is O(tile) whatever n, k and m are.
-    Accumulates in float64 for float32 inputs. Row tiles run in parallel.
+    ``auto`` is accurate to ``u (2K + 9M + ...)``, so with ``c`` its value every term
+    ``exp(A[i,k] + B[k,j] - c[i,j])`` is at most about 1 and their sum at least about 1:
+    one pass of add, exp and sum per term (in float64, exp clamped as in
+    :func:`clamped_exp`), no running maximum or rescaling, and ``c + log(sum)`` is the
+    two-pass logsumexp with its shift already known. Entries ``auto`` finds ``-inf``
+    (every term ``-inf``, exact) or NaN (a NaN term) are already final. Tiles of (rows,
+    cols, K-chunk) terms keep memory O(tile) whatever n, k and m are; row tiles run in
+    parallel.
     """
     n, k = A.shape
     m = B.shape[1]
     acc_dtype = np.float64
+    auto = np.empty((n, m), dtype=out.dtype)
+    _product_2d(A, B, auto, "auto")
+    final = ~np.isfinite(auto)                   # -inf (exact) or NaN: nothing to add
+    shift = finite_or_zero(auto.astype(acc_dtype))
     BT = B.T.astype(acc_dtype)                  # (m, k): contraction axis contiguous
     k_chunk = min(k, 512)
     tile_cols = max(1, min(m, 64))
     tile_rows = max(1, min(n, _EXACT_TILE_ELEMENTS // (tile_cols * k_chunk)))
-    # A bound on the spread of all terms lets the accumulator skip clamping (a pass).
-    spread = float(np.ptp(A) + np.ptp(B)) if A.size and B.size else math.inf
-    if not math.isfinite(spread):
-        spread = math.inf
+    floor = exp_floor(acc_dtype)
+    b_min = np.min(BT, axis=1)                  # per column of B: NaN or -inf clamp below
 
     def row_tile(r0: int) -> None:
         r1 = min(n, r0 + tile_rows)
         a = A[r0:r1].astype(acc_dtype)
+        a_min = float(np.min(a))
         scratch = np.empty((r1 - r0, tile_cols, k_chunk), dtype=acc_dtype)
         for c0 in range(0, m, tile_cols):
             c1 = min(m, c0 + tile_cols)
-            acc = LogSumAccumulator((r1 - r0, c1 - c0), acc_dtype)
+            c = shift[r0:r1, c0:c1, None]
+            # the clamp (a pass) only where some term may fall below exp's fast range
+            clamp = not a_min + float(np.min(b_min[c0:c1])) - float(np.max(c)) >= floor
+            total = np.zeros((r1 - r0, c1 - c0), dtype=acc_dtype)
             for k0 in range(0, k, k_chunk):
                 k1 = min(k, k0 + k_chunk)
                 terms = np.add(a[:, None, k0:k1], BT[None, c0:c1, k0:k1],
                                out=scratch[:, :c1 - c0, :k1 - k0])
-                acc.add_reduced(terms, axis=2, overwrite_terms=True, spread=spread)
-            out[r0:r1, c0:c1] = acc.result()
+                terms -= c
+                if clamp:
+                    np.maximum(terms, floor, out=terms)     # maximum keeps NaN
+                np.exp(terms, out=terms)
+                total += terms.sum(axis=2)
+            np.log(total, out=total)
+            total += shift[r0:r1, c0:c1]
+            out[r0:r1, c0:c1] = total
 
     _map_parallel(row_tile, range(0, n, tile_rows), n * k * m)
+    if final.any():
+        out[final] = auto[final]

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,42 @@ def test_bench_grad_quick_prints_table(capsys: pytest.CaptureFixture[str],
     for line in rows:               # every method's gradient agrees with the f64 one
         assert float(line.split()[-1]) < 1e-4, line
         assert "-" not in line.split()[-3:-1], line      # peak memory was measured
+
+
+def test_bench_latency_quick_prints_the_target_table(capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    script = BENCH.parent / "bench_latency.py"
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    spec = importlib.util.spec_from_file_location("bench_latency", script)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_latency", module)     # for its dataclass
+    spec.loader.exec_module(module)
+    assert module.main(["--quick", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if re.search(r"\s(yes|NO)$", line)]
+    # one row per target of issue 15 (quick shapes), each with a ratio and a verdict
+    assert len(rows) == 13, out
+    for case in ("1x8x8 float64", "1x64x64 float64", "64x64x64 float64", "batched",
+                 "bimd,bind->bimn", "exact vs broadcast", "HMM forward", "logmm --version"):
+        assert any(row.startswith(case) for row in rows), case
+    assert all(re.search(r"\d+\.\d\dx", row) for row in rows)
+    first = next(row for row in rows if row.startswith("1x8x8"))
+    assert (" n/a " in first) == (module.torch is None), first
+
+
+def test_bench_latency_plot_draws_the_size_sweep(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib (test extra) is not installed")
+    script = BENCH.parent / "bench_latency.py"
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    spec = importlib.util.spec_from_file_location("bench_latency", script)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_latency", module)
+    spec.loader.exec_module(module)
+    png = tmp_path / "latency.png"
+    assert module.main(["--quick", "--repeats", "1", "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = capsys.readouterr().out
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("n=")] == \
+        [f"n={n}" for n in (1, 2, 4, 8, 16, 32, 64)]

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import zarr
 
-from cli_run import run_logmm
 from logmm.io import open_array
+
+from cli_run import run_logmm
 
 RNG = np.random.default_rng(2026)
 
