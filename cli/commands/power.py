@@ -15,6 +15,7 @@ from ..options import (
     reporting_options,
     resolve_progress,
     storage_options,
+    threads_option,
 )
 from .chain import explain_option, summary_line
 
@@ -47,6 +48,7 @@ when complete, with provenance attributes (steps, schedule, repaired entries).
 @method_option
 @dtype_option
 @storage_options
+@threads_option
 @reporting_options
 @click.pass_context
 def power(ctx: click.Context, p: str, steps: int, output: str, explain: bool, overwrite: bool,
