@@ -20,6 +20,7 @@ from logmm.logmatmul import METHODS
 __all__ = [
     "ADDRESS",
     "storage_options",
+    "threads_option",
     "ARGV_KEY",
     "DEBUG_KEY",
     "QUIET_KEY",
@@ -149,9 +150,11 @@ def dtype_option(f: F) -> F:
 def memory_option(f: F) -> F:
     """``--memory SIZE``."""
     return click.option("--memory", type=ByteSize(), default=None, metavar="SIZE",
+                        envvar=MEMORY_ENV, show_envvar=True,
                         help="Working-memory budget, e.g. 512MB or 4GiB; block sizes, "
                              "panels of B and contraction splits follow from it  [default: "
-                             "a quarter of available memory, at most 4GiB]")(f)
+                             "a quarter of what the job may use (cgroup limit, SLURM "
+                             "allocation, available memory: the smallest), at most 4GiB]")(f)
 
 
 def resume_option(f: F) -> F:
@@ -211,6 +214,7 @@ def block_rows_option(f: F) -> F:
 def compression_option(f: F) -> F:
     """``--compression gzip|lzf|zstd|blosc|none``."""
     return click.option("--compression", type=click.Choice(COMPRESSIONS), default=None,
+                        envvar=COMPRESSION_ENV, show_envvar=True,
                         help="Output compression: HDF5 gzip/lzf/zstd/blosc/none (default "
                              "none; zstd and blosc need 'pip install logmm[hdf5plugin]'); "
                              "Zarr gzip/zstd/blosc/none (default zstd); .npy is never "
@@ -251,7 +255,31 @@ def row_streaming_options(f: F) -> F:
     """``--memory``, ``--block-rows``, ``--resume``, ``--shard`` and ``--scheduler`` /
     ``--dask-address``: the options of every command that streams row blocks through
     the engine (multiply, project, loglik, einsum)."""
-    return memory_option(block_rows_option(resume_option(shard_option(scheduler_options(f)))))
+    return memory_option(block_rows_option(resume_option(shard_option(scheduler_options(
+        threads_option(f))))))
+
+
+# ------------------------------------------------- job resources and environment defaults
+#: environment variables that give options their defaults (an explicit option wins)
+MEMORY_ENV, THREADS_ENV, COMPRESSION_ENV = "LOGMM_MEMORY", "LOGMM_THREADS", "LOGMM_COMPRESSION"
+
+
+def _hold_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
+    """Hold the command to ``value`` threads (BLAS included) until its context closes;
+    without ``--threads``, to the job's CPUs (see :mod:`logmm.resources`)."""
+    from logmm.resources import thread_limit, use_threads
+
+    ctx.with_resource(use_threads(value if value is not None else thread_limit()))
+
+
+def threads_option(f: F) -> F:
+    """``--threads N`` (``LOGMM_THREADS``): compute threads and BLAS threads, in all."""
+    return click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
+                        envvar=THREADS_ENV, show_envvar=True, expose_value=False,
+                        callback=_hold_threads,
+                        help="Threads in all, compute and BLAS  [default: the job's CPUs: "
+                             "SLURM_CPUS_PER_TASK, cgroup CPU quota, affinity, the "
+                             "smallest]")(f)
 
 
 def reporting_options(f: F) -> F:

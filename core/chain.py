@@ -41,6 +41,7 @@ from .logmatmul import (
     logmatmulexp_report,
     result_dtype,
 )
+from .resources import accepts_threads
 
 __all__ = [
     "ChainResult",
@@ -520,6 +521,7 @@ def _report_attrs(report: ProductReport) -> dict[str, int]:
                if k not in ("entries", "repaired")}}
 
 
+@accepts_threads
 def chain_files(addresses: Sequence[Address], out_address: Address, *, method: str = "auto",
                 dtype: np.dtype | type | str | None = None, overwrite: bool = False,
                 compression: str | None = None, chunk_rows: int | None = None,
@@ -555,6 +557,9 @@ def chain_files(addresses: Sequence[Address], out_address: Address, *, method: s
         Stored as the ``command`` attribute (the CLI passes its command line).
     explain : callable, optional
         Called with a description of the chosen order and its cost before computing.
+    threads : int, optional
+        Compute threads and BLAS threads in all (default the job's CPUs, see
+        :mod:`logmm.resources`).
 
     Raises
     ------

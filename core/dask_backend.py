@@ -114,13 +114,13 @@ def _client(scheduler: Any, address: str | None, memory: int | None) -> Iterator
         with client:
             yield client
         return
-    from .plan import available_memory
+    from .resources import detect_memory, thread_limit
 
-    cores = os.cpu_count() or 1
+    cores = thread_limit()                 # the job's CPUs (or --threads), not the node's
     workers, limit = cores, None
     if memory:
         limit = memory + _INTERPRETER      # the budget is for blocks; the worker needs more
-        workers = max(1, min(cores, available_memory() // limit))
+        workers = max(1, min(cores, detect_memory().value // limit))
     with distributed.LocalCluster(n_workers=workers, threads_per_worker=1,
                                   memory_limit=limit or "auto", dashboard_address=None,
                                   scheduler_kwargs={"dashboard_address": ":0"},  # no port clash

@@ -47,6 +47,7 @@ from .io.readers import ArrayReader
 from .io.resume import OutputLock, input_fingerprint
 from .io.writers import check_output, default_chunk_rows
 from .plan import RowPlan, plan_rows
+from .resources import accepts_threads
 from .shards import PLAN_ONLY, Shard, parse_shard, shard_summary
 
 __all__ = ["EINSUM_SEMIRINGS", "einsum_files"]
@@ -75,6 +76,7 @@ def _cast(x: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
     return x.astype(dtype)
 
 
+@accepts_threads
 def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Address, *,
                  semiring: str = "log", method: str = "auto",
                  dtype: np.dtype | type | str | None = None, overwrite: bool = False,
@@ -114,6 +116,9 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
     block_rows, memory, resume, shard, scheduler, dask_address
         Any of them streams the result by row blocks of its first output label (see the
         module docstring); as for :func:`logmm.multiply.multiply`.
+    threads : int, optional
+        Compute threads and BLAS threads in all (default the job's CPUs, see
+        :mod:`logmm.resources`).
 
     Returns
     -------

@@ -29,6 +29,7 @@ from .io.readers import ArrayReader, open_array, require_matrix
 from .io.resume import input_fingerprint
 from .io.writers import check_output, default_chunk_rows
 from .plan import RowPlan, plan_rows
+from .resources import accepts_threads
 from .shards import Shard, parse_shard, shard_summary
 
 __all__ = ["LoglikResult", "loglik"]
@@ -61,6 +62,7 @@ def _number(value: Param) -> float | None:
         return None
 
 
+@accepts_threads
 def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
            sigma: Param | None = None, rho: Param | None = None, reduce: str = "none",
            dtype: Any = None, block_rows: int | None = None, memory: int | None = None,
@@ -86,6 +88,9 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
     scheduler, dask_address
         As for :func:`logmm.multiply.multiply` (``shard`` not with ``reduce="sum"``: shard
         with ``reduce="row"`` and add the rows).
+    threads : int, optional
+        Compute threads and BLAS threads in all (default the job's CPUs, see
+        :mod:`logmm.resources`).
 
     Raises
     ------

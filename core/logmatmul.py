@@ -23,7 +23,6 @@ NaN reaches every entry whose sum it enters.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -35,6 +34,7 @@ import numpy as np
 
 from .accumulate import clamped_exp, exp_floor, finite_or_zero, logsumexp
 from .errors import InputError
+from .resources import thread_limit
 
 if TYPE_CHECKING:
     from threadpoolctl import ThreadpoolController
@@ -230,10 +230,8 @@ def _blas_controller() -> ThreadpoolController:
 
 
 def _worker_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    """Compute threads: the job's CPUs, or ``--threads`` (see :mod:`logmm.resources`)."""
+    return thread_limit()
 
 
 def _map_parallel(fn: Callable[[_T], _R], items: Iterable[_T], work: int) -> list[_R]:

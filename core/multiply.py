@@ -34,6 +34,7 @@ from .io.resume import input_fingerprint
 from .io.writers import check_output, default_chunk_rows
 from .logmatmul import METHODS, ProductReport, check_no_posinf, logmatmulexp_report, result_dtype
 from .plan import ProductPlan, plan_product
+from .resources import accepts_threads
 from .shards import Shard, parse_shard, shard_summary
 
 __all__ = ["MultiplyResult", "multiply", "resolve_dtype"]
@@ -103,6 +104,7 @@ def resolve_dtype(a_dtype: np.dtype, b_dtype: np.dtype,
     return result_dtype(a_dtype, b_dtype)
 
 
+@accepts_threads
 def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | ArrayAddress,
              out_address: str | Path | ArrayAddress, *, method: str = "auto",
              dtype: np.dtype | type | str | None = None, block_rows: int | None = None,
@@ -162,6 +164,9 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
         Same blocks, same kernel: bit for bit the local result.
     dask_address : str, optional
         ``tcp://HOST:PORT`` of a dask scheduler (implies ``scheduler="dask"``).
+    threads : int, optional
+        Compute threads and BLAS threads in all (default the job's CPUs, see
+        :mod:`logmm.resources`).
 
     Returns
     -------

@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
-from .errors import UsageError
+from .errors import LogmmError, UsageError
+from .resources import Limit, detect_memory
 
 __all__ = [
     "DEFAULT_MEMORY_CAP",
@@ -33,6 +36,7 @@ __all__ = [
     "RowPlan",
     "available_memory",
     "default_memory",
+    "default_memory_limit",
     "plan_copy_rows",
     "plan_product",
     "plan_rows",
@@ -107,8 +111,38 @@ def available_memory() -> int:
 
 
 def default_memory() -> int:
-    """The default budget: a quarter of available memory, capped at 4 GiB."""
-    return max(KERNEL_OVERHEAD * 2, min(DEFAULT_MEMORY_CAP, available_memory() // 4))
+    """The default budget: a quarter of the memory the job may use (the smallest of its
+    cgroup limit, SLURM allocation and ``MemAvailable``, see :mod:`logmm.resources`),
+    capped at 4 GiB."""
+    return default_memory_limit().value
+
+
+def default_memory_limit() -> Limit:
+    """:func:`default_memory` and where it came from, e.g. ``a quarter of the cgroup limit
+    1.0 GiB``."""
+    detected = detect_memory()
+    quarter = detected.value // 4
+    if quarter > DEFAULT_MEMORY_CAP:
+        return Limit(DEFAULT_MEMORY_CAP, f"the {_size(DEFAULT_MEMORY_CAP)} cap; a quarter of "
+                                         f"{detected.source} is more")
+    if quarter < KERNEL_OVERHEAD * 2:        # a small job: up to all of it, never more
+        if detected.value <= KERNEL_OVERHEAD * 2:
+            return Limit(detected.value, f"all of {detected.source}")
+        return Limit(KERNEL_OVERHEAD * 2, f"the {_size(KERNEL_OVERHEAD * 2)} floor, within "
+                                          f"{detected.source}")
+    return Limit(quarter, f"a quarter of {detected.source}")
+
+
+@contextmanager
+def _default_budget() -> Iterator[int]:
+    """The default budget; a plan it cannot hold is the job's limit's fault, not a usage
+    error: exit 1, naming the limit and where it came from."""
+    budget = default_memory_limit()
+    try:
+        yield budget.value
+    except UsageError as exc:
+        raise LogmmError(f"{exc} (the default budget is {budget.source}: give the job more "
+                         "memory)") from None
 
 
 def plan_product(n: int, k: int, m: int, *, a_itemsize: int, b_itemsize: int,
@@ -146,7 +180,14 @@ def plan_product(n: int, k: int, m: int, *, a_itemsize: int, b_itemsize: int,
     UsageError
         The budget cannot hold even one row of the thinnest panel.
     """
-    memory = int(memory) if memory is not None else default_memory()
+    if memory is None:
+        with _default_budget() as memory:
+            return plan_product(n, k, m, a_itemsize=a_itemsize, b_itemsize=b_itemsize,
+                                itemsize=itemsize, a_read_copies=a_read_copies, memory=memory,
+                                block_rows=block_rows, chunk_rows=chunk_rows,
+                                a_chunk_rows=a_chunk_rows,
+                                default_chunk_rows=default_chunk_rows)
+    memory = int(memory)
     avail = memory - KERNEL_OVERHEAD
     if avail <= 0:
         raise UsageError(f"memory budget {_size(memory)} is too small; logmm needs at least "
@@ -240,7 +281,13 @@ def plan_rows(n: int, *, row_bytes: int, resident: int = 0, overhead: int = KERN
     UsageError
         The budget cannot hold one row.
     """
-    memory = int(memory) if memory is not None else default_memory()
+    if memory is None:
+        with _default_budget() as memory:
+            return plan_rows(n, row_bytes=row_bytes, resident=resident, overhead=overhead,
+                             memory=memory, block_rows=block_rows, chunk_rows=chunk_rows,
+                             in_chunk_rows=in_chunk_rows,
+                             default_chunk_rows=default_chunk_rows)
+    memory = int(memory)
     avail = memory - overhead - resident
     per_row = max(1, int(row_bytes))
     rows = avail // per_row if avail > 0 else 0

@@ -44,6 +44,7 @@ from .kron import DENSIFY_ABOVE, SEMIRINGS, Identity, block_project, kron_matvec
 from .logmatmul import check_no_posinf
 from .multiply import resolve_dtype
 from .plan import KERNEL_OVERHEAD, RowPlan, plan_rows
+from .resources import accepts_threads
 from .shards import Shard, parse_shard, shard_summary
 
 __all__ = ["ProjectResult", "project", "project_row_bytes"]
@@ -105,6 +106,7 @@ class ProjectResult:
         return self.output.path
 
 
+@accepts_threads
 def project(x_address: Address, out_address: Address, *, w_address: Address | None = None,
             blocks: int | None = None, factors: Sequence[FactorSpec] = (),
             semiring: str = "real", dtype: np.dtype | type | str | None = None,
@@ -140,6 +142,9 @@ def project(x_address: Address, out_address: Address, *, w_address: Address | No
     block_rows, memory, chunk_rows, overwrite, compression, resume, progress, command, shard
     scheduler, dask_address
         As for :func:`logmm.multiply.multiply`.
+    threads : int, optional
+        Compute threads and BLAS threads in all (default the job's CPUs, see
+        :mod:`logmm.resources`).
 
     Returns
     -------

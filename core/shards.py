@@ -191,16 +191,22 @@ def _mib(nbytes: int) -> str:
     return f"{nbytes / (1 << 20):.1f} MiB"
 
 
-def describe_plan(signal: Planned, count: int | None) -> str:
-    """What ``logmm plan`` prints: the blocks, and each shard's blocks and rows."""
+def describe_plan(signal: Planned, count: int | None,
+                  sources: dict[str, str] | None = None) -> str:
+    """What ``logmm plan`` prints: the blocks, and each shard's blocks and rows;
+    ``sources``: where the memory budget came from and the thread count, in words."""
+    sources = sources or {}
     plan, blocks = signal.plan, signal.plan.row_blocks()
     shape = "×".join(str(s) for s in signal.shape)
     lines = [f"output      {signal.output} ({shape} {signal.dtype})",
              f"blocks      {len(blocks)} of {plan.block_rows} rows (the last "
              f"{blocks[-1][1] - blocks[-1][0] if blocks else 0})",
              f"chunk rows  {plan.chunk_rows}",
-             f"memory      {_mib(plan.memory)} budget, {_mib(plan.estimate)} planned per "
-             "process"]
+             f"memory      {_mib(plan.memory)} budget"
+             + (f" ({sources['memory']})" if "memory" in sources else "")
+             + f", {_mib(plan.estimate)} planned per process"]
+    if "threads" in sources:
+        lines.append(f"threads     {sources['threads']}")
     if signal.store is not None:
         lines.append(f"store       {signal.store} (created; renamed to {signal.output.path} "
                      "when every shard is done)")

@@ -23,6 +23,7 @@ from ..options import (
     reporting_options,
     resolve_progress,
     storage_options,
+    threads_option,
 )
 
 __all__ = ["chain", "explain_option", "summary_line"]
@@ -61,6 +62,7 @@ def explain_option(help_text: str) -> Callable[[F], F]:
 @memory_option
 @block_rows_option
 @storage_options
+@threads_option
 @reporting_options
 @click.pass_context
 def chain(ctx: click.Context, matrices: tuple[str, ...], output: str, explain: bool,

@@ -51,11 +51,33 @@ def plan(ctx: click.Context, shards: int | None, command: tuple[str, ...]) -> No
         sub = cli.get_command(ctx, name)
         assert sub is not None
         with sub.make_context(name, list(args), parent=ctx) as sub_ctx:
-            sub.invoke(sub_ctx)
-    except Planned as signal:
-        click.echo(describe_plan(signal, shards))
-        return
+            try:
+                sub.invoke(sub_ctx)
+            except Planned as signal:   # caught here, while --threads is still in force
+                click.echo(describe_plan(signal, shards, sources=_sources(sub_ctx)))
+                return
     finally:
         PLAN_ONLY.reset(token)
     raise UsageError(f"{name} with these options does not stream by row blocks; "
                      "nothing to plan")
+
+
+def _sources(ctx: click.Context) -> dict[str, str]:
+    """Where the memory budget and the thread count came from: the option, its
+    environment variable, or the job's limits (:mod:`logmm.resources`)."""
+    from click.core import ParameterSource
+
+    from logmm.plan import default_memory_limit
+    from logmm.resources import detect_threads, thread_limit
+
+    from ..options import MEMORY_ENV, THREADS_ENV
+
+    def given(param: str, env: str) -> str | None:
+        source = ctx.get_parameter_source(param)
+        if source is ParameterSource.COMMANDLINE:
+            return f"--{param}"
+        return env if source is ParameterSource.ENVIRONMENT else None
+
+    threads = given("threads", THREADS_ENV) or detect_threads().source
+    return {"memory": given("memory", MEMORY_ENV) or default_memory_limit().source,
+            "threads": f"{thread_limit()} ({threads})"}

@@ -17,6 +17,7 @@ from ..options import (
     reporting_options,
     resolve_progress,
     storage_options,
+    threads_option,
 )
 from .chain import explain_option, summary_line
 
@@ -49,6 +50,7 @@ when complete, with provenance attributes (steps, schedule, repaired entries).
 @method_option
 @dtype_option
 @storage_options
+@threads_option
 @reporting_options
 @click.pass_context
 def power(ctx: click.Context, p: str, steps: int, output: str, explain: bool, overwrite: bool,
