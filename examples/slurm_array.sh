@@ -12,7 +12,8 @@
 #
 # The shard count is SHARDS below (keep --array the same size), not the size of the array
 # that was submitted, so a task that failed or was preempted can be resubmitted alone
-# (sbatch --array=7 ...): --resume finishes it from the blocks it had already written.
+# (sbatch --array=7 ...): --resume finishes it from the blocks it had already written,
+# and a task that had already finished (requeued) exits 0 at once: already complete.
 # Array indices may start at 0 (--array=0-15) or 1 (--array=1-16); set FIRST=1 when
 # resubmitting one task of an array numbered from 1.
 # Memory and threads follow the job's allocation (--mem or --mem-per-cpu, --cpus-per-task):

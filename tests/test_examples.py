@@ -167,6 +167,11 @@ def test_slurm_one_based_array_and_one_task_resubmitted(tmp_path: Path) -> None:
                            **({"FIRST": "1"} if first else {}))
         assert again.returncode == 0, again.stderr
         assert shards[2].exists() and not list(tmp_path.glob(f"{out.stem}.shard-*-of-0001*"))
+        # a finished task requeued (preemption, a resubmitted array): nothing to do, exit 0
+        done = shards[1].stat().st_mtime_ns
+        rerun = slurm_task(tmp_path, out, 1 + first, first, first + 3)
+        assert rerun.returncode == 0, rerun.stderr          # -q: silent
+        assert shards[1].stat().st_mtime_ns == done
         merge = subprocess.run([*logmm_command().split(), "merge", str(out)],
                                capture_output=True, text=True)
         assert merge.returncode == 0, merge.stderr
