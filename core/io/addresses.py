@@ -12,10 +12,18 @@ An HDF5 or Zarr address may also name a group holding a CSR matrix (``data``,
 
 Only a ``:`` that directly follows a recognised extension separates the dataset, so
 ``C:/data/x.h5:/a``, ``./x.h5`` and ``run:3/x.npy`` all parse as expected.
+
+An existing file whose name does not say its format (``.h5ad``, ``.loom``, ``.nc``,
+``.he5``, no extension at all) is recognised by its content: the HDF5 signature, the
+``.npy`` magic string, or a directory holding Zarr metadata (``zarr.json``, ``.zarray``,
+``.zgroup``). The file is then the shortest prefix of the address, ending before a
+``:`` or at its end, that exists on disk; what follows the ``:`` is the dataset
+(``cells.h5ad:/X``). A name that does not exist still needs a known extension.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +37,7 @@ __all__ = [
     "ArrayAddress",
     "detect_format",
     "parse_address",
+    "sniff_format",
 ]
 
 #: file extension (lower case, with dot) → format name
@@ -117,16 +126,67 @@ def parse_address(text: str | Path | ArrayAddress) -> ArrayAddress:
         raise UsageError("empty array address")
     match = _ADDRESS_RE.match(text)
     if match is None:
-        raise UsageError(_unknown_extension_message(text))
-    fmt = EXTENSIONS["." + match["ext"].lower()]
-    dataset = _normalise_dataset(match["dataset"])
+        path, fmt, dataset = _by_content(text)
+    else:
+        path, fmt = match["path"], EXTENSIONS["." + match["ext"].lower()]
+        dataset = _normalise_dataset(match["dataset"])
     if fmt in ("npy", "npz") and dataset is not None:
         kind = "array" if fmt == "npy" else "sparse matrix"
         raise UsageError(
             f"{text}: a .{fmt} file holds a single {kind}, so the address takes no "
             f"':{dataset}' part"
         )
-    return ArrayAddress(Path(match["path"]), fmt, dataset)
+    return ArrayAddress(Path(path), fmt, dataset)
+
+
+#: where HDF5 looks for its signature: offset 0, then 512, 1024, 2048, ... (a user block)
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_HDF5_OFFSETS = (0, 512, 1024, 2048, 4096, 8192)
+_ZARR_DOCUMENTS = ("zarr.json", ".zarray", ".zgroup")
+
+
+def _by_content(text: str) -> tuple[str, str, str | None]:
+    """``(path, format, dataset)`` of an address whose file name does not say its format:
+    the shortest prefix (whole text, or up to a ``:``) that exists and whose content is
+    HDF5, ``.npy`` or a Zarr store.
+
+    Raises
+    ------
+    UsageError
+        No such prefix exists, or its content is none of those.
+    """
+    cuts = [len(text)] + [i for i, c in enumerate(text) if c == ":"]
+    for cut in sorted(cuts):
+        candidate = text[:cut].rstrip("/\\") if cut == len(text) else text[:cut]
+        if candidate and os.path.exists(candidate):
+            fmt = sniff_format(candidate)
+            if fmt is None:
+                break
+            dataset = _normalise_dataset(text[cut + 1:]) if cut < len(text) else None
+            return candidate, fmt, dataset
+    raise UsageError(_unknown_extension_message(text))
+
+
+def sniff_format(path: str | Path) -> str | None:
+    """The format of an existing file or directory by its content (``"hdf5"``, ``"npy"``,
+    ``"zarr"``), or None when it is none of them or cannot be read."""
+    path = Path(path)
+    if path.is_dir():
+        return "zarr" if any((path / doc).exists() for doc in _ZARR_DOCUMENTS) else None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if head[:6] == b"\x93NUMPY":
+                return "npy"
+            for offset in _HDF5_OFFSETS:
+                if offset:
+                    f.seek(offset)
+                    head = f.read(8)
+                if head == _HDF5_SIGNATURE:
+                    return "hdf5"
+    except OSError:
+        return None
+    return None
 
 
 def _normalise_dataset(dataset: str | None) -> str | None:
