@@ -33,7 +33,9 @@ __all__ = ["ConvertResult", "convert"]
 
 _DTYPES = ("float32", "float64")
 # attributes that describe the file rather than the data: rewritten, not copied
-_REWRITTEN = ("complete", "logmm_version", "command", "converted_from")
+#: attributes of the source a copy does not keep: its own say otherwise, and a copy is
+#: not the output of the source's run (its fingerprint would pass a --resume rerun)
+_REWRITTEN = ("complete", "logmm_version", "command", "converted_from", "fingerprint")
 
 
 @dataclass
@@ -78,7 +80,7 @@ def convert(in_address: str | Path | ArrayAddress, out_address: str | Path | Arr
             dtype: np.dtype | type | str | None = None, overwrite: bool = False,
             compression: str | None = None, chunk_rows: int | None = None,
             memory: int | None = None, block_rows: int | None = None,
-            progress: bool = False, command: str = "") -> ConvertResult:
+            progress: bool = False, command: str = "", zarr_format: int = 3) -> ConvertResult:
     """Copy the array at ``in_address`` to ``out_address`` (format from its extension).
 
     Parameters
@@ -107,6 +109,8 @@ def convert(in_address: str | Path | ArrayAddress, out_address: str | Path | Arr
         Show a tqdm bar (rows) on stderr.
     command : str
         Recorded in the output's ``command`` attribute (the CLI passes its command line).
+    zarr_format : {3, 2}
+        Format of a new Zarr output: 3 (default), or 2 for readers on zarr-python 2.x.
 
     Returns
     -------
@@ -169,7 +173,7 @@ def convert(in_address: str | Path | ArrayAddress, out_address: str | Path | Arr
 
         with OutputLock(out), create_writer(
                 out, reader.shape, out_dtype, overwrite=overwrite, compression=compression,
-                chunk_rows=chunk_rows) as writer:
+                chunk_rows=chunk_rows, zarr_format=zarr_format) as writer:
             n = reader.shape[0]
             row_items = int(np.prod(reader.shape[1:], dtype=np.int64))
             if block_rows is None:

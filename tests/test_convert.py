@@ -236,3 +236,23 @@ def test_cli_subprocess(tmp_path: Path) -> None:
                            str(tmp_path / "c.h5")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [f"logmm: error: no such file: {tmp_path}/nope.h5"]
+
+
+def test_zarr_format_2_copy_is_readable_as_zarr_2(tmp_path: Path) -> None:
+    from cli_run import run_logmm
+
+    values = np.random.default_rng(3).standard_normal((30, 4))
+    np.save(tmp_path / "a.npy", values)
+    for i, compression in enumerate([[], ["--compression", "gzip"], ["--compression", "none"]]):
+        out = tmp_path / f"v2-{i}.zarr"
+        proc = run_logmm("convert", tmp_path / "a.npy", out, "--zarr-format", "2", "-q",
+                         *compression)
+        assert proc.returncode == 0, proc.stderr
+        meta = json.loads((out / "data" / ".zarray").read_text())
+        assert meta["zarr_format"] == 2 and not (out / "zarr.json").exists()
+        arr = zarr.open_array(str(out), path="data", mode="r", zarr_format=2)
+        assert arr[...].tobytes() == values.tobytes()
+        assert arr.attrs["complete"] is True
+    default = tmp_path / "v3.zarr"
+    assert run_logmm("convert", tmp_path / "a.npy", default, "-q").returncode == 0
+    assert json.loads((default / "zarr.json").read_text())["zarr_format"] == 3

@@ -34,7 +34,8 @@ Any of .npy, .h5/.hdf5, .zarr to any; arrays of any number of dimensions, copied
 blocks of rows (the first axis), bit for bit unless --dtype casts. The output is written
 under a hidden temporary name and renamed into place when complete; it keeps the input's
 attributes and adds converted_from, logmm_version and command. zstd and blosc for HDF5
-need 'pip install logmm[hdf5plugin]'.
+need 'pip install logmm[hdf5plugin]'. Zarr outputs are format 3; --zarr-format 2 writes
+a copy that zarr-python 2.x can read.
 """
 
 
@@ -46,16 +47,20 @@ need 'pip install logmm[hdf5plugin]'.
 @storage_options
 @memory_option
 @block_rows_option
+@click.option("--zarr-format", type=click.Choice(["3", "2"]), default="3", show_default=True,
+              help="Format of a Zarr output: 2 for readers on zarr-python 2.x.")
 @reporting_options
 @click.pass_context
 def convert(ctx: click.Context, source: str, output: str, overwrite: bool, dtype: str | None,
             compression: str | None, chunk_rows: int | None, memory: int | None,
-            block_rows: int | None, quiet: bool, progress: bool | None) -> None:
+            block_rows: int | None, zarr_format: str, quiet: bool,
+            progress: bool | None) -> None:
     """Copy the array IN to OUT (format from OUT's extension), streaming row blocks."""
     result = run_convert(
         source, output, dtype=dtype, overwrite=overwrite, compression=compression,
         chunk_rows=chunk_rows, memory=memory, block_rows=block_rows,
         progress=resolve_progress(progress, quiet), command=command_line(ctx),
+        zarr_format=int(zarr_format),
     )
     report_result(result, summary_line, quiet)
 

@@ -458,7 +458,10 @@ class ArrayWriter:
     def __init__(self, address: ArrayAddress, shape: tuple[int, ...], dtype: np.dtype | type | str,
                  *, overwrite: bool = False, compression: str | None = None,
                  chunk_rows: int | None = None, resume: bool = False,
-                 contiguous: bool = False) -> None:
+                 contiguous: bool = False, zarr_format: int = 3) -> None:
+        if zarr_format not in (2, 3):
+            raise UsageError(f"Zarr format {zarr_format} is not one logmm writes; use 2 or 3")
+        self.zarr_format = zarr_format
         self.address = check_output(address, overwrite=overwrite, compression=compression)
         self.path = self.address.path
         self.shape = tuple(int(s) for s in shape)
@@ -895,7 +898,8 @@ def _container_unwritable(path: Path, exc: BaseException) -> LogmmError:
 
 
 class ZarrWriter(ArrayWriter):
-    """Zarr v3 output: an array chunked by ``chunk_rows`` rows, provenance in its attributes.
+    """Zarr output (format 3, or 2 with ``zarr_format=2``): an array chunked by
+    ``chunk_rows`` rows, provenance in its attributes.
 
     Inside an existing store (``in_container``) the array is written as the hidden
     directory :func:`partial_dataset` beside its final name, and renamed at commit.
@@ -919,7 +923,9 @@ class ZarrWriter(ArrayWriter):
                                                 chunks=chunks, compressors=compressors)
             self._arr.attrs["complete"] = False     # `logmm info` lists it as incomplete
             return
-        group = zarr.open_group(str(self.tmp_path), mode="w", zarr_format=3)
+        if self.zarr_format == 2:
+            compressors = _zarr_v2_compressor(self.compression)
+        group = zarr.open_group(str(self.tmp_path), mode="w", zarr_format=self.zarr_format)
         self._arr = group.create_array(
             self.address.dataset, shape=self.shape, dtype=self.dtype, chunks=chunks,
             compressors=compressors,
@@ -1013,8 +1019,12 @@ _WRITERS: dict[str, type[ArrayWriter]] = {
 def create_writer(address: str | Path | ArrayAddress, shape: tuple[int, ...],
                   dtype: np.dtype | type | str, *, overwrite: bool = False,
                   compression: str | None = None, chunk_rows: int | None = None,
-                  resume: bool = False, contiguous: bool = False) -> ArrayWriter:
+                  resume: bool = False, contiguous: bool = False,
+                  zarr_format: int = 3) -> ArrayWriter:
     """A writer for ``address`` (format from its extension); see :class:`ArrayWriter`.
+
+    ``zarr_format`` 2 writes a new Zarr store in format 2 (readable by zarr-python 2.x);
+    the default is 3. An array added to an existing store takes that store's format.
 
     >>> with create_writer("out.h5", (4, 3), "float64") as w:  # doctest: +SKIP
     ...     w.write_rows(0, block)
@@ -1029,7 +1039,7 @@ def create_writer(address: str | Path | ArrayAddress, shape: tuple[int, ...],
     addr = output_address(address)
     return _WRITERS[addr.format](addr, shape, dtype, overwrite=overwrite,
                                  compression=compression, chunk_rows=chunk_rows, resume=resume,
-                                 contiguous=contiguous)
+                                 contiguous=contiguous, zarr_format=zarr_format)
 
 
 # ----------------------------------------------------------------------------- helpers
