@@ -186,7 +186,7 @@ def plan_product(n: int, k: int, m: int, *, a_itemsize: int, b_itemsize: int,
                                 itemsize=itemsize, a_read_copies=a_read_copies, memory=memory,
                                 block_rows=block_rows, chunk_rows=chunk_rows,
                                 a_chunk_rows=a_chunk_rows,
-                                default_chunk_rows=default_chunk_rows)
+                                default_chunk_rows=default_chunk_rows, min_blocks=min_blocks)
     memory = int(memory)
     avail = memory - KERNEL_OVERHEAD
     if avail <= 0:
@@ -286,7 +286,7 @@ def plan_rows(n: int, *, row_bytes: int, resident: int = 0, overhead: int = KERN
             return plan_rows(n, row_bytes=row_bytes, resident=resident, overhead=overhead,
                              memory=memory, block_rows=block_rows, chunk_rows=chunk_rows,
                              in_chunk_rows=in_chunk_rows,
-                             default_chunk_rows=default_chunk_rows)
+                             default_chunk_rows=default_chunk_rows, min_blocks=min_blocks)
     memory = int(memory)
     avail = memory - overhead - resident
     per_row = max(1, int(row_bytes))
