@@ -502,14 +502,12 @@ def check_common_options(method: str, dtype: Any, chunk_rows: int | None) -> Non
 def base_provenance(command: str, operation: str, method: str, readers: Sequence[ArrayReader],
                     dtype: np.dtype, shape: tuple[int, ...]) -> dict[str, Any]:
     """The attributes every whole-array engine stores."""
-    from . import __version__
+    from .provenance import run_provenance
 
     return {
-        "logmm_version": __version__,
-        "command": command,
+        **run_provenance(command, [r.address for r in readers]),
         "operation": operation,
         "method": method,
-        "inputs": [str(r.address) for r in readers],
         "dtype": str(dtype),
         "shape": list(shape),
     }

@@ -230,7 +230,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _provenance(source_attrs: dict[str, Any], source: ArrayAddress, dtype: np.dtype,
                 command: str, fmt: str) -> dict[str, Any]:
-    from . import __version__
+    from .provenance import run_provenance
 
     attrs = {k: v for k, v in source_attrs.items() if k not in _REWRITTEN}
     if "command" in source_attrs and "source_command" not in attrs:
@@ -239,7 +239,7 @@ def _provenance(source_attrs: dict[str, Any], source: ArrayAddress, dtype: np.dt
         attrs["source_logmm_version"] = source_attrs["logmm_version"]
     if "dtype" in attrs:
         attrs["dtype"] = str(dtype)
-    attrs.update(converted_from=str(source), logmm_version=__version__, command=command)
+    attrs.update(converted_from=str(source), **run_provenance(command, [source]))
     if fmt == "hdf5":
         attrs = {k: _hdf5_storable(v) for k, v in attrs.items()}
     return attrs

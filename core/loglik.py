@@ -253,11 +253,11 @@ def _sources(params: dict) -> str:
 
 def _attrs(command: str, x: ArrayReader, params: dict, scale_name: str, reduce: str,
            dtype: np.dtype, shape: tuple[int, ...]) -> dict[str, Any]:
-    from . import __version__
+    from .provenance import run_provenance
 
     described = {name: (number if number is not None else str(source.address))
                  for name, (number, _, _, source) in params.items()}
-    return {"logmm_version": __version__, "command": command or "logmm.loglik(...)",
+    return {**run_provenance(command or "logmm.loglik(...)", _input_addresses(x, params)),
             "operation": "loglik", "x": str(x.address), "x_shape": list(x.shape),
             "scale": scale_name, **{k: str(v) for k, v in described.items()},
             "reduce": reduce, "dtype": str(dtype), "shape": list(shape)}

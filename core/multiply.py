@@ -331,11 +331,10 @@ def _run_product(a: ArrayReader, b: ArrayReader, output: OpenOutput[ProductPlan]
 def _provenance(a: ArrayAddress, b: ArrayAddress, a_shape: tuple[int, int],
                 b_shape: tuple[int, int], method: str, dtype: np.dtype, report: ProductReport,
                 command: str, plan: ProductPlan) -> dict[str, Any]:
-    from . import __version__
+    from .provenance import run_provenance
 
     return {
-        "logmm_version": __version__,
-        "command": command,
+        **run_provenance(command, [a, b]),
         "operation": "multiply",
         "method": method,
         "a": str(a),

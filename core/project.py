@@ -420,11 +420,10 @@ def _operator(names: list[str], operands: list[Any], blocks: int | None) -> str:
 def _provenance(x: ArrayReader, readers: list[ArrayReader | None], operands: list[Any],
                 blocks: int | None, semiring: str, dtype: np.dtype, command: str,
                 operator: str, plan: RowPlan, shape: tuple[int, int]) -> dict[str, Any]:
-    from . import __version__
+    from .provenance import run_provenance
 
     attrs: dict[str, Any] = {
-        "logmm_version": __version__,
-        "command": command,
+        **run_provenance(command, [x.address] + [r.address for r in readers if r is not None]),
         "operation": "project",
         "semiring": semiring,
         "operator": operator,
