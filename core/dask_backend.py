@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import LogmmError, UsageError
+from .errors import LogmmError, UsageError, install_hint
 from .io.addresses import ArrayAddress
 
 __all__ = ["SCHEDULERS", "check_scheduler", "import_distributed", "reopen_reader",
@@ -37,7 +37,7 @@ __all__ = ["SCHEDULERS", "check_scheduler", "import_distributed", "reopen_reader
 
 #: the values of ``--scheduler``
 SCHEDULERS = ("local", "dask")
-_INSTALL_HINT = "pip install 'logmm[dask]'"
+_INSTALL_HINT = install_hint("dask")
 _IN_FLIGHT_PER_WORKER = 2
 #: a worker process's own memory (interpreter, numpy, h5py, zarr, dask) beside its budget
 _INTERPRETER = 256 << 20

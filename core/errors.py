@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "install_hint",
     "AlreadyComplete",
     "FormatError",
     "InputError",
@@ -46,3 +47,9 @@ class AlreadyComplete(LogmmError):
     options: nothing to do. Not a failure: the command line says so and exits 0."""
 
     exit_code = 0
+
+
+def install_hint(extra: str) -> str:
+    """How to install an optional extra, from a package index and from a checkout:
+    ``pip install 'logmm[dask]' (from a checkout: pip install -e '.[dask]')``."""
+    return f"pip install 'logmm[{extra}]' (from a checkout: pip install -e '.[{extra}]')"

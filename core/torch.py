@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, install_hint
 
 try:
     import torch
 except ImportError as exc:      # pragma: no cover - exercised only without torch
-    raise ImportError("logmm.torch needs PyTorch: pip install 'logmm[torch]'") from exc
+    raise ImportError(f"logmm.torch needs PyTorch: {install_hint('torch')}") from exc
 
 from torch.autograd.function import once_differentiable
 

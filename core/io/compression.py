@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import LogmmError, UsageError
+from ..errors import LogmmError, UsageError, install_hint
 
 __all__ = [
     "COMPRESSIONS",
@@ -39,7 +39,7 @@ __all__ = [
 COMPRESSIONS: tuple[str, ...] = ("gzip", "lzf", "zstd", "blosc", "none")
 
 _PLUGIN_COMPRESSIONS = ("zstd", "blosc")
-_INSTALL_HINT = "pip install 'logmm[hdf5plugin]'"
+_INSTALL_HINT = install_hint("hdf5plugin")
 
 #: registered HDF5 filter id → short name (built-in filters and the common plugins)
 HDF5_FILTER_NAMES: dict[int, str] = {
