@@ -52,6 +52,7 @@ lint: $(VENV)/.installed-test
 test: lint
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest -m examples
+	$(BIN)/python -m pytest -m packaging
 
 test-slow: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m slow
