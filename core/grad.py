@@ -119,8 +119,13 @@ def logmatmulexp_vjp(A: np.ndarray, B: np.ndarray, C: np.ndarray, G: np.ndarray,
         if parts:
             L = np.stack([L for _, L in parts]) if len(parts) > 1 else parts[0][1][None]
             BT, AT = np.swapaxes(B, -1, -2), np.swapaxes(A, -1, -2)
-            dA = _combine(A, [s for s, _ in parts], logmatmulexp(L, BT, method=method))
-            dB = _combine(B, [s for s, _ in parts], logmatmulexp(AT, L, method=method))
+            signs = [s for s, _ in parts]
+            # -C may pass the forward's +1/4-range guard: move a shift from C to A (per
+            # row) or to B (per column) before log|G| joins; A + B - C is unchanged
+            A, B, L = _shifted(A, B, C, G, L)
+            BT, AT = np.swapaxes(B, -1, -2), np.swapaxes(A, -1, -2)
+            dA = _combine(A, signs, logmatmulexp(L, BT, method=method))
+            dB = _combine(B, signs, logmatmulexp(AT, L, method=method))
             dA = _sum_to_shape(dA, A.shape)
             dB = _sum_to_shape(dB, B.shape)
         else:                                            # G is zero wherever C is live
@@ -194,6 +199,23 @@ def logeinsum_vjp(subscripts: str, operands: Sequence[np.ndarray], C: np.ndarray
     G = _as_result(G, "G", shape, dtype)
     check_no_posinf(C, "C")
     parts = _log_weight_parts(C, G)
+    c = float(_range_shift(C, axis=None))              # -C past the forward's guard: shift
+    if c:
+        top = float(np.max(np.where(np.isfinite(C), C, -np.inf)))
+        if top > c / 2:       # one shift would cost the small entries all their digits
+            raise InputError(
+                f"C holds {c:.4g} and {top:.4g}: logeinsum_vjp shifts C by one constant, "
+                "which cannot serve both; use logmatmulexp_vjp (per-row shifts) for a "
+                "matrix product")
+    shifted_parts = parts
+    if c:                     # the shift joins one operand, used everywhere as shifted
+        limit = float(np.finfo(dtype).max) / 4
+        p0 = next((p for p, a in enumerate(full) if not (a - c > limit).any()), None)
+        if p0 is None:
+            raise InputError(f"C holds {c:.4g}, too far below every operand for "
+                             "logeinsum_vjp's shift")
+        full = [a - c if p == p0 else a for p, a in enumerate(full)]
+        shifted_parts = _log_weight_parts(C - c, G)
 
     grads = []
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
@@ -208,7 +230,7 @@ def logeinsum_vjp(subscripts: str, operands: Sequence[np.ndarray], C: np.ndarray
             keep = "".join(c for c in unique if c in available)
             spec = ",".join([output] + [t for t, _ in others]) + "->" + keep
             R = np.stack([logeinsum(spec, L, *(a for _, a in others), method=method)
-                          for _, L in parts])            # (parts, *keep sizes)
+                          for _, L in shifted_parts])    # (parts, *keep sizes)
             # to the layout of `unique`: dropped labels (summed in X_p alone) broadcast
             R = R.reshape(R.shape[:1] + tuple(sizes[c] if c in keep else 1 for c in unique))
             if len(unique) != len(term):                # a diagonal: 0 (log: -inf) elsewhere
@@ -268,6 +290,44 @@ def _log_weight_parts(C: np.ndarray, G: np.ndarray) -> list[tuple[float, np.ndar
         L[dead] = -np.inf
         parts.append((sign, L))
     return parts
+
+
+def _range_shift(C: np.ndarray, axis: int | None) -> np.ndarray:
+    """Per slice along ``axis`` (kept as size 1; one scalar for ``axis=None``): the
+    smallest finite C where it lies below -max/8, else 0.
+
+    ``log|G| - C`` reaches ``-C``, up to the dtype's max for a C the forward accepted
+    (C = -5e307 gives 5e307, above logmatmulexp's quarter-range guard on its operands).
+    The backward uses ``log|G| - (C - c)`` and ``X - c`` instead: ``C - c`` is small
+    where C is near c (no log|G| is lost to rounding against 5e307), ``X - c`` cannot
+    overflow (X <= max/4 and C >= X + B >= -0.75 max in a row of C that reaches +max/2).
+    """
+    limit = float(np.finfo(C.dtype).max) / 8
+    finite = np.where(np.isfinite(C), C, np.inf)
+    low = np.min(finite, axis=axis, keepdims=axis is not None, initial=np.inf)
+    return np.where(low < -limit, low, 0).astype(C.dtype)
+
+
+def _shifted(A: np.ndarray, B: np.ndarray, C: np.ndarray, G: np.ndarray,
+             L: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(A', B', L')`` with ``A' + B' - C'`` equal to ``A + B - C`` and ``L' = log|G| - C'``
+    inside logmatmulexp's guard: C's row shift moves to A, or if A would pass the guard
+    then, C's column shift moves to B. Unchanged when -C stays below max/8.
+
+    Not handled (still refused, naming A or B): a C that needs both shifts at once.
+    """
+    limit = float(np.finfo(C.dtype).max) / 4
+    for axis in (-1, -2):
+        c = _range_shift(C, axis=axis)
+        if not np.any(c):
+            return A, B, L
+        X = (A if axis == -1 else B) - c
+        if not (X > limit).any():
+            L2 = _stack_parts(_log_weight_parts(C - c, G))
+            return (X, B, L2) if axis == -1 else (A, X, L2)
+    return A, B, L
+def _stack_parts(parts: list[tuple[float, np.ndarray]]) -> np.ndarray:
+    return np.stack([L for _, L in parts]) if len(parts) > 1 else parts[0][1][None]
 
 
 def _combine(X: np.ndarray, signs: list[float], R: np.ndarray) -> np.ndarray:

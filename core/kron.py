@@ -29,7 +29,7 @@ import numpy as np
 
 from .errors import InputError
 from .lazy import LazyModule
-from .logmatmul import compute_dtype, logmatmulexp
+from .logmatmul import check_no_posinf, compute_dtype, logmatmulexp
 
 sp = LazyModule("scipy.sparse")   # imported on first use: the CLI starts faster
 
@@ -156,7 +156,16 @@ def _kron_matvec(factors: list[Factor], widths: list[int], X: np.ndarray | sp.sp
     r = X.shape[0]
     heights = [f.shape[0] for f in factors]
     live = [i for i, f in enumerate(factors) if not isinstance(f, Identity)]
+    if sp.issparse(X) and semiring == "log":
+        X = _log_canonical(X, dtype)               # duplicates log-added, +inf refused
     if not live:                                   # all identities: a copy of X
+        if sp.issparse(X) and semiring == "log":   # absent entries are log 0 = -inf
+            out = np.full(X.shape, -np.inf, dtype=dtype)
+            row_of = np.repeat(np.arange(r, dtype=np.int64), np.diff(X.indptr))
+            out[row_of, X.indices] = X.data
+            return out
+        if semiring == "log":
+            check_no_posinf(np.asarray(X), "X")
         out = X.toarray() if sp.issparse(X) else np.array(X)
         return out.astype(dtype, copy=False)
 
@@ -174,6 +183,33 @@ def _kron_matvec(factors: list[Factor], widths: list[int], X: np.ndarray | sp.sp
     for i in live:
         T = _mode_product(T, np.asarray(factors[i], dtype=dtype), i + 1, semiring)
     return np.ascontiguousarray(T).reshape(r, math.prod(heights))
+
+
+def _log_canonical(X: sp.spmatrix, dtype: np.dtype) -> sp.csr_matrix:
+    """Canonical CSR of log-values: duplicate (row, column) entries log-added, +inf refused.
+
+    A non-canonical matrix (COO, or CSR with repeated column indices in a row) stores one
+    position more than once; as in scipy's real-semiring sum, the entries there combine,
+    here by ``logaddexp`` so the result does not depend on the storage format.
+    """
+    C = sp.coo_matrix(X)
+    data = C.data.astype(dtype, copy=False)
+    check_no_posinf(data, "X")
+    row = C.row.astype(np.int64)
+    col = C.col.astype(np.int64)
+    key = row * C.shape[1] + col
+    order = np.argsort(key, kind="stable")
+    key, data = key[order], data[order]
+    first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else key[:0]
+    if first.size != key.size:                     # duplicates: log-add each run
+        data = np.logaddexp.reduceat(data, first)
+        key = key[first]
+    rows, cols = np.divmod(key, C.shape[1])
+    indptr = np.zeros(C.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=C.shape[0]), out=indptr[1:])
+    out = sp.csr_matrix((data, cols, indptr), shape=C.shape)
+    out.has_sorted_indices = True
+    return out
 
 
 def _result_dtype(X: np.ndarray | sp.spmatrix, factors: list[Factor],

@@ -770,7 +770,16 @@ def _repair_tile(a: np.ndarray, a_colmax: np.ndarray, b: np.ndarray, todo: np.nd
             values[structural] = -np.inf
             return values, report
     e = finite_or_zero(a_colmax / 2 - np.fmax.reduce(b, axis=1) / 2)   # halves: no overflow
-    left = _shifted_gemm(_ShiftedFactor(a - e, 1, "A"), _ShiftedFactor(b + e[:, None], 0, "B"),
+    with np.errstate(over="ignore"):
+        a_e, b_e = a - e, b + e[:, None]
+        # e_k reaches ~0.6 max: a finite a (b) below ~-0.4 max would become -inf, and a
+        # line of such entries would pass for dead; those k keep e_k = 0 (no shift)
+        lost = ((np.isneginf(a_e) & (a != -np.inf)).any(axis=0)
+                | (np.isneginf(b_e) & (b != -np.inf)).any(axis=1))
+        if lost.any():
+            e = np.where(lost, 0, e).astype(e.dtype, copy=False)
+            a_e, b_e = a - e, b + e[:, None]
+    left = _shifted_gemm(_ShiftedFactor(a_e, 1, "A"), _ShiftedFactor(b_e, 0, "B"),
                          values, check=True)
     left &= todo
     report.rebalanced = int(todo.sum()) - int(left.sum())

@@ -396,7 +396,7 @@ def _run_projection(x: ArrayReader, operands: list[Any], blocks: int | None, sem
                 Y = kron_matvec(operands, rows, semiring=semiring)
         except InputError as exc:   # name the file and rows: "X (x.h5:/x, rows 0:512) …"
             where, msg = f"X ({x.address}, rows {r0}:{r1})", str(exc)
-            raise InputError(f"{where} {msg[2:]}" if msg.startswith("A ") else
+            raise InputError(f"{where} {msg[2:]}" if msg.startswith(("A ", "X ")) else
                              f"{where}: {msg}") from exc
         return Y.astype(out_dtype, copy=False)
 

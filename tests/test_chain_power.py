@@ -429,3 +429,35 @@ def test_chain_streams_a_large_first_factor_through_the_multiply_engine(tmp_path
         attrs = dict(f["data"].attrs)
     assert attrs["operation"] == "chain" and attrs["order"] == "(M1 (M2 M3))"
     assert attrs["block_rows"] == 500 and attrs["complete"]
+
+
+# ------------------------------------------------- the power error rule: (n - 1) x bound
+def _exact_log_power(P: np.ndarray, n: int) -> np.ndarray:
+    """log(exp(P)^n) at 400 bits, by repeated squaring (exp of the float P exactly)."""
+    import mpmath
+    with mpmath.workprec(400):
+        M = mpmath.matrix([[mpmath.exp(mpmath.mpf(float(v))) for v in row] for row in P])
+        R = mpmath.eye(P.shape[0])
+        while n:
+            if n & 1:
+                R = R * M
+            M = M * M
+            n >>= 1
+        return np.array([[float(mpmath.log(R[i, j])) for j in range(P.shape[0])]
+                         for i in range(P.shape[0])])
+
+
+@pytest.mark.parametrize("dtype, n", [(np.float64, 2 ** 20), (np.float64, 2 ** 30),
+                                      (np.float64, 1000), (np.float32, 2 ** 30),
+                                      (np.float32, 2 ** 20 + 12345)])
+def test_power_error_grows_like_n_times_the_product_bound(dtype, n: int) -> None:
+    # each squaring doubles the error: err(X^2) <= 2 err(X) + b, so err(P^n) <= (n - 1) b
+    # with b the pairwise bound; a stochastic matrix's powers stay within [min P, 0], so b
+    # for P itself covers every product. (Adding the pairwise bounds, as README said,
+    # gives log2(n) b: 2**20 measured 1.8e-11, 221 x that.)
+    from exact_reference import error_bound
+    P = np.log(np.array([[0.3, 0.7], [0.6, 0.4]])).astype(dtype)
+    got = chain_mod.log_power(P, n)
+    exact = _exact_log_power(P, n)
+    err = float(np.abs(got.astype(np.float64) - exact).max())
+    assert err <= (n - 1) * error_bound(P, P, np.dtype(dtype)), err

@@ -105,3 +105,75 @@ def test_errors() -> None:
         diag_gaussian_logpdf(np.zeros((2, 3)), np.zeros(2), sigma=1.0)
     with pytest.raises(UsageError, match="unknown reduce"):
         diag_gaussian_logpdf(x, 0.0, sigma=1.0, reduce="mean")
+
+
+# ------------------------------------------------------------------ extremes vs mpmath
+def _exact_logpdf(x: float, mu: float, log_sigma, sigma=None) -> float:
+    import mpmath
+    with mpmath.workprec(400):
+        s = mpmath.mpf(sigma) if sigma is not None else mpmath.exp(log_sigma)
+        z = (mpmath.mpf(float(x)) - mpmath.mpf(float(mu))) / s
+        return float(-z * z / 2 - mpmath.log(s) - mpmath.log(2 * mpmath.pi) / 2)
+
+
+def _exact_softplus(rho: float):
+    import mpmath
+    with mpmath.workprec(400):
+        return mpmath.log1p(mpmath.exp(mpmath.mpf(float(rho))))
+
+
+F64MAX = float(np.finfo(np.float64).max)
+
+
+@pytest.mark.parametrize("x, mu, sigma", [
+    (1e-310, 0.0, 1e-310),                       # subnormal sigma: 1/sigma overflows
+    (0.75 * F64MAX, -0.75 * F64MAX, F64MAX / 4),  # x - mu overflows
+    (3.0, 1.0, 0.5),
+])
+def test_sigma_extremes_match_mpmath(x: float, mu: float, sigma: float) -> None:
+    got = diag_gaussian_logpdf(np.array([x]), mu, sigma=sigma)[0]
+    exact = _exact_logpdf(x, mu, None, sigma)
+    assert abs(got - exact) <= 4 * np.spacing(abs(exact))
+
+
+@pytest.mark.parametrize("rho", [-720.0, -750.0, -709.0, -30.5, -20.0, -5.0, -1.0, 0.3, 40.0])
+def test_rho_path_matches_mpmath(rho: float) -> None:
+    import mpmath
+    s = _exact_softplus(rho)
+    d = float(s) if float(s) > 0 else 5e-324
+    x = np.array([d, 0.0, 3 * d])
+    got = diag_gaussian_logpdf(x, 0.0, rho=rho)
+    for g, xi in zip(got, x, strict=True):
+        with mpmath.workprec(400):
+            z = mpmath.mpf(float(xi)) / s
+            exact = float(-z * z / 2 - mpmath.log(s) - mpmath.log(2 * mpmath.pi) / 2)
+            # below the normal range z comes from logs: log|x - mu| - log sigma carries
+            # eps * (|log|x - mu|| + |log sigma|) absolutely, z^2 twice that relatively
+            log_err = 0.0 if float(s) >= 2.3e-308 else float(
+                z * z * 2 * (abs(mpmath.log(mpmath.mpf(float(xi)) or 1)) + abs(mpmath.log(s))))
+            scale = max(abs(exact), float(z * z / 2), abs(float(mpmath.log(s))))
+        tol = 4 * np.spacing(scale) + 2 * np.finfo(float).eps * log_err  # 4 ulps of the terms
+        assert np.isfinite(g) and abs(g - exact) <= tol, (xi, g, exact)
+
+
+def test_float32_sum_and_row_accumulate_past_float32_range() -> None:
+    x = np.array([[1e19, 0.0]], np.float32)
+    total = diag_gaussian_logpdf(x, 0.0, sigma=np.float32(1.0), reduce="sum")
+    exact = -0.5e38 - 2 * 0.9189385332046727     # -0.5 * 1e38 (as float32 1e19 squared)
+    assert np.isfinite(total) and total == pytest.approx(
+        -0.5 * float(np.float32(1e19)) ** 2 - 2 * 0.9189385332046727, rel=1e-15)
+    assert exact < 0
+    row = diag_gaussian_logpdf(x, 0.0, sigma=np.float32(1.0), reduce="row")
+    assert row.dtype == np.float32 and np.isfinite(row).all()
+
+
+def test_python_float_sigma_beyond_float32_is_refused_without_warning() -> None:
+    with pytest.raises(InputError, match="sigma must be finite"):
+        diag_gaussian_logpdf(np.zeros(2, np.float32), 0.0, sigma=1e40)
+
+
+def test_out_of_another_dtype_is_refused() -> None:
+    with pytest.raises(InputError, match="out has shape"):
+        diag_gaussian_logpdf(np.zeros(2), 0.0, sigma=1.0, out=np.empty(2, np.float32))
+    out = np.empty(2)
+    assert diag_gaussian_logpdf(np.zeros(2), 0.0, sigma=1.0, out=out) is out

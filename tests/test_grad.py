@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import logmm
-from logmm import adversarial
+from logmm import adversarial, logeinsum_vjp, logmatmulexp, logmatmulexp_vjp
 from logmm.errors import InputError
 
 from exact_reference import exact_logeinsum_vjp
@@ -345,3 +345,50 @@ def test_hmm_example_runs_and_agrees(capsys: pytest.CaptureFixture[str],
 
     if torch_imports():
         assert "torch autograd through logmm.torch" in out
+
+
+# ------------------------------------------- the backward accepts what the forward accepted
+def _exact_vjp_given_C(A: np.ndarray, B: np.ndarray, C: np.ndarray, G: np.ndarray):
+    """dA, dB = sum_j G exp(A + B - C) for the C passed (not the exact product), 400 bits
+    (A - C first: exact for the near-equal huge values here)."""
+    import mpmath
+    with mpmath.workprec(400):
+        m, k = A.shape
+        n = B.shape[1]
+        w = [[[mpmath.exp(mpmath.mpf(float(A[i, t])) - mpmath.mpf(float(C[i, j]))
+                          + mpmath.mpf(float(B[t, j]))) * mpmath.mpf(float(G[i, j]))
+               for j in range(n)] for t in range(k)] for i in range(m)]
+        dA = np.array([[float(mpmath.fsum(w[i][t])) for t in range(k)] for i in range(m)])
+        dB = np.array([[float(mpmath.fsum(w[i][t][j] for i in range(m))) for j in range(n)]
+                       for t in range(k)])
+    return dA, dB
+
+
+@pytest.mark.parametrize("dtype, low", [(np.float64, -5e307), (np.float64, -1.7e308),
+                                        (np.float32, -1e38), (np.float32, -3.3e38)])
+def test_vjp_accepts_forward_results_near_the_range(dtype, low) -> None:
+    A = np.array([[low, low], [0.0, -2.0]], dtype)
+    B = np.array([[0.0, 1.0], [0.0, -3.0]], dtype)
+    C = logmatmulexp(A, B)                 # accepted: C[0] is about `low`
+    G = np.array([[1.0, -2.0], [0.5, 3.0]], dtype)
+    dA, dB = logmatmulexp_vjp(A, B, C, G)
+    assert dA.dtype == dtype and dB.dtype == dtype
+    eA, eB = _exact_vjp_given_C(A, B, C, G)
+    tol = 8 * np.finfo(dtype).eps
+    np.testing.assert_allclose(dA, eA, rtol=tol, atol=tol)
+    np.testing.assert_allclose(dB, eB, rtol=tol, atol=tol)
+    # logeinsum_vjp shifts C by one constant: fine when every finite C is near `low`,
+    # refused (naming C, which the caller passed) when C mixes scales as here
+    with pytest.raises(InputError, match=r"^C holds"):
+        logeinsum_vjp("ij,jk->ik", [A, B], C, G)
+    A1, C1, G1 = A[:1], C[:1], G[:1]
+    gA, gB = logeinsum_vjp("ij,jk->ik", [A1, B], C1, G1)
+    eA, eB = _exact_vjp_given_C(A1, B, C1, G1)
+    np.testing.assert_allclose(gA, eA, rtol=tol, atol=tol)
+    np.testing.assert_allclose(gB, eB, rtol=tol, atol=tol)
+
+
+def test_vjp_messages_name_only_the_callers_arrays() -> None:
+    A = np.array([[1e308, 0.0]])            # refused by the forward: named as the caller's A
+    with pytest.raises(InputError, match=r"^A holds"):
+        logmatmulexp_vjp(A, np.zeros((2, 1)), np.zeros((1, 1)), np.ones((1, 1)))

@@ -160,3 +160,67 @@ def test_infinities_in_the_real_semiring_give_nan_without_warnings() -> None:
         warnings.simplefilter("error")
         got = block_project(X, W, 2)
     assert np.isnan(got[0, 0]) and got[0, 1] == 3.0      # inf * 0 is NaN, as in numpy
+
+
+# ---------------------------------------------------------------- sparse log-semiring edges
+def _exact_log_sum(values: list[float]) -> float:
+    from exact_reference import exact_logsumexp
+    return exact_logsumexp(values)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "coo", "csc"])
+def test_sparse_log_all_identity_absent_entries_are_log_zero(fmt: str, monkeypatch) -> None:
+    X = sp.csr_matrix(np.array([[0.5, 0, 0], [0, 0, -2.0]])).asformat(fmt)
+    # the all-identity shortcut must not densify X by toarray (its absent entries are 0)
+    monkeypatch.setattr(type(X), "toarray", lambda *a, **k: pytest.fail("densified X"))
+    got = kron_matvec([Identity(3)], X, semiring="log")
+    assert got.tolist() == [[0.5, -np.inf, -np.inf], [-np.inf, -np.inf, -2.0]]
+    got32 = kron_matvec([Identity(1), Identity(3)], X.astype(np.float32), semiring="log")
+    assert got32.dtype == np.float32 and np.isneginf(got32[0, 1:]).all()
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_log_all_identity_refuses_posinf(sparse: bool) -> None:
+    X = np.array([[np.inf, 1.0, 0.0]])
+    with pytest.raises(InputError, match=r"^X contains \+inf"):
+        kron_matvec([Identity(3)], sp.csr_matrix(X) if sparse else X, semiring="log")
+    assert kron_matvec([Identity(3)], X)[0, 0] == np.inf        # the real semiring: a number
+
+
+def test_sparse_log_duplicates_log_add_whatever_the_storage() -> None:
+    # CSR with a repeated column index (non-canonical) and the same entries as COO
+    data, cols = np.array([30.0, 60.0, -1.0, 2.0, -np.inf]), np.array([0, 0, 2, 2, 1])
+    csr = sp.csr_matrix((data, cols, np.array([0, 2, 5])), shape=(2, 3))
+    coo = sp.coo_matrix((data, (np.array([0, 0, 1, 1, 1]), cols)), shape=(2, 3))
+    F = np.array([[0.0, 0.0, 0.0], [-1.0, 5.0, -np.inf]])
+    exact = np.array([[_exact_log_sum([30.0 + F[k, 0], 60.0 + F[k, 0]]) for k in range(2)],
+                      [_exact_log_sum([-1.0 + F[k, 2], 2.0 + F[k, 2]]) if np.isfinite(F[k, 2])
+                       else -np.inf for k in range(2)]])
+    for factors in ([F], [Identity(3)]):
+        a = kron_matvec(factors, csr, semiring="log")
+        b = kron_matvec(factors, coo, semiring="log")
+        assert np.array_equal(a, b)
+        if factors[0] is F:
+            np.testing.assert_allclose(a, exact, rtol=4e-16)
+    ident = kron_matvec([Identity(3)], csr, semiring="log")
+    assert ident[0, 0] == pytest.approx(_exact_log_sum([30.0, 60.0]), rel=2e-16)
+    assert ident[0, 0] != 60.0 and np.isneginf(ident[1, 1])
+    # the real semiring sums duplicates (scipy's rule) in both storages
+    np.testing.assert_allclose(kron_matvec([F[:1]], csr), kron_matvec([F[:1]], coo))
+
+
+def test_project_cli_sparse_log_identity_only(tmp_path) -> None:
+    from cli_run import one_error_line, run_logmm
+    X = sp.csr_matrix(np.array([[0.5, 0, 0, 0], [0, 0, 0, -3.0]]))
+    sp.save_npz(tmp_path / "x.npz", X)
+    proc = run_logmm("project", tmp_path / "x.npz", "--identity", "2", "--identity", "2",
+                     "--semiring", "log", "-o", tmp_path / "y.npy")
+    assert proc.returncode == 0, proc.stderr
+    assert np.load(tmp_path / "y.npy").tolist() == [[0.5, -np.inf, -np.inf, -np.inf],
+                                                    [-np.inf, -np.inf, -np.inf, -3.0]]
+    X.data[0] = np.inf
+    sp.save_npz(tmp_path / "bad.npz", X)
+    proc = run_logmm("project", tmp_path / "bad.npz", "--identity", "4",
+                     "--semiring", "log", "-o", tmp_path / "z.npy")
+    line = one_error_line(proc, codes=(1,))
+    assert "bad.npz, rows 0:2) contains +inf" in line and not (tmp_path / "z.npy").exists()

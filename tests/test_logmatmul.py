@@ -366,3 +366,22 @@ def test_structural_zeros_are_exact_and_not_counted_as_repairs() -> None:
     assert np.array_equal(np.isneginf(C), np.isneginf(ref))
     assert max_abs_error(C, ref) <= error_bound(A, B, np.float64)
     assert report.repaired == 0 and report.fast == C.size
+
+
+_NEAR_RANGE = [
+    (np.array([[4e307, 4e307 - 1e302], [-1.7e308, -1.7e308 - 1e302]]), np.array([[-1e300], [0.0]])),
+    (np.array([[8e37, 8e37 - 2e32], [-3.3e38, -3.3e38 - 2e32]], np.float32),
+     np.array([[-1e31], [0.0]], np.float32)),
+]
+
+
+@pytest.mark.parametrize("A, B", _NEAR_RANGE + [(b.T.copy(), a.T.copy()) for a, b in _NEAR_RANGE])
+def test_rebalanced_tier_never_returns_neg_inf_for_a_finite_value(A, B) -> None:
+    # the rebalancing shift e_k (~0.6 max) used to push the -1.7e308 row to -inf, which
+    # then passed for a dead row: C[1, 0] (or C[0, 1]) was -inf, exact -1.70000001e308
+
+    C = logmm.logmatmulexp(A, B)
+    ref = exact_logmatmul(A, B)
+    assert C.dtype == A.dtype and np.isfinite(C).all()
+    ulp = np.spacing(np.abs(ref).astype(A.dtype)).astype(np.float64)
+    assert (np.abs(C.astype(np.float64) - ref) <= ulp).all()
