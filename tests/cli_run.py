@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["ENTRY", "inject", "kill_after_blocks", "listing", "one_error_line", "run_logmm",
-           "start_logmm"]
+__all__ = ["ENTRY", "inject", "kill_after_blocks", "kill_at_seeded_point", "listing",
+           "one_error_line", "run_logmm", "start_logmm"]
 
 #: ``python -c ENTRY args...`` runs the logmm command line (sys.argv[1:] are its arguments)
 ENTRY = "import sys\nfrom logmm.cli.main import main\nmain(sys.argv[1:])\n"
@@ -83,3 +84,21 @@ def kill_after_blocks(proc: subprocess.Popen, record: Path, blocks: int,
             pass
         time.sleep(0.001)
     return proc.poll() is None
+
+
+def kill_at_seeded_point(proc: subprocess.Popen, rng, record: Path, blocks: int, wall: float,
+                         after_blocks: float = 0.5) -> tuple[str, bool]:
+    """SIGKILL ``proc`` at a point drawn from ``rng``: after a random number of stored
+    blocks (with probability ``after_blocks``), else after a random delay up to ``wall``
+    seconds. Returns the point, in words, and whether the run was still alive then."""
+    if rng.random() < after_blocks:
+        point = f"after {rng.randrange(blocks)} stored blocks"
+        alive = kill_after_blocks(proc, record, int(point.split()[1]))
+    else:
+        delay = rng.uniform(0, wall)
+        point = f"after {delay:.3f} s"
+        time.sleep(delay)
+        alive = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    return point, alive

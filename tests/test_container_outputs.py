@@ -22,7 +22,14 @@ import pytest
 from logmm.io import list_arrays, open_array, parse_address
 from logmm.io.resume import lock_path, record_path
 
-from cli_run import kill_after_blocks, listing, one_error_line, run_logmm, start_logmm
+from cli_run import (
+    kill_after_blocks,
+    kill_at_seeded_point,
+    listing,
+    one_error_line,
+    run_logmm,
+    start_logmm,
+)
 from conftest import save_array
 
 BLOCK_ROWS = 32
@@ -99,16 +106,8 @@ def kill_and_resume(d: Path, kind: str, expected: tuple, seed: int) -> str:
     # every third seed compresses (HDF5: the chunk index then grows while blocks land)
     args = [*product_args(container), *(["--compression", "gzip"] if seed % 3 == 1 else [])]
     proc = start_logmm(*args)
-    if rng.random() < 0.6:
-        point = f"after {rng.randrange(ROWS // BLOCK_ROWS)} stored blocks"
-        alive = kill_after_blocks(proc, record_path(out), int(point.split()[1]))
-    else:
-        delay = rng.uniform(0, wall)
-        point = f"after {delay:.3f} s"
-        time.sleep(delay)
-        alive = proc.poll() is None
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    point, alive = kill_at_seeded_point(proc, rng, record_path(out), ROWS // BLOCK_ROWS, wall,
+                                        after_blocks=0.6)
     assert snapshot(container, skip=("new/product", "new/.product.logmm-partial")) == before, \
         point
     names = [n.strip("/") for n in list_arrays(container)]

@@ -31,7 +31,14 @@ from logmm.io import open_array
 from logmm.io.resume import lock_path, record_path
 from logmm.io.writers import partial_path
 
-from cli_run import kill_after_blocks, listing, one_error_line, run_logmm, start_logmm
+from cli_run import (
+    kill_after_blocks,
+    kill_at_seeded_point,
+    listing,
+    one_error_line,
+    run_logmm,
+    start_logmm,
+)
 from exact_reference import error_bound, max_abs_error
 
 BLOCK_ROWS = 64
@@ -90,16 +97,7 @@ def kill_and_resume(d: Path, out: Path, command: str, expected: np.ndarray,
     rng = random.Random(seed)
     blocks = -(-len(expected) // BLOCK_ROWS)
     proc = start_logmm(*argv(command, d, out))
-    if rng.random() < 0.5:
-        point = f"after {rng.randrange(blocks)} stored blocks"
-        alive = kill_after_blocks(proc, record_path(out), int(point.split()[1]))
-    else:
-        delay = rng.uniform(0, wall)
-        point = f"after {delay:.3f} s"
-        time.sleep(delay)
-        alive = proc.poll() is None
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    point, alive = kill_at_seeded_point(proc, rng, record_path(out), blocks, wall)
     if out.exists():            # killed after the commit's rename: it must be the result
         assert alive or proc.returncode == 0
         np.testing.assert_array_equal(read(out), expected, err_msg=point)
