@@ -447,21 +447,19 @@ def _shards(addr: ArrayAddress) -> Any:
 
 
 def _parse(address: str | Path | ArrayAddress) -> tuple[ArrayAddress, bool]:
-    """The address, and whether it names a logmm work file (``.x.h5.logmm-partial``)."""
-    try:
+    """The address, and whether it names a logmm work file (``.x.h5.logmm-partial``).
+
+    Work-file names come first: their content is HDF5, Zarr or ``.npy`` too, which
+    :func:`parse_address` would recognise without saying they are unfinished."""
+    match = None if isinstance(address, ArrayAddress) else _WORK_ADDRESS_RE.match(str(address))
+    suffix = Path(match["name"]).suffix.lower() if match is not None else ""
+    if match is None or suffix not in EXTENSIONS:
         return parse_address(address), False
-    except UsageError:
-        match = _WORK_ADDRESS_RE.match(str(address))
-        if match is None:
-            raise
-        suffix = Path(match["name"]).suffix.lower()
-        if suffix not in EXTENSIONS:
-            raise
-        fmt = EXTENSIONS[suffix]
-        addr = ArrayAddress(Path(match["path"]), fmt).with_dataset(match["dataset"])
-        if fmt == "npy" and addr.dataset is not None:
-            raise UsageError(f"{address}: a .npy file holds a single array") from None
-        return addr, True
+    fmt = EXTENSIONS[suffix]
+    addr = ArrayAddress(Path(match["path"]), fmt).with_dataset(match["dataset"])
+    if fmt == "npy" and addr.dataset is not None:
+        raise UsageError(f"{address}: a .npy file holds a single array") from None
+    return addr, True
 
 
 def _temporaries(path: Path) -> list[TemporaryInfo]:

@@ -162,7 +162,8 @@ def test_missing_hdf5plugin_in_a_real_process(tmp_path: Path, src: Path) -> None
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
-        f"logmm: error: HDF5 blosc compression needs the optional hdf5plugin package: {HINT}"
+        f"logmm: error: HDF5 blosc compression needs the optional hdf5plugin package: {HINT} "
+        "(from a checkout: pip install -e '.[hdf5plugin]')"
     ]
 
 
