@@ -96,3 +96,18 @@ def test_readme_textbook_failures_are_as_shown() -> None:
     assert glob.tolist() == [[-np.inf]] and rowcol.tolist() == [[-np.inf]]
     assert logmm.logmatmulexp(A, B).tolist() == [[400 + np.log(2)]]
     assert "array([[400.69314718]])" in README
+
+
+def test_scaling_doc_plan_is_what_plan_prints(tmp_path: Path) -> None:
+    """docs/scaling.md's ``$ logmm plan …`` example (a.npy 1000×64, b.npy 64×30)."""
+    import numpy as np
+
+    doc = (ROOT / "docs" / "scaling.md").read_text(encoding="utf-8")
+    block = re.search(r"```\n\$ (logmm plan .*?)\n(.*?)```", doc, re.S)
+    assert block is not None
+    np.save(tmp_path / "a.npy", np.zeros((1000, 64)))
+    np.save(tmp_path / "b.npy", np.zeros((64, 30)))
+    proc = run_logmm(*shlex.split(block[1])[1:], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    printed = [_comparable(line) for line in (proc.stderr + proc.stdout).splitlines()]
+    assert printed == [_comparable(line) for line in block[2].splitlines()]
