@@ -4,9 +4,10 @@ The README's tour promises its commands run as written after ``make demo``. So t
 Makefile's ``demo`` commands run first, then every ``logmm …`` line of the README's ``sh``
 blocks, in order, from a copy of the repository's ``sample_data/``; each exits 0, and
 where the README shows what a command printed (``#  wrote …``), the output is exactly
-those lines (blank lines aside), except for times and ``plan``'s memory budget (this
-machine's default). The README's Python blocks run too. About 55 commands, 40 s: run by
-default, so CI keeps every command the README shows working as shown.
+those lines (blank lines aside), except for times and ``plan``'s memory budget and
+threads (this machine's defaults). The README's Python blocks run too. About 55
+commands, 40 s: run by default, so CI keeps every command the README shows working as
+shown.
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ def demo_commands() -> list[list[str]]:
 
 def _comparable(text: str) -> str:
     text = re.sub(r"\d+\.\d+ s\b", "T s", text)
-    text = re.sub(r"[\d.]+ [KMGT]iB budget", "M budget", text)    # the default: machine's
+    # plan's default memory budget and threads, and where they come from: the machine's
+    text = re.sub(r"[\d.]+ [KMGT]iB budget( \(.*?\))?,", "M budget (...),", text)
+    text = re.sub(r"^threads +\d+( \(.*\))?$", "threads N (...)", text)
     return re.sub(r"\s+\(on stdout\)$", "", text.rstrip())
 
 
