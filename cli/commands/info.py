@@ -59,10 +59,11 @@ def info(file: str, as_json: bool, check: bool) -> None:
         raise LogmmError(f"{result.path} is not complete: {'; '.join(result.problems)}")
     for array in result.arrays:        # data that reads as fill values: never silently
         if array.missing_sources:
-            click.echo(f"logmm: warning: {array.address} is a merged dataset whose shard "
+            hint = (" (put them back, or rerun those shards with the same command)"
+                    if "shard_files" in array.attrs else "")
+            click.echo(f"logmm: warning: {array.address} is a virtual dataset whose source "
                        f"files are missing: {', '.join(array.missing_sources)}; logmm "
-                       "refuses to read it until they are back (put them back, or rerun "
-                       "those shards with the same command)", err=True)
+                       f"refuses to read it until they are back{hint}", err=True)
 
 
 def format_info(result: FileInfo) -> str:
