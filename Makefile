@@ -1,5 +1,6 @@
 # logmm: two commands set everything up on a machine with only python3.
 #   make demo    create .venv, install logmm, run multiply, project, chain, power, einsum on sample_data/
+#                (results in demo_output/make-demo/)
 #   make test    create .venv if needed, install with test extras, lint, run the suite,
 #                then the examples/ pipelines (Make, Snakemake, SLURM script; pytest -m examples)
 #   make bench   run benchmarks/ and print ratio tables
@@ -8,7 +9,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEMO_OUT := demo_output
+# the demo writes apart from the README's tour (which writes into demo_output/), so that
+# the tour runs as written after `make demo`
+DEMO_OUT := demo_output/make-demo
 TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 
@@ -75,4 +78,4 @@ sample-data: $(VENV)/.installed
 	$(BIN)/python sample_data/make_sample_data.py --out sample_data
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) demo_output *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -30,6 +30,7 @@ from .io.readers import (
     _one_line,
     _zarr_arrays,
     hdf5_open_error,
+    missing_virtual_sources,
     open_array,
     open_zarr_root,
 )
@@ -84,9 +85,13 @@ class ArrayInfo:
     stored_bytes : int or None
         Bytes the array takes on disk, when cheap to tell.
     status : {"complete", "incomplete"} or None
-        A complete logmm output, an unfinished one, or None when not logmm's.
+        A complete logmm output, an unfinished one, or None when not logmm's. A merged
+        (virtual) HDF5 dataset with a source file missing is never "complete".
     attrs : dict
         Attributes (HDF5/Zarr), or the ``OUT.npy.json`` sidecar of a ``.npy`` file.
+    missing_sources : list of str
+        A virtual HDF5 dataset's source files that do not exist, as
+        ``"OUT.shard-0001-of-0003.h5 (rows 50:100)"``: those rows read as the fill value.
     """
 
     name: str | None
@@ -101,6 +106,7 @@ class ArrayInfo:
     stored_bytes: int | None
     status: str | None
     attrs: dict[str, Any]
+    missing_sources: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -151,6 +157,20 @@ class FileInfo:
         """Every logmm array complete and no shard missing (what ``info --check`` asks)."""
         return (bool(self.arrays) and all(a.status != "incomplete" for a in self.arrays)
                 and (self.shards is None or bool(self.shards["complete"])))
+
+    @property
+    def problems(self) -> list[str]:
+        """Why :attr:`complete` is false, one reason each (empty when it is true)."""
+        found = [] if self.arrays else [f"{self.path} holds no arrays"]
+        for a in self.arrays:
+            if a.missing_sources:
+                found.append(f"{a.address} is a merged (virtual) dataset whose shard "
+                             f"files are missing: {', '.join(a.missing_sources)}")
+            elif a.status == "incomplete":
+                found.append(f"{a.address} is incomplete (no 'complete: true' attribute)")
+        if self.shards is not None and not self.shards["complete"]:
+            found.append(self.shards["summary"])
+        return found
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict with stable keys (absent values are None, never missing)."""
@@ -360,12 +380,16 @@ def _hdf5_array(addr: ArrayAddress, name: str, ds: Any, temporary: bool) -> Arra
         stored: int | None = int(ds.id.get_storage_size())
     except Exception:
         stored = None
+    missing = missing_virtual_sources(ds, addr.path) if ds.is_virtual else []
+    status = logmm_status(attrs, temporary=temporary or _partial_dataset_of(name) is not None)
     return ArrayInfo(
         name=name, address=str(addr.with_dataset(name)), shape=[int(s) for s in shape],
         dtype=str(ds.dtype), chunks=list(ds.chunks) if ds.chunks else None, shards=None,
         compression=compression, codecs=codecs, nbytes=_nbytes(shape, ds.dtype),
         stored_bytes=stored, attrs=attrs,
-        status=logmm_status(attrs, temporary=temporary or _partial_dataset_of(name) is not None),
+        status="incomplete" if missing and status == "complete" else status,
+        missing_sources=[where.name + (f" (rows {rows[0]}:{rows[1]})" if rows else "")
+                         for where, rows in missing],
     )
 
 

@@ -537,7 +537,7 @@ class ShardStatus:
     def to_dict(self) -> dict[str, Any]:
         return {"format": self.format, "count": self.count, "n_rows": self.n_rows,
                 "merged": self.merged, "complete": self.complete,
-                "problems": list(self.problems),
+                "problems": list(self.problems), "summary": self.summary(),
                 "shards": [{"index": s.index, "rows": list(s.rows) if s.rows else None,
                             "complete": s.complete, "where": s.where} for s in self.shards]}
 

@@ -22,7 +22,7 @@ from logmm.multiply import multiply
 
 LOGMM = Path(sys.executable).with_name("logmm")
 ARRAY_KEYS = ["name", "address", "shape", "dtype", "chunks", "shards", "compression", "codecs",
-              "nbytes", "stored_bytes", "status", "attrs"]
+              "nbytes", "stored_bytes", "status", "attrs", "missing_sources"]
 FILE_KEYS = ["path", "format", "file_bytes", "arrays", "temporaries", "notes", "shards",
              "complete"]
 

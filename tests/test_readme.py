@@ -1,10 +1,13 @@
 """The README's commands work as shown.
 
-Every ``logmm …`` line of the README's ``sh`` blocks runs, in order, from a copy of the
-repository's ``sample_data/`` (so ``demo_output/`` is fresh), and exits 0; where the
-README shows the line a command printed (``#  wrote …``), the output matches it except
-for the time. The README's Python blocks run too. About 45 commands, 30 s: run by
-default, so CI keeps every command the README shows working as shown.
+The README's tour promises its commands run as written after ``make demo``. So the
+Makefile's ``demo`` commands run first, then every ``logmm …`` line of the README's ``sh``
+blocks, in order, from a copy of the repository's ``sample_data/``; each exits 0, and
+where the README shows what a command printed (``#  wrote …``), the output is exactly
+those lines (blank lines aside), except for times and ``plan``'s memory budget and
+threads (this machine's defaults). The README's Python blocks run too. About 55
+commands, 40 s: run by default, so CI keeps every command the README shows working as
+shown.
 """
 
 from __future__ import annotations
@@ -34,23 +37,41 @@ def shell_commands() -> list[tuple[list[str], list[str]]]:
     return found
 
 
+def demo_commands() -> list[list[str]]:
+    """The arguments of the Makefile's ``demo`` recipe lines ``$(BIN)/logmm …``, with
+    ``$(DEMO_OUT)`` filled in."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    demo_out = re.search(r"^DEMO_OUT := (\S+)$", makefile, re.M)[1]
+    recipe = re.search(r"^demo:.*\n((?:\t.*\n)+)", makefile, re.M)[1]
+    return [shlex.split(line.strip().replace("$(DEMO_OUT)", demo_out))[1:]
+            for line in recipe.splitlines() if line.strip().startswith("$(BIN)/logmm ")]
+
+
 def _comparable(text: str) -> str:
     text = re.sub(r"\d+\.\d+ s\b", "T s", text)
+    # plan's default memory budget and threads, and where they come from: the machine's
+    text = re.sub(r"[\d.]+ [KMGT]iB budget( \(.*?\))?,", "M budget (...),", text)
+    text = re.sub(r"^threads +\d+( \(.*\))?$", "threads N (...)", text)
     return re.sub(r"\s+\(on stdout\)$", "", text.rstrip())
 
 
-def test_readme_commands_run_as_shown(tmp_path: Path) -> None:
+def test_readme_commands_run_as_shown_after_make_demo(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "sample_data", tmp_path / "sample_data")
-    (tmp_path / "demo_output").mkdir()
+    demo = demo_commands()
+    assert len(demo) >= 5
+    (tmp_path / demo[0][demo[0].index("-o") + 1]).parent.mkdir(parents=True)  # mkdir -p
+    for args in demo:
+        proc = run_logmm(*args, cwd=tmp_path)
+        assert proc.returncode == 0, ("make demo", args, proc.stderr)
     commands = shell_commands()
     assert len(commands) > 30
     for args, shown in commands:
         proc = run_logmm(*args, cwd=tmp_path)
         assert proc.returncode == 0, (args, proc.stderr)
-        printed = [_comparable(line) for line in (proc.stderr + proc.stdout).splitlines()]
-        for line in shown:
-            if line.strip():
-                assert _comparable(line) in printed, (args, line, printed)
+        if shown:
+            printed = [_comparable(line) for line in (proc.stderr + proc.stdout).splitlines()]
+            assert [p for p in printed if p] == [_comparable(s) for s in shown if s.strip()], (
+                args, printed)
 
 
 def test_readme_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,3 +99,18 @@ def test_readme_textbook_failures_are_as_shown() -> None:
     assert glob.tolist() == [[-np.inf]] and rowcol.tolist() == [[-np.inf]]
     assert logmm.logmatmulexp(A, B).tolist() == [[400 + np.log(2)]]
     assert "array([[400.69314718]])" in README
+
+
+def test_scaling_doc_plan_is_what_plan_prints(tmp_path: Path) -> None:
+    """docs/scaling.md's ``$ logmm plan …`` example (a.npy 1000×64, b.npy 64×30)."""
+    import numpy as np
+
+    doc = (ROOT / "docs" / "scaling.md").read_text(encoding="utf-8")
+    block = re.search(r"```\n\$ (logmm plan .*?)\n(.*?)```", doc, re.S)
+    assert block is not None
+    np.save(tmp_path / "a.npy", np.zeros((1000, 64)))
+    np.save(tmp_path / "b.npy", np.zeros((64, 30)))
+    proc = run_logmm(*shlex.split(block[1])[1:], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    printed = [_comparable(line) for line in (proc.stderr + proc.stdout).splitlines()]
+    assert printed == [_comparable(line) for line in block[2].splitlines()]

@@ -41,8 +41,11 @@ C = log(exp(M1) @ exp(M2) @ … @ exp(Mn)) for log-valued 2-D matrices, each one
 columns equal to the next one's rows. The order of the pairwise products is the
 cheapest one (matrix-chain dynamic programme on the shapes); --explain prints it, with
 its cost in multiply-adds, on stderr. Every pairwise product is the stable kernel of
-'logmm multiply'. The inputs are read whole into memory; the output is written under
-a hidden temporary name and renamed into place when complete, with provenance
+'logmm multiply'. chain streams M1's rows when it is the large one (more bytes than the
+rest together) and the cheapest order is (M1 (M2 … Mn)): M2 … Mn is computed in memory
+and M1 goes through the multiply engine (--memory, --block-rows; the output records
+streamed: M1). Otherwise the inputs are read whole into memory. The output is written
+under a hidden temporary name and renamed into place when complete, with provenance
 attributes (order, cost, input shapes, repaired entries).
 """
 

@@ -40,9 +40,10 @@ Quote the subscripts in the shell ('>' redirects).
 --semiring log (default): operands are log-values; every sum is a stable log-sum-exp
 (each pairwise contraction a batched 'logmm multiply' product). max: max of sums
 (Viterbi). real: ordinary einsum. The contraction order comes from opt_einsum;
---explain prints it with its cost on stderr. The operands are read whole into memory;
-the output is written under a hidden temporary name and renamed into place when
-complete, with provenance attributes. A scalar result needs a .npy or .h5 output.
+--explain prints it with its cost on stderr. The operands are read whole into memory
+(unless streamed: see below); the output is written under a hidden temporary name and
+renamed into place when complete, with provenance attributes. A scalar result needs a
+.npy or .h5 output.
 --block-rows, --memory, --resume, --shard and --scheduler stream the result by row blocks
 of its first output label (i in 'ij,jk->ik', b in 'bij,bjk->bik'; it must occur at most
 once per operand): operands with that label first are then read block by block.

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from logmm.errors import LogmmError
 from logmm.inspect import ArrayInfo, FileInfo, TemporaryInfo, inspect_file
 
 from ..options import ADDRESS, debug_option
@@ -23,7 +24,9 @@ Examples:
 
 \b
 LOGMM column: 'complete' for a finished logmm output (attribute complete: true),
-'incomplete' for a logmm array without it, '-' for arrays logmm did not write.
+'incomplete' for a logmm array without it or for a merged file (virtual dataset) whose
+shard files are not all there (a warning on stderr names them), '-' for arrays logmm
+did not write. With --check, an incomplete file exits 1 and says why on stderr.
 The partial output of an unfinished run (.NAME.logmm-partial) beside the file is
 listed, with how many row blocks it holds; one being added inside an existing HDF5 file
 or Zarr group is the hidden dataset group/.NAME.logmm-partial, listed as 'incomplete'.
@@ -53,7 +56,14 @@ def info(file: str, as_json: bool, check: bool) -> None:
     else:
         click.echo(format_info(result))
     if check and not result.complete:
-        raise click.exceptions.Exit(1)
+        raise LogmmError(f"{result.path} is not complete: {'; '.join(result.problems)}")
+    for array in result.arrays:        # data that reads as fill values: never silently
+        if array.missing_sources:
+            hint = (" (put them back, or rerun those shards with the same command)"
+                    if "shard_files" in array.attrs else "")
+            click.echo(f"logmm: warning: {array.address} is a virtual dataset whose source "
+                       f"files are missing: {', '.join(array.missing_sources)}; logmm "
+                       f"refuses to read it until they are back{hint}", err=True)
 
 
 def format_info(result: FileInfo) -> str:

@@ -43,6 +43,7 @@ __all__ = [
     "ZarrReader",
     "hdf5_open_error",
     "list_arrays",
+    "missing_virtual_sources",
     "open_array",
     "open_zarr_root",
     "require_matrix",
@@ -241,18 +242,37 @@ class NpyReader(ArrayReader):
                 pass
 
 
-def _check_virtual_sources(ds: Any, path: Path, address: ArrayAddress) -> None:
-    """A virtual dataset (``logmm merge``) reads a missing source file as its fill value,
-    silently; refuse instead, naming the file."""
+def missing_virtual_sources(ds: Any, path: Path) -> list[tuple[Path, tuple[int, int] | None]]:
+    """The source files of a virtual HDF5 dataset ``ds`` (in file ``path``) that do not
+    exist, each with the rows ``(start, stop)`` of ``ds`` it maps (None: not a row range).
+
+    Relative source names are taken from the directory of ``path``, as ``logmm merge``
+    writes them. Reading such a dataset gives its fill value in those rows, silently.
+    """
+    missing: list[tuple[Path, tuple[int, int] | None]] = []
     for source in ds.virtual_sources():
         name = source.file_name
         if name == ".":                    # the dataset's own file
             continue
         where = Path(name) if Path(name).is_absolute() else path.parent / name
-        if not where.exists():
-            raise MissingInputError(f"{address} is a virtual dataset whose source file "
-                                    f"{where} is missing (shard files must stay beside the "
-                                    "merged file)")
+        if where.exists():
+            continue
+        try:
+            (r0, *_), (r1, *_) = source.vspace.get_select_bounds()
+            rows: tuple[int, int] | None = (int(r0), int(r1) + 1)
+        except Exception:  # noqa: BLE001 - an empty or unusual selection: no rows to name
+            rows = None
+        missing.append((where, rows))
+    return missing
+
+
+def _check_virtual_sources(ds: Any, path: Path, address: ArrayAddress) -> None:
+    """A virtual dataset (``logmm merge``) reads a missing source file as its fill value,
+    silently; refuse instead, naming the file."""
+    for where, _ in missing_virtual_sources(ds, path)[:1]:
+        raise MissingInputError(f"{address} is a virtual dataset whose source file "
+                                f"{where} is missing (shard files must stay beside the "
+                                "merged file)")
 
 
 #: the HDF5 readers (dense, and sparse groups) open in this process (see
