@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["ENTRY", "inject", "kill_after_blocks", "kill_at_seeded_point", "listing",
-           "one_error_line", "run_logmm", "start_logmm"]
+           "one_error_line", "run_logmm", "slow_flush", "start_logmm"]
 
 #: ``python -c ENTRY args...`` runs the logmm command line (sys.argv[1:] are its arguments)
 ENTRY = "import sys\nfrom logmm.cli.main import main\nmain(sys.argv[1:])\n"
@@ -102,3 +102,17 @@ def kill_at_seeded_point(proc: subprocess.Popen, rng, record: Path, blocks: int,
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     return point, alive
+
+
+def slow_flush(seconds: float) -> str:
+    """A prelude (Python source) that makes every stored block take ``seconds`` longer, so
+    that a run lasts long enough for others to meet it."""
+    return f"""
+import time
+from logmm.io import writers
+_flush = writers.ArrayWriter.flush
+def _slow(self):
+    time.sleep({seconds})
+    _flush(self)
+writers.ArrayWriter.flush = _slow
+"""

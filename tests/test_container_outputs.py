@@ -28,6 +28,7 @@ from cli_run import (
     listing,
     one_error_line,
     run_logmm,
+    slow_flush,
     start_logmm,
 )
 from conftest import save_array
@@ -35,15 +36,7 @@ from conftest import save_array
 BLOCK_ROWS = 32
 ROWS = 40 * BLOCK_ROWS
 # 0.1 s per stored block (40 blocks): long enough for other runs to try meanwhile
-SLOW_FLUSH = """
-import time
-from logmm.io import writers
-_flush = writers.ArrayWriter.flush
-def _slow(self):
-    time.sleep(0.1)
-    _flush(self)
-writers.ArrayWriter.flush = _slow
-"""
+SLOW_FLUSH = slow_flush(0.1)
 
 
 def read(address: str | Path) -> np.ndarray:

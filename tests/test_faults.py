@@ -37,6 +37,7 @@ from cli_run import (
     listing,
     one_error_line,
     run_logmm,
+    slow_flush,
     start_logmm,
 )
 from exact_reference import error_bound, max_abs_error
@@ -163,15 +164,7 @@ def test_kill_between_the_sidecar_and_the_npy_rename(small: Path, references: di
 
 
 # the first writer takes 20 ms per block (160 blocks), long enough for the others to try
-SLOW_FLUSH = """
-import time
-from logmm.io import writers
-_flush = writers.ArrayWriter.flush
-def _slow(self):
-    time.sleep(0.02)
-    _flush(self)
-writers.ArrayWriter.flush = _slow
-"""
+SLOW_FLUSH = slow_flush(0.02)
 
 
 def test_two_runs_writing_the_same_output(small: Path, references: dict, tmp_path: Path) -> None:
