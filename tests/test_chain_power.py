@@ -461,3 +461,16 @@ def test_power_error_grows_like_n_times_the_product_bound(dtype, n: int) -> None
     exact = _exact_log_power(P, n)
     err = float(np.abs(got.astype(np.float64) - exact).max())
     assert err <= (n - 1) * error_bound(P, P, np.dtype(dtype)), err
+
+
+@pytest.mark.parametrize("n", [1000, 4097])
+def test_power_rule_holds_for_a_near_periodic_chain(n: int) -> None:
+    # the second case: a 6-cycle with a little leakage exceeded the old rule at
+    # n = 1000 (measured here: 1.95e-13 against log2(n) b = 1.04e-13; (n - 1) b = 1.04e-11)
+    from exact_reference import error_bound
+    cycle = np.roll(np.eye(6), 1, axis=1)
+    P = np.log((1 - 1e-3) * cycle + 1e-3 / 6)
+    got = chain_mod.log_power(P, n)
+    exact = _exact_log_power(P, n)
+    err = float(np.abs(got - exact).max())
+    assert err <= (n - 1) * error_bound(P, P, np.dtype(np.float64)), err
