@@ -385,3 +385,38 @@ def test_rebalanced_tier_never_returns_neg_inf_for_a_finite_value(A, B) -> None:
     assert C.dtype == A.dtype and np.isfinite(C).all()
     ulp = np.spacing(np.abs(ref).astype(A.dtype)).astype(np.float64)
     assert (np.abs(C.astype(np.float64) - ref) <= ulp).all()
+
+
+def test_no_tier_returns_neg_inf_for_a_finite_value_near_the_range() -> None:
+    # the rebalanced tier's -inf (issue 16) looked for in its siblings: seeded products with
+    # entries up to -1.7e308 and misaligned maxima, so that the rebalanced, blocked and
+    # exact tiers all take part, each entry against 200-bit mpmath
+    import mpmath
+
+    from logmm.logmatmul import logmatmulexp_report
+
+    def exact(a: np.ndarray, b: np.ndarray) -> float:
+        with mpmath.workprec(200):
+            terms = [mpmath.mpf(float(x)) + mpmath.mpf(float(y)) for x, y in zip(a, b, strict=True)]
+            top = max(terms)
+            return float(top + mpmath.log(mpmath.fsum(mpmath.exp(t - top) for t in terms)))
+
+    rng = np.random.default_rng(0)
+    seen = {"rebalanced": 0, "blocked": 0, "exact": 0}
+    for _ in range(120):
+        n, k, m = rng.integers(1, 5), rng.integers(2, 70), rng.integers(1, 5)
+        scale = 10.0 ** rng.uniform(0, 307.8)
+        A = rng.standard_normal((n, k)) * scale * rng.uniform(0, 0.4)
+        B = rng.standard_normal((k, m)) * scale * rng.uniform(0, 0.4)
+        A[:, : k // 2] -= scale * 0.3
+        B[k // 2:, :] -= scale * 0.3
+        A, B = np.clip(A, -1.7e308, 4e307), np.clip(B, -1.7e308, 4e307)
+        C, report = logmatmulexp_report(A, B)
+        for tier in seen:
+            seen[tier] += getattr(report, tier)
+        for i in range(n):
+            for j in range(m):
+                want = exact(A[i], B[:, j])
+                assert np.isfinite(C[i, j]) == np.isfinite(want), (A[i], B[:, j])
+                assert abs(C[i, j] - want) <= 1e-10 * max(1.0, abs(want))
+    assert min(seen.values()) > 0, seen            # every tier was exercised
