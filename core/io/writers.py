@@ -187,6 +187,17 @@ def check_output(address: str | Path | ArrayAddress, *, overwrite: bool = False,
     if container_output(addr):
         if addr.format == "hdf5":
             _refuse_hdf5_newest_format(path)
+            if compression not in (None, "none"):
+                # A compressed dataset allocates file space chunk by chunk as blocks land;
+                # a kill -9 inside a flush then left HDF5's space records behind its chunk
+                # index, and --resume failed with "addr overflow" (seen under load in CI).
+                # Uncompressed storage is allocated whole at creation: block writes touch
+                # no metadata, so only those are added to a file that holds other data.
+                raise UsageError(
+                    f"{addr}: --compression {compression} cannot add to an existing HDF5 "
+                    "file (compressed chunks change the file's space records while blocks "
+                    "are written, which a killed run can leave inconsistent); add it "
+                    "uncompressed, or write a new compressed file")
             _WRITTEN_CONTAINERS.add(path.resolve())
         if not os.access(path, os.W_OK):
             raise LogmmError(f"cannot write into {path}: {os.strerror(errno.EACCES)}")
