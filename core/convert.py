@@ -25,7 +25,7 @@ from .inspect import inspect_file
 from .io.addresses import ArrayAddress
 from .io.readers import open_array
 from .io.resume import OutputLock
-from .io.writers import check_output, container_output, create_writer, output_address
+from .io.writers import check_output, container_output, create_writer, output_address, same_path
 from .plan import plan_copy_rows
 from .stream import run_pipeline
 
@@ -154,7 +154,7 @@ def convert(in_address: str | Path | ArrayAddress, out_address: str | Path | Arr
             raise InputError(f"{source} is complex ({reader.dtype}); it cannot be cast "
                              f"to {np.dtype(dtype)}")
         target = output_address(out_address)
-        if _same_file(source.path, target.path) and (
+        if same_path(source.path, target.path) and (
                 source.dataset == target.dataset or not container_output(target)):
             raise UsageError(f"{source} is both input and output; write to another "
                              + ("dataset" if source.dataset == target.dataset else "file"))
@@ -219,13 +219,6 @@ def _cast(block: np.ndarray, dtype: np.dtype, source: ArrayAddress, start: int) 
                 f"{dtype}'s range; convert without --dtype {dtype} to keep it"
             )
     return cast
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (b.exists() and a.samefile(b))
-    except OSError:
-        return False
 
 
 def _provenance(source_attrs: dict[str, Any], source: ArrayAddress, dtype: np.dtype,

@@ -73,6 +73,7 @@ __all__ = [
     "output_address",
     "partial_dataset",
     "partial_path",
+    "same_path",
     "sidecar_path",
     "temporary_path",
 ]
@@ -214,7 +215,7 @@ def check_output(address: str | Path | ArrayAddress, *, overwrite: bool = False,
                     return addr
                 raise existing_output_error(addr)
             for source in sources:
-                if _same_path(source.path, path) and source.dataset == addr.dataset:
+                if same_path(source.path, path) and source.dataset == addr.dataset:
                     raise OutputExistsError(
                         f"{addr} is an input of this run; --overwrite would replace it while "
                         "it is read: write the output to another dataset")
@@ -226,7 +227,7 @@ def check_output(address: str | Path | ArrayAddress, *, overwrite: bool = False,
         raise existing_output_error(addr)
     if exists:
         for source in sources:
-            if _same_path(source.path, path):
+            if same_path(source.path, path):
                 raise OutputExistsError(
                     f"{path} holds an input of this run ({source}); --overwrite would replace "
                     "the whole file: write the output to another file")
@@ -359,7 +360,7 @@ def _refuse_hdf5_newest_format(path: Path) -> None:
             "write the output to a new file")
 
 
-def _same_path(a: Path, b: Path) -> bool:
+def same_path(a: Path, b: Path) -> bool:
     """Whether ``a`` and ``b`` name the same file or directory (links followed)."""
     try:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
