@@ -228,14 +228,20 @@ def chunk_rows_option(f: F) -> F:
                              "chunk]")(f)
 
 
-def quiet_option(f: F) -> F:
-    """``-q/--quiet`` (also noted in ``ctx.meta[QUIET_KEY]`` for the group's reporting)."""
+def _note_in_meta(key: str) -> Callable[[click.Context, click.Parameter, bool], bool]:
+    """A flag's callback that also sets ``ctx.meta[key]`` (shared with the group's and the
+    command's contexts), so a flag given to ``logmm`` itself reaches the command."""
     def note(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
         if value:
-            ctx.meta[QUIET_KEY] = True
+            ctx.meta[key] = True
         return value
 
-    return click.option("-q", "--quiet", is_flag=True, callback=note,
+    return note
+
+
+def quiet_option(f: F) -> F:
+    """``-q/--quiet`` (also noted in ``ctx.meta[QUIET_KEY]`` for the group's reporting)."""
+    return click.option("-q", "--quiet", is_flag=True, callback=_note_in_meta(QUIET_KEY),
                         help="Print nothing on success (errors are still reported).")(f)
 
 
@@ -290,12 +296,8 @@ def reporting_options(f: F) -> F:
 
 def verbose_option(f: F) -> F:
     """``-v/--verbose`` (noted in ``ctx.meta[VERBOSE_KEY]``)."""
-    def note(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
-        if value:
-            ctx.meta[VERBOSE_KEY] = True
-        return value
-
-    return click.option("-v", "--verbose", is_flag=True, callback=note, expose_value=False,
+    return click.option("-v", "--verbose", is_flag=True, callback=_note_in_meta(VERBOSE_KEY),
+                        expose_value=False,
                         help="Also print the block plan and how many entries each tier "
                              "of the kernel produced.")(f)
 
