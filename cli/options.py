@@ -326,6 +326,48 @@ def resolve_progress(progress: bool | None, quiet: bool) -> bool:
         return False
 
 
+# ------------------------------------------------------------- preparing and running jobs
+#: set in ``ctx.meta`` by ``logmm plan``: the command plans its job instead of running it,
+#: and leaves the plan under :data:`PLANNED_KEY`
+PLAN_KEY = "logmm.plan"
+PLANNED_KEY = "logmm.planned"
+
+
+def planning(ctx: click.Context) -> bool:
+    """The command runs under ``logmm plan`` (plan, do not compute)."""
+    return bool(ctx.meta.get(PLAN_KEY))
+
+
+def job_options(ctx: click.Context, *, overwrite: bool, compression: str | None,
+                chunk_rows: int | None, memory: int | None = None,
+                block_rows: int | None = None, resume: bool = False, shard: Any = None,
+                scheduler: str = "local", dask_address: str | None = None,
+                progress: bool | None = None, quiet: bool = False) -> tuple[Any, Any]:
+    """``(OutputOptions, RunOptions)`` of a compute command's parsed options."""
+    from logmm.dask_backend import check_scheduler
+    from logmm.engine import OutputOptions, RunOptions
+    from logmm.shards import parse_shard
+
+    return (OutputOptions(overwrite=overwrite, compression=compression, chunk_rows=chunk_rows),
+            RunOptions(memory=memory, block_rows=block_rows, resume=resume,
+                       shard=parse_shard(shard),
+                       scheduler=check_scheduler(scheduler, dask_address),
+                       dask_address=dask_address, progress=resolve_progress(progress, quiet),
+                       command=command_line(ctx)))
+
+
+def run_job(ctx: click.Context, job: Any) -> Any:
+    """Run a prepared job (:func:`logmm.engine.run`) and return its result; under
+    ``logmm plan``, plan it instead (:func:`logmm.engine.plan_job`, kept in
+    ``ctx.meta[PLANNED_KEY]``) and return None."""
+    from logmm.engine import plan_job, run
+
+    if planning(ctx):
+        ctx.meta[PLANNED_KEY] = plan_job(job)
+        return None
+    return run(job)
+
+
 def report_result(result: Any, summary: Callable[[Any], str], quiet: bool) -> None:
     """The one stderr line a compute command ends with: ``summary(result)``, or for a
     ``--shard`` run the shard's note (its rows, where they went, what finishes the

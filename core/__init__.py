@@ -6,13 +6,15 @@ Public API: :func:`logmatmulexp` (``log(exp(A) @ exp(B))`` without overflow or u
 never formed; real or log semiring, dense or sparse rows), :func:`logeinsum` (einsum in
 the log, max or real semiring, pairwise contractions through the stable kernel),
 :func:`logmatmulexp_vjp` and :func:`logeinsum_vjp` (their gradients, through the same
-kernel; ``logmm.torch`` wraps both as autograd functions, imported only on request).
+kernel; ``logmm.torch`` wraps both as autograd functions, imported only on request),
+:func:`log_chain` and :func:`log_power` (chains in the cheapest order, powers by squaring).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from .chain import log_chain, log_identity, log_power
 from .einsum import contraction_info, logeinsum
 from .errors import (
     FormatError,
@@ -55,6 +57,9 @@ __all__ = [
     "contraction_info",
     "diag_gaussian_logpdf",
     "kron_matvec",
+    "log_chain",
+    "log_identity",
+    "log_power",
     "logeinsum",
     "logeinsum_vjp",
     "logmatmulexp",

@@ -12,24 +12,29 @@ logmm wrote it) are carried over, with ``converted_from``, ``logmm_version`` and
 
 from __future__ import annotations
 
-import sys
-import time
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .engine import Job, OutputOptions, RunOptions, RunResult, run
 from .errors import InputError, UsageError
 from .inspect import inspect_file
 from .io.addresses import ArrayAddress
 from .io.readers import open_array
-from .io.resume import OutputLock
-from .io.writers import check_output, container_output, create_writer, output_address, same_path
-from .plan import plan_copy_rows
-from .stream import run_pipeline
+from .io.writers import (
+    check_output,
+    container_output,
+    default_chunk_rows,
+    output_address,
+    same_path,
+)
+from .plan import RowPlan, plan_copy_rows
+from .policy import check_at_least_one, check_choice
 
-__all__ = ["ConvertResult", "convert"]
+__all__ = ["ConvertResult", "convert", "prepare_convert"]
 
 _DTYPES = ("float32", "float64")
 # attributes that describe the file rather than the data: rewritten, not copied
@@ -38,42 +43,23 @@ _DTYPES = ("float32", "float64")
 _REWRITTEN = ("complete", "logmm_version", "command", "converted_from", "fingerprint")
 
 
-@dataclass
-class ConvertResult:
-    """What :func:`convert` wrote.
+@dataclass(kw_only=True)
+class ConvertResult(RunResult):
+    """What :func:`convert` wrote (the fields of :class:`logmm.engine.RunResult`, and:)
 
     Attributes
     ----------
     source : ArrayAddress
         The input, dataset part resolved.
-    output : ArrayAddress
-        The output, dataset part filled in (``OUT.h5:/data``).
-    shape : tuple of int
-    dtype : numpy.dtype
-        The output's dtype.
     compression : str or None
         As requested (None: the output format's default).
     chunk_rows : int
         Rows per output storage chunk.
-    block_rows : int
-        Rows copied per block.
-    seconds : float
-        Wall time from opening the input to the committed output.
     """
 
     source: ArrayAddress
-    output: ArrayAddress
-    shape: tuple[int, ...]
-    dtype: np.dtype
     compression: str | None
     chunk_rows: int
-    block_rows: int
-    seconds: float
-
-    @property
-    def path(self) -> Path:
-        """The output file or store on disk."""
-        return self.output.path
 
 
 def convert(in_address: str | Path | ArrayAddress, out_address: str | Path | ArrayAddress, *,
@@ -135,15 +121,29 @@ def convert(in_address: str | Path | ArrayAddress, out_address: str | Path | Arr
     >>> convert("c.h5", "c.zarr", compression="zstd")  # doctest: +SKIP
     ConvertResult(source=..., output=..., shape=(200, 32), ...)
     """
-    started = time.perf_counter()
-    if dtype is not None and str(np.dtype(dtype)) not in _DTYPES:
-        raise UsageError(f"unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
-    for value, what in ((block_rows, "block rows"), (chunk_rows, "chunk rows"),
-                        (memory, "memory budget")):
-        if value is not None and value < 1:
-            raise UsageError(f"{what} must be at least 1, got {value}")
+    return run(prepare_convert(  # type: ignore[return-value]
+        in_address, out_address, dtype=dtype,
+        output=OutputOptions(overwrite=overwrite, compression=compression,
+                             chunk_rows=chunk_rows, zarr_format=zarr_format),
+        options=RunOptions(memory=memory, block_rows=block_rows, progress=progress,
+                           command=command)))
 
-    with open_array(in_address) as reader:
+
+def prepare_convert(in_address: str | Path | ArrayAddress,
+                    out_address: str | Path | ArrayAddress, *,
+                    dtype: np.dtype | type | str | None = None,
+                    output: OutputOptions | None = None,
+                    options: RunOptions | None = None) -> Job:
+    """The :class:`logmm.engine.Job` of :func:`convert` (same parameters, grouped): a row
+    job that keeps no resume record."""
+    output, options = output or OutputOptions(), options or RunOptions()
+    if dtype is not None:
+        check_choice("dtype", str(np.dtype(dtype)), _DTYPES)
+    check_at_least_one(block_rows=options.block_rows, chunk_rows=output.chunk_rows,
+                       memory=options.memory)
+    stack = ExitStack()
+    try:
+        reader = stack.enter_context(open_array(in_address))
         source = reader.address
         if reader.ndim == 0:
             raise InputError(f"{source} is a scalar; convert copies arrays by rows")
@@ -158,46 +158,46 @@ def convert(in_address: str | Path | ArrayAddress, out_address: str | Path | Arr
                 source.dataset == target.dataset or not container_output(target)):
             raise UsageError(f"{source} is both input and output; write to another "
                              + ("dataset" if source.dataset == target.dataset else "file"))
-        out = check_output(out_address, overwrite=overwrite, compression=compression,
-                           inputs=[source])
+        out = check_output(out_address, overwrite=output.overwrite,
+                           compression=output.compression, inputs=[source])
         meta = inspect_file(source).arrays[0]
         if meta.status == "incomplete":
             raise InputError(f"{source} is an unfinished logmm output (no complete: true "
                              "attribute); finish the run with --resume or rerun it")
-        out_dtype = np.dtype(dtype) if dtype is not None else reader.dtype.newbyteorder("=")
-        if chunk_rows is None and reader.chunks and tuple(reader.chunks[1:]) == reader.shape[1:]:
-            chunk_rows = reader.chunk_rows
-        if not command:
-            command = _python_call(source, out, dtype, compression)
-        attrs = _provenance(meta.attrs, source, out_dtype, command, out.format)
+    except BaseException:
+        stack.close()
+        raise
+    out_dtype = np.dtype(dtype) if dtype is not None else reader.dtype.newbyteorder("=")
+    if output.chunk_rows is None and reader.chunks and \
+            tuple(reader.chunks[1:]) == reader.shape[1:]:
+        output = replace(output, chunk_rows=reader.chunk_rows)
+    if not options.command:
+        options = replace(options, command=_python_call(source, out, dtype,
+                                                        output.compression))
+    n = reader.shape[0]
+    row_items = int(np.prod(reader.shape[1:], dtype=np.int64))
+    chunk_rows = output.chunk_rows or default_chunk_rows(n, row_items * out_dtype.itemsize)
 
-        with OutputLock(out), create_writer(
-                out, reader.shape, out_dtype, overwrite=overwrite, compression=compression,
-                chunk_rows=chunk_rows, zarr_format=zarr_format) as writer:
-            n = reader.shape[0]
-            row_items = int(np.prod(reader.shape[1:], dtype=np.int64))
-            if block_rows is None:
-                block_rows = plan_copy_rows(
-                    n, row_items * reader.dtype.itemsize, row_items * out_dtype.itemsize,
-                    memory=memory, align=writer.chunk_rows,
-                )
-            bar = _progress_bar(n, progress)
-            blocks = [(start, min(n, start + block_rows)) for start in range(0, n, block_rows)]
-            try:                                  # read ahead, cast, write behind
-                run_pipeline(blocks, load=lambda b: reader.read_rows(*b),
-                             compute=lambda b, data: _cast(data, out_dtype, source, b[0]),
-                             store=lambda b, block: writer.write_rows(b[0], block),
-                             on_stored=lambda b: bar.update(b[1] - b[0]))
-            finally:
-                bar.close()
-            writer.set_attrs(attrs)
-            writer.commit()
-            written_chunk_rows = writer.chunk_rows
-    return ConvertResult(
-        source=source, output=out, shape=tuple(reader.shape), dtype=out_dtype,
-        compression=compression, chunk_rows=written_chunk_rows, block_rows=block_rows,
-        seconds=time.perf_counter() - started,
-    )
+    def make_plan(options: RunOptions) -> RowPlan:
+        block_rows = options.block_rows or plan_copy_rows(
+            n, row_items * reader.dtype.itemsize, row_items * out_dtype.itemsize,
+            memory=options.memory, align=chunk_rows)
+        return RowPlan(n=n, block_rows=block_rows, chunk_rows=chunk_rows,
+                       memory=options.memory or 0, estimate=0)
+
+    def compute(block: Any, data: np.ndarray, out_: np.ndarray, advance: Any = None) -> None:
+        out_[...] = _cast(data, out_dtype, source, block[1])
+
+    return Job(operation="convert", inputs=[source], output=out, shape=tuple(reader.shape),
+               dtype=out_dtype, output_options=replace(output, chunk_rows=chunk_rows),
+               options=options, fingerprint=None, make_plan=make_plan,
+               load=lambda block: reader.read_rows(block[1], block[2]), compute=compute,
+               describe=lambda header, _, plan: _provenance(meta.attrs, source, out_dtype,
+                                                            header, out.format),
+               result=lambda base, _: ConvertResult(
+                   **base, source=source, compression=output.compression,
+                   chunk_rows=chunk_rows),
+               stack=stack)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -222,9 +222,7 @@ def _cast(block: np.ndarray, dtype: np.dtype, source: ArrayAddress, start: int) 
 
 
 def _provenance(source_attrs: dict[str, Any], source: ArrayAddress, dtype: np.dtype,
-                command: str, fmt: str) -> dict[str, Any]:
-    from .provenance import run_provenance
-
+                header: dict[str, Any], fmt: str) -> dict[str, Any]:
     attrs = {k: v for k, v in source_attrs.items() if k not in _REWRITTEN}
     if "command" in source_attrs and "source_command" not in attrs:
         attrs["source_command"] = source_attrs["command"]
@@ -232,7 +230,7 @@ def _provenance(source_attrs: dict[str, Any], source: ArrayAddress, dtype: np.dt
         attrs["source_logmm_version"] = source_attrs["logmm_version"]
     if "dtype" in attrs:
         attrs["dtype"] = str(dtype)
-    attrs.update(converted_from=str(source), **run_provenance(command, [source]))
+    attrs.update(converted_from=str(source), **header)
     if fmt == "hdf5":
         attrs = {k: _hdf5_storable(v) for k, v in attrs.items()}
     return attrs
@@ -256,10 +254,3 @@ def _python_call(source: ArrayAddress, out: ArrayAddress, dtype: Any,
     extra = f", dtype={str(np.dtype(dtype))!r}" if dtype is not None else ""
     extra += f", compression={compression!r}" if compression is not None else ""
     return f"logmm.convert.convert({str(source)!r}, {str(out)!r}{extra})"
-
-
-def _progress_bar(total: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="row", unit_scale=True, desc="convert", file=sys.stderr,
-                disable=not enabled, leave=False, dynamic_ncols=True)

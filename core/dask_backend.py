@@ -1,19 +1,31 @@
 """``--scheduler dask``: the same block plan as tasks on a ``dask.distributed`` cluster.
 
-:func:`logmm.engine.stream_blocks` hands its pending row blocks here instead of to the
-local read-ahead pipeline. Each block becomes one task that runs the engine's own
-``load`` and ``compute`` (the kernel the local path runs, on the same blocks, so the
-result is bit for bit the local one); the task's function is sent to every worker once
-(scattered), and the blocks are submitted a few per worker at a time. Results come back
-to this process, which stores them as they complete (any order; each block owns its own
-output chunks) and marks them in the resume record, so HDF5, Zarr and ``.npy`` outputs,
-``--shard`` and ``--resume`` all work unchanged, and no two processes ever write one
-file.
+:func:`logmm.engine.run` hands a job's pending row blocks here instead of to the local
+read-ahead pipeline. Each block becomes one task that runs the job's own ``load`` and
+``compute`` (the kernel the local path runs, on the same blocks, so the result is bit
+for bit the local one).
 
-Inputs travel as addresses: a reader pickles to its (absolute) address and a worker
-reopens it, once per process (:func:`reopen_reader`), so workers need the input files at
-the same paths (a shared filesystem on a cluster). A writer does not travel: a task
-computes into its own array rather than into the output's memory map.
+- **Workers write their own chunks** where the output allows it: a Zarr output's partial
+  store (blocks are whole chunks, so tasks never share one; no lock), including the shared
+  store of ``--shard`` runs. The task then returns only its block's small summary (the
+  kernel's tier counts); this process marks the block in the resume record. HDF5 and
+  ``.npy`` outputs are written here, from the values the tasks return (HDF5 allows one
+  writing process per file).
+- **Inputs travel as addresses**: a reader pickles to its (absolute) address and a worker
+  reopens it, once per process (:func:`reopen_reader`); a task reads B (or its panels)
+  from the file, nothing is scattered, so a task can run again anywhere. Workers need the
+  input files at the same paths (a shared filesystem on a cluster).
+- **Tasks in flight follow the cluster**: twice the worker threads present *now*, looked
+  up as tasks complete, so workers that join later (adaptive scaling, dask-jobqueue) get
+  work; with no worker yet, the run waits for one (``distributed.comm.timeouts.connect``
+  at most, then :data:`WORKER_WAIT` seconds).
+- **Failures**: each task is retried (:data:`RETRIES`) after a transient error (an
+  ``OSError`` reading a file, a lost worker). Bad data found by a task (a
+  :class:`~logmm.errors.LogmmError`) is returned, not raised, so it is not retried, and
+  raised here as it is. A failure of the cluster itself (``KilledWorker``, cancelled
+  futures, a lost connection, a timeout, an I/O error that outlived its retries) raises
+  :class:`~logmm.errors.RunInterrupted`: the runner keeps the partial output and its
+  resume record, and ``--resume`` computes only the missing blocks.
 
 Without an address, a ``LocalCluster`` sized to this machine runs the tasks: one
 single-threaded worker process per core (fewer if that many budgets would not fit in
@@ -32,8 +44,8 @@ from typing import Any
 from .errors import LogmmError, UsageError, install_hint
 from .io.addresses import ArrayAddress
 
-__all__ = ["SCHEDULERS", "check_scheduler", "import_distributed", "reopen_reader",
-           "run_dask"]
+__all__ = ["RETRIES", "SCHEDULERS", "TaskError", "WORKER_WAIT", "check_scheduler", "connect",
+           "import_distributed", "reopen_reader", "run_dask", "task_slots"]
 
 #: the values of ``--scheduler``
 SCHEDULERS = ("local", "dask")
@@ -94,14 +106,57 @@ def reopen_reader(address: ArrayAddress, sparse: bool) -> Any:
     return reader
 
 
+#: retries of a task after a transient error (a lost worker, a failed read)
+RETRIES = 2
+#: seconds to wait for the first worker of a cluster that has none (dask-jobqueue workers
+#: start when the batch system runs their job)
+WORKER_WAIT = 600.0
+
+
+class TaskError:
+    """Bad data found by a task: returned, not raised, so that dask does not retry it."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 def _apply(task: Callable[[Any], Any], block: Any) -> Any:
-    return task(block)
+    from .errors import LogmmError
+
+    try:
+        return task(block)
+    except LogmmError as exc:
+        return TaskError(exc)
+
+
+def _cluster_failure(exc: BaseException, distributed: Any) -> bool:
+    """A failure of the cluster (or of I/O that outlived its retries), not of the data."""
+    import asyncio
+    import concurrent.futures
+
+    from .errors import LogmmError
+
+    if isinstance(exc, LogmmError):
+        return False
+    lost = (distributed.KilledWorker, asyncio.CancelledError,
+            concurrent.futures.CancelledError, TimeoutError, OSError)
+    comm = getattr(getattr(distributed, "comm", None), "CommClosedError", None)
+    return isinstance(exc, lost) or (comm is not None and isinstance(exc, comm))
+
+
+def task_slots(client: Any) -> int:
+    """Worker threads of the cluster now (waiting for the first worker if none)."""
+    slots = sum(client.nthreads().values())
+    if not slots:
+        client.wait_for_workers(1, timeout=WORKER_WAIT)
+        slots = sum(client.nthreads().values())
+    return max(1, slots)
 
 
 @contextmanager
-def _client(scheduler: Any, address: str | None, memory: int | None) -> Iterator[Any]:
+def connect(scheduler: Any, address: str | None, memory: int | None) -> Iterator[Any]:
     """A connected ``distributed.Client``: the given one, one to ``address``, or one on a
-    new LocalCluster (closed on exit)."""
+    new LocalCluster with ``memory`` per worker (closed on exit)."""
     distributed = import_distributed()
     if not isinstance(scheduler, str):
         yield scheduler
@@ -131,44 +186,54 @@ def _client(scheduler: Any, address: str | None, memory: int | None) -> Iterator
 
 def run_dask(pending: Sequence[Any], task: Callable[[Any], Any],
              store: Callable[[Any, Any], None], on_stored: Callable[[Any], None], *,
-             scheduler: Any = "dask", address: str | None = None,
-             memory: int | None = None) -> None:
+             client: Any) -> None:
     """Run ``store(block, task(block))`` for every block, the tasks on a dask cluster.
 
-    ``task`` must pickle (it is cloudpickled once and scattered to every worker);
-    ``store`` and ``on_stored`` run here, in completion order. The first failed task
-    cancels the rest and its exception is raised here.
+    ``task`` must pickle (it travels with each task); ``store`` and ``on_stored`` run
+    here, in completion order.
+
+    Raises
+    ------
+    RunInterrupted
+        The cluster failed (see the module docstring): what is stored stays.
+    LogmmError
+        A task found bad data (the first one, as it was raised in the task).
     """
     if not pending:
         return
-    with _client(scheduler, address, memory) as client:
-        distributed = import_distributed()
-        workers = max(1, sum(client.nthreads().values()))      # task slots
-        [shipped] = client.scatter([task], broadcast=True, hash=False)
-        blocks = list(pending)
-        futures: dict[Any, Any] = {}
+    from .errors import RunInterrupted
 
-        def submit(block: Any) -> Any:
-            future = client.submit(_apply, shipped, block, pure=False,
-                                   key=f"logmm-block-{block[0]}-{os.getpid()}-{id(blocks)}")
-            futures[future] = block
-            return future
+    distributed = import_distributed()
+    blocks = iter(list(pending))
+    futures: dict[Any, Any] = {}
+    tag = f"{os.getpid()}-{id(futures)}"
 
-        window = workers * _IN_FLIGHT_PER_WORKER
-        queue = iter(blocks)
-        running = distributed.as_completed([submit(b) for _, b in zip(range(window), queue,
-                                                                       strict=False)])
-        try:
-            for future in running:
-                block = futures.pop(future)
-                result = future.result()
-                future.release()
-                store(block, result)
-                on_stored(block)
-                following = next(queue, None)
-                if following is not None:
-                    running.add(submit(following))
-        except BaseException:
-            for future in list(futures):
-                future.cancel()
-            raise
+    def submit(block: Any) -> Any:
+        future = client.submit(_apply, task, block, pure=False, retries=RETRIES,
+                               key=f"logmm-block-{block[0]}-{tag}")
+        futures[future] = block
+        return future
+
+    try:
+        running = distributed.as_completed(
+            [submit(b) for _, b in zip(range(2 * task_slots(client)), blocks,
+                                       strict=False)])
+        for future in running:
+            block = futures.pop(future)
+            result = future.result()
+            future.release()
+            if isinstance(result, TaskError):
+                raise result.error
+            store(block, result)
+            on_stored(block)
+            window = 2 * max(1, sum(client.nthreads().values()))
+            while len(futures) < window and (following := next(blocks, None)) is not None:
+                running.add(submit(following))
+    except BaseException as exc:
+        for future in list(futures):
+            future.cancel()
+        if _cluster_failure(exc, distributed):
+            raise RunInterrupted(
+                f"the dask cluster failed ({type(exc).__name__}: {exc}); the blocks "
+                "computed so far are kept: rerun with --resume to finish") from exc
+        raise

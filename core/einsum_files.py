@@ -1,12 +1,12 @@
 """The engine behind ``logmm einsum``: :func:`logmm.einsum.logeinsum` from files to a file.
 
-By default every operand is read whole into memory and the result is written under a
-hidden partial name and renamed into place when complete (see
-:func:`logmm.chain.write_whole`), holding the output's lock meanwhile.
+By default every operand is read whole into memory and the result is written whole
+(a gathering :class:`logmm.engine.Job` of one block): under a hidden partial name,
+renamed into place when complete, holding the output's lock meanwhile.
 
 Streaming over rows: with ``block_rows``, ``memory``, ``resume``, ``shard`` or the dask
-scheduler, the result is computed in row blocks of its first output label (``i`` in
-``'ij,jk->ik'``, ``b`` in ``'bij,bjk->bik'``) through :mod:`logmm.engine` like
+scheduler (or ``stream=True``), the result is computed in row blocks of its first output
+label (``i`` in ``'ij,jk->ik'``, ``b`` in ``'bij,bjk->bik'``) through :mod:`logmm.engine` like
 ``multiply``: operands holding that label as their first axis are read block by block,
 the others once. The first output label must then be a free label that occurs at most
 once in each operand. Every block is ``logeinsum`` of the operands' slices, so sharded,
@@ -22,35 +22,28 @@ the command line starts without it.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from .chain import (
-    Address,
-    ChainResult,
-    base_provenance,
-    check_common_options,
-    open_inputs,
-    progress_steps,
-    read_whole,
-    shapes_json,
-    write_whole,
-)
+from .chain_files import ChainResult, open_inputs, read_whole, shapes_json
 from .dask_backend import check_scheduler
-from .engine import Block, finish_output, open_output, stream_blocks
+from .engine import Block, Job, OutputOptions, RunOptions, WholePlan, run
 from .errors import InputError, UsageError
 from .io.readers import ArrayReader
-from .io.resume import OutputLock, input_fingerprint
+from .io.resume import input_fingerprint
 from .io.writers import check_output, default_chunk_rows
 from .plan import RowPlan, plan_rows
+from .policy import check_at_least_one, check_choice, check_method, checked_cast, resolve_dtypes
 from .resources import accepts_threads
-from .shards import PLAN_ONLY, Shard, parse_shard, shard_summary
+from .shards import Shard, parse_shard
 
-__all__ = ["EINSUM_SEMIRINGS", "einsum_files"]
+Address = Any
+
+__all__ = ["EINSUM_SEMIRINGS", "einsum_files", "prepare_einsum"]
 
 #: the semirings of :func:`logmm.einsum.logeinsum` (``logmm.einsum.SEMIRINGS``; repeated
 #: here so that the command line can list them without importing opt_einsum)
@@ -62,18 +55,6 @@ def _check_operand(reader: ArrayReader, index: int) -> None:
         raise InputError(f"operand {index} ({reader.address}) has dtype {reader.dtype}; "
                          "einsum needs real numbers (float32 or float64; integers are "
                          "converted)")
-
-
-def _cast(x: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
-    """``x`` as ``dtype``; narrowing finite values beyond its range is an error."""
-    if x.dtype == dtype:
-        return x
-    if x.dtype.kind == "f" and x.dtype.itemsize > dtype.itemsize and x.size:
-        finite = x[np.isfinite(x)]
-        top = float(np.abs(finite).max(initial=0.0))
-        if top > float(np.finfo(dtype).max):
-            raise InputError(f"{name} holds {top:.6g}, beyond the range of {dtype}")
-    return x.astype(dtype)
 
 
 @accepts_threads
@@ -109,7 +90,7 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
         Operands are cast to it (a narrowing that would overflow is an error); default
         the result type :func:`logeinsum` gives the inputs.
     overwrite, compression, chunk_rows, progress, command
-        As :func:`logmm.chain.chain_files`.
+        As :func:`logmm.chain_files.chain_files`.
     explain : callable, optional
         Called with opt_einsum's description of the contraction order and its cost
         (:func:`logmm.einsum.contraction_info`) before computing.
@@ -138,66 +119,97 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
         Dimensions that do not match, ``+inf`` in a log-semiring operand, a non-numeric
         operand (exit code 1).
     MissingInputError, FormatError, OutputExistsError
-        As :func:`logmm.chain.chain_files`.
+        As :func:`logmm.chain_files.chain_files`.
     """
-    started = time.perf_counter()
-    if semiring not in EINSUM_SEMIRINGS:
-        raise UsageError(f"unknown semiring {semiring!r}; choose one of "
-                         f"{', '.join(EINSUM_SEMIRINGS)}")
+    options = RunOptions(memory=memory, block_rows=block_rows, resume=resume,
+                         shard=parse_shard(shard),
+                         scheduler=check_scheduler(scheduler, dask_address),
+                         dask_address=dask_address, progress=progress, command=command)
+    return run(prepare_einsum(  # type: ignore[return-value]
+        subscripts, addresses, out_address, semiring=semiring, method=method, dtype=dtype,
+        output=OutputOptions(overwrite=overwrite, compression=compression,
+                             chunk_rows=chunk_rows),
+        options=options, explain=explain))
+
+
+def prepare_einsum(subscripts: str, addresses: Sequence[Address], out_address: Address, *,
+                   semiring: str = "log", method: str = "auto",
+                   dtype: np.dtype | type | str | None = None,
+                   output: OutputOptions | None = None, options: RunOptions | None = None,
+                   explain: Callable[[str], None] | None = None,
+                   stream: bool | None = None) -> Job:
+    """The :class:`logmm.engine.Job` of :func:`einsum_files` (same parameters, grouped).
+
+    ``stream``: True streams by rows (``logmm plan`` asks it), False reads whole; None
+    (default) streams when a memory budget, block rows, resume, a shard or the dask
+    scheduler is given.
+    """
+    output, options = output or OutputOptions(), options or RunOptions()
+    check_choice("semiring", semiring, EINSUM_SEMIRINGS)
     if not isinstance(subscripts, str) or not subscripts.strip():
         raise UsageError("einsum needs subscripts, e.g. 'ij,jk->ik'")
-    check_common_options(method, dtype, chunk_rows)
+    check_method(method)
+    check_at_least_one(chunk_rows=output.chunk_rows, block_rows=options.block_rows,
+                       memory=options.memory)
+    out_dtype = resolve_dtypes([], dtype) if dtype is not None else None
     if len(addresses) == 0:
         raise UsageError("einsum needs at least one operand")
-    out_dtype = np.dtype(dtype) if dtype is not None else None
-    shard = parse_shard(shard)
-    scheduler = check_scheduler(scheduler, dask_address)
-    for name, value in (("block rows", block_rows), ("memory budget", memory)):
-        if value is not None and value < 1:
-            raise UsageError(f"{name} must be at least 1, got {value}")
-    streamed = (block_rows is not None or memory is not None or resume or shard is not None
-                or scheduler != "local" or PLAN_ONLY.get())
+    if stream is None:
+        stream = (options.block_rows is not None or options.memory is not None
+                  or options.resume or options.shard is not None
+                  or options.scheduler != "local" or options.dask_address is not None)
     from .einsum import contraction_info
 
-    with ExitStack() as stack:
+    stack = ExitStack()
+    try:
         readers = open_inputs(stack, addresses)
         for i, r in enumerate(readers, start=1):
             _check_operand(r, i)
-        out = check_output(out_address, overwrite=overwrite, compression=compression,
-                           inputs=[r.address for r in readers],
-                           resume=resume)
-        if not command:
-            command = (f"logmm.einsum_files({subscripts!r}, "
-                       f"{[str(r.address) for r in readers]!r}, {str(out)!r}, "
-                       f"semiring={semiring!r}, method={method!r})")
-        if streamed:
-            return _einsum_streamed(
-                stack, subscripts, readers, out, semiring=semiring, method=method,
-                out_dtype=out_dtype, overwrite=overwrite, compression=compression,
-                chunk_rows=chunk_rows, progress=progress, command=command, explain=explain,
-                block_rows=block_rows, memory=memory, resume=resume, shard=shard,
-                scheduler=scheduler, dask_address=dask_address, started=started)
-        stack.enter_context(OutputLock(out))
+        out = check_output(out_address, overwrite=output.overwrite,
+                           compression=output.compression,
+                           inputs=[r.address for r in readers], resume=options.resume)
+        if not options.command:
+            options = replace(options, command=(
+                f"logmm.einsum_files({subscripts!r}, "
+                f"{[str(r.address) for r in readers]!r}, {str(out)!r}, "
+                f"semiring={semiring!r}, method={method!r})"))
+        if stream:
+            return _streamed_job(stack, subscripts, readers, out, semiring=semiring,
+                                 method=method, out_dtype=out_dtype, output=output,
+                                 options=options, explain=explain)
+    except BaseException:
+        stack.close()
+        raise
+
+    def load(_: Block) -> list[np.ndarray]:
         operands = [read_whole(r) for r in readers]
         if out_dtype is not None:
-            operands = [_cast(x, out_dtype, f"operand {i} ({r.address})")
+            operands = [checked_cast(x, out_dtype, f"operand {i} ({r.address})")
                         for i, (x, r) in enumerate(zip(operands, readers, strict=True), 1)]
+        return operands
+
+    def compute(block: Block, operands: list[np.ndarray], out_: None,
+                advance: Callable[[int], Any]) -> np.ndarray:
         if explain is not None:
             explain(contraction_info(subscripts, *operands).rstrip("\n"))
-        with progress_steps(1, progress, "einsum") as bar:
-            result = _named_logeinsum(subscripts, operands, readers, semiring, method)
-            bar.update(1)
-        if out_dtype is not None and result.dtype != out_dtype:
-            result = result.astype(out_dtype)
-        attrs = base_provenance(command, "einsum", method, readers, result.dtype,
-                                result.shape)
-        attrs.update(subscripts=subscripts, semiring=semiring,
-                     input_shapes=shapes_json([r.shape for r in readers]))
-        write_whole(out, result, attrs, overwrite=overwrite, compression=compression,
-                    chunk_rows=chunk_rows)
-    return ChainResult(output=out, shape=tuple(result.shape), dtype=result.dtype,
-                       operation="einsum", method=method,
-                       seconds=time.perf_counter() - started, order=subscripts, attrs=attrs)
+        result = _named_logeinsum(subscripts, operands, readers, semiring, method)
+        advance(1)
+        return result if out_dtype is None else result.astype(out_dtype, copy=False)
+
+    def describe(header: dict[str, Any], result: np.ndarray, _: Any) -> dict[str, Any]:
+        return {**header, "operation": "einsum", "method": method,
+                "dtype": str(result.dtype), "shape": list(result.shape),
+                "subscripts": subscripts, "semiring": semiring,
+                "input_shapes": shapes_json([r.shape for r in readers])}
+
+    return Job(operation="einsum", inputs=[r.address for r in readers], output=out,
+               shape=None, dtype=None, output_options=output, options=options,
+               fingerprint=None, make_plan=WholePlan.make, load=load, compute=compute,
+               gather=lambda values: values[0], summarize=lambda values: values[0],
+               describe=describe, progress_unit="product", progress_total=1,
+               result=lambda base, _: ChainResult(**base, operation="einsum", method=method,
+                                                  order=subscripts),
+               stack=stack)
 
 
 def _named_logeinsum(subscripts: str, operands: Sequence[np.ndarray],
@@ -240,18 +252,15 @@ def _row_label(subscripts: str, readers: Sequence[ArrayReader]) -> tuple[list[st
     return terms, output, max(sizes)
 
 
-def _einsum_streamed(stack: ExitStack, subscripts: str, readers: list[ArrayReader], out: Any,
-                     *, semiring: str, method: str, out_dtype: np.dtype | None,
-                     overwrite: bool, compression: str | None, chunk_rows: int | None,
-                     progress: bool, command: str, explain: Callable[[str], None] | None,
-                     block_rows: int | None, memory: int | None, resume: bool,
-                     shard: Shard | None, scheduler: Any, dask_address: str | None,
-                     started: float) -> ChainResult:
+def _streamed_job(stack: ExitStack, subscripts: str, readers: list[ArrayReader], out: Any,
+                  *, semiring: str, method: str, out_dtype: np.dtype | None,
+                  output: OutputOptions, options: RunOptions,
+                  explain: Callable[[str], None] | None) -> Job:
     """The einsum by row blocks of its first output label, through :mod:`logmm.engine`."""
     from .einsum import contraction_info, log_result_dtype
 
-    terms, output, n = _row_label(subscripts, readers)
-    label = output[0]
+    terms, output_labels, n = _row_label(subscripts, readers)
+    label = output_labels[0]
     # per operand: the axis holding the row label when it is split (size n), else None
     axes = [t.index(label) if label in t and r.shape[t.index(label)] == n else None
             for t, r in zip(terms, readers, strict=True)]
@@ -259,7 +268,7 @@ def _einsum_streamed(stack: ExitStack, subscripts: str, readers: list[ArrayReade
     resident = {i: read_whole(r) for i, (r, ax) in enumerate(zip(readers, axes, strict=True))
                 if ax != 0}
     if out_dtype is not None:
-        resident = {i: _cast(x, out_dtype, f"operand {i + 1} ({readers[i].address})")
+        resident = {i: checked_cast(x, out_dtype, f"operand {i + 1} ({readers[i].address})")
                     for i, x in resident.items()}
     kinds = [r.dtype if out_dtype is None else out_dtype for r in readers]
     result_dtype = out_dtype or (np.result_type(*kinds) if semiring == "real" else
@@ -268,31 +277,29 @@ def _einsum_streamed(stack: ExitStack, subscripts: str, readers: list[ArrayReade
     for t, r in zip(terms, readers, strict=True):
         for c, size in zip(t, r.shape, strict=True):
             sizes[c] = max(sizes.get(c, 1), size)
-    shape = tuple(sizes[c] for c in output)
+    shape = tuple(sizes[c] for c in output_labels)
     if explain is not None:
         explain(contraction_info(subscripts, *[r.shape for r in readers]).rstrip("\n"))
     row_of = lambda r, ax: int(np.prod(r.shape, dtype=np.int64)) // max(1, r.shape[ax])  # noqa: E731
     sliced_row = sum(row_of(r, ax) * 8 for r, ax in zip(readers, axes, strict=True)
                      if ax is not None)
     out_row = int(np.prod(shape[1:], dtype=np.int64)) * result_dtype.itemsize
+    chunk_rows = output.chunk_rows
 
-    def make_plan() -> RowPlan:
+    def make_plan(options: RunOptions) -> RowPlan:
         return plan_rows(n, row_bytes=4 * sliced_row + 4 * out_row,
                          resident=2 * sum(x.nbytes for x in resident.values()),
-                         memory=memory, block_rows=block_rows, chunk_rows=chunk_rows,
+                         memory=options.memory, block_rows=options.block_rows,
+                         chunk_rows=chunk_rows,
                          default_chunk_rows=default_chunk_rows(n, out_row),
-                         min_blocks=shard.count if shard is not None else 1)
+                         min_blocks=options.min_blocks)
 
     fingerprint = {
         "operation": "einsum", "subscripts": subscripts, "semiring": semiring,
         "method": method, "dtype": str(result_dtype), "output": str(out),
-        "compression": compression,
+        "compression": output.compression,
         "operands": [input_fingerprint(r.address, r.shape, r.dtype) for r in readers],
     }
-    output_ = open_output(stack, out, shape, result_dtype, fingerprint=fingerprint,
-                          resume=resume, make_plan=make_plan, load_plan=lambda d: RowPlan(**d),
-                          overwrite=overwrite, compression=compression,
-                          contiguous=chunk_rows is None, shard=shard)
 
     def load(block: Block) -> list[np.ndarray]:
         _, r0, r1 = block
@@ -301,7 +308,7 @@ def _einsum_streamed(stack: ExitStack, subscripts: str, readers: list[ArrayReade
             if ax == 0:
                 part = np.asarray(r.read_rows(r0, r1))
                 if out_dtype is not None:
-                    part = _cast(part, out_dtype, f"operand {i + 1} ({r.address})")
+                    part = checked_cast(part, out_dtype, f"operand {i + 1} ({r.address})")
             elif ax is None:
                 part = resident[i]
             else:
@@ -309,23 +316,24 @@ def _einsum_streamed(stack: ExitStack, subscripts: str, readers: list[ArrayReade
             parts.append(part)
         return parts
 
-    def compute(block: Block, parts: list[np.ndarray]) -> np.ndarray:
+    def compute(block: Block, parts: list[np.ndarray], out_: np.ndarray,
+                advance: Any = None) -> None:
         _, r0, r1 = block
-        result = _named_logeinsum(subscripts, parts, readers, semiring, method,
-                                  rows=(r0, r1), split=[ax == 0 for ax in axes])
-        return result.astype(result_dtype, copy=False)
+        out_[...] = _named_logeinsum(subscripts, parts, readers, semiring, method,
+                                     rows=(r0, r1), split=[ax == 0 for ax in axes])
 
-    def store(block: Block, values: np.ndarray) -> None:
-        output_.writer.write_rows(block[1], values)
-        output_.writer.flush()
+    def describe(header: dict[str, Any], _: Any, plan: RowPlan) -> dict[str, Any]:
+        return {**header, "operation": "einsum", "method": method,
+                "dtype": str(result_dtype), "shape": list(shape),
+                "subscripts": subscripts, "semiring": semiring,
+                "input_shapes": shapes_json([r.shape for r in readers]),
+                "block_rows": plan.block_rows}
 
-    attrs = base_provenance(command, "einsum", method, readers, result_dtype, shape)
-    attrs.update(subscripts=subscripts, semiring=semiring,
-                 input_shapes=shapes_json([r.shape for r in readers]),
-                 block_rows=output_.plan.block_rows)
-    finish_output(output_, lambda: stream_blocks(
-        output_, n, load, compute, store, progress=progress, desc="einsum",
-        scheduler=scheduler, dask_address=dask_address), lambda _: attrs)
-    return ChainResult(output=out, shape=shape, dtype=result_dtype, operation="einsum",
-                       method=method, seconds=time.perf_counter() - started, order=subscripts,
-                       attrs=attrs, shard_note=shard_summary(output_))
+    return Job(operation="einsum", inputs=[r.address for r in readers], output=out,
+               shape=shape, dtype=result_dtype, output_options=output, options=options,
+               fingerprint=fingerprint, make_plan=make_plan,
+               load_plan=lambda d: RowPlan(**d), load=load, compute=compute,
+               describe=describe,
+               result=lambda base, _: ChainResult(**base, operation="einsum", method=method,
+                                                  order=subscripts),
+               stack=stack)

@@ -1,62 +1,295 @@
-"""What every streaming engine does around its kernel: lock, resume record, writer, run.
+"""One runner for every file operation: a prepared :class:`Job` and :func:`run`.
 
-An engine (``multiply``, ``project``) opens and checks its inputs, then
+An operation (``multiply``, ``project``, ``loglik``, ``einsum``, ``chain``, ``power``,
+``convert``) is *prepared* into a :class:`Job`: its inputs are opened and checked, its
+output address, shape and dtype fixed, its fingerprint and plan made, and its work is
+two functions, ``load(block)`` (read a block's inputs) and ``compute(block, data, out)``
+(fill ``out``, the block's rows of the output). :func:`run` then runs any job, always the
+same way:
 
-1. :func:`open_output` takes the output's lock, loads the resume record of an
-   interrupted run when ``resume`` is asked (refusing one whose fingerprint differs),
-   reuses its block plan or makes a new one, opens the writer (reopening the partial
-   output when resuming) and lists the row blocks still to compute;
-2. :func:`stream_blocks` runs those blocks through :func:`logmm.stream.run_pipeline`
-   (read ahead, compute, write behind), marking each stored block in the record and
-   advancing a progress bar;
-3. :func:`finish_output` wraps the run: on an interruption the partial output is kept for
-   ``--resume``, on a failure it goes, on success the provenance attributes are stored,
-   the output is committed (renamed into place) and the record removed.
+1. take the output's lock; with ``resume``, load an interrupted run's record (refusing one
+   whose fingerprint differs) and reuse its plan; open the writer (reopening the partial
+   output when resuming) and list the row blocks still to compute (:func:`open_output`);
+2. run those blocks: locally through :func:`logmm.stream.run_pipeline` (read ahead,
+   compute, write behind), or as tasks on a dask cluster (:mod:`logmm.dask_backend`);
+   each stored block is noted in the resume record and advances the progress bar;
+3. on success store the provenance (one header for every command,
+   :func:`logmm.provenance.run_provenance`, and the job's own attributes) and commit
+   (rename into place); on an interruption keep the partial output for ``--resume``; on
+   a failure remove it (:func:`finish_output`).
 
-The plan is any object with ``chunk_rows``, ``row_blocks()`` and ``as_dict()`` (see
-:class:`logmm.plan.ProductPlan`, :class:`logmm.plan.RowPlan`).
+Two kinds of job share that path. A *row* job (``gather is None``) writes each block's
+rows as it goes: ``compute`` fills the view the runner passes in (the output's own
+memory map where the format has one, otherwise a buffer the runner then stores). A
+*gathering* job (``gather`` set: the whole-array commands, ``loglik --reduce sum``)
+collects its blocks' values, and ``gather(values)`` is the output, written whole; such a
+job keeps no resume record.
 
-With ``shard`` (``--shard I/N``), :func:`open_output` hands over to
-:func:`logmm.shards.open_shard_output`: the run computes only the shard's contiguous run
-of the same row blocks, into the shared Zarr store or its own HDF5 shard file, with its
-own lock and resume record; everything else here is the same.
+:func:`plan_job` is the planned-only run behind ``logmm plan``: it makes (or, for
+``--shard`` of a Zarr output, creates the shared store with) the plan and returns it,
+computing nothing.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import LogmmError, UsageError
+from .errors import LogmmError, RunInterrupted, UsageError
 from .inspect import refuse_or_skip_existing
 from .io.addresses import ArrayAddress
 from .io.resume import OutputLock, ResumeRecord, record_path
 from .io.writers import ArrayWriter, create_writer, output_exists, partial_path
-from .shards import PLAN_ONLY, Shard, digest, open_shard_output, planned, shard_status
+from .shards import (
+    PlannedRun,
+    Shard,
+    digest,
+    open_shard_output,
+    planned,
+    shard_status,
+    shard_summary,
+)
 from .stream import run_pipeline
 
-__all__ = ["Block", "BlockTask", "OpenOutput", "finish_output", "open_output", "progress_bar",
-           "stream_blocks"]
+__all__ = ["Block", "BlockTask", "Job", "OpenOutput", "OutputOptions", "Plan", "PlannedRun",
+           "RunOptions", "RunResult", "WholePlan", "finish_output", "open_output",
+           "plan_job", "progress_bar", "run"]
 
 #: ``(index, start, stop)``: a row block of the plan
 Block = tuple[int, int, int]
-P = TypeVar("P")
-T = TypeVar("T")
+
+#: row blocks per dask worker thread a plan makes at least: with 1-2 blocks per worker
+#: (what one process's memory budget often gives) a cluster idles after the first wave
+#: and a lost worker loses half the run; 4 keeps workers busy at a few blocks' overhead
+BLOCKS_PER_WORKER = 4
+
+
+class Plan(Protocol):
+    """What the runner needs of a plan (:class:`logmm.plan.ProductPlan`,
+    :class:`logmm.plan.RowPlan`, :class:`WholePlan`)."""
+
+    @property
+    def chunk_rows(self) -> int: ...
+
+    @property
+    def block_rows(self) -> int: ...
+
+    def row_blocks(self) -> list[tuple[int, int]]: ...
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class WholePlan:
+    """The plan of a job computed in one piece (chain, power, an einsum read whole)."""
+
+    chunk_rows: int = 0
+    block_rows: int = 1
+    memory: int = 0
+    estimate: int = 0
+
+    @classmethod
+    def make(cls, options: RunOptions) -> WholePlan:
+        """The plan (whatever the options)."""
+        return cls()
+
+    def row_blocks(self) -> list[tuple[int, int]]:
+        """One block."""
+        return [(0, 1)]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"chunk_rows": self.chunk_rows}
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """How an output is stored: replace an existing one, compression, chunking."""
+
+    overwrite: bool = False
+    compression: str | None = None
+    chunk_rows: int | None = None
+    zarr_format: int = 3
+
+    @property
+    def contiguous(self) -> bool:
+        """No chunk rows asked: an HDF5 output may be stored contiguously."""
+        return self.chunk_rows is None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a job runs: memory budget and blocks, resume, shard, scheduler, reporting."""
+
+    memory: int | None = None
+    block_rows: int | None = None
+    resume: bool = False
+    shard: Shard | None = None
+    scheduler: Any = "local"
+    dask_address: str | None = None
+    progress: bool = False
+    command: str = ""
+    #: task slots (worker threads) of the dask cluster the run uses; set by :func:`run`
+    workers: int = 0
+
+    @property
+    def min_blocks(self) -> int:
+        """Blocks a fresh plan makes at least: one per shard (no shard of ``--shard I/N``
+        is idle), and :data:`BLOCKS_PER_WORKER` per worker thread of a dask cluster
+        (without ``block_rows``), so that every worker has work and a lost one loses
+        little."""
+        per_shard = self.shard.count if self.shard is not None else 1
+        per_worker = BLOCKS_PER_WORKER * self.workers if self.block_rows is None else 1
+        return max(per_shard, per_worker)
+
+
+@dataclass(kw_only=True)
+class RunResult:
+    """What a run wrote; each command's result adds its own fields.
+
+    Attributes
+    ----------
+    output : ArrayAddress or None
+        The output address, dataset part filled in (``OUT.h5:/data``); None for a
+        ``loglik --reduce sum`` without ``-o``.
+    shape : tuple of int
+    dtype : numpy.dtype
+    seconds : float
+        Wall time from opening the inputs to the committed output.
+    plan : Plan
+        The blocks used (the recorded plan when resuming).
+    resumed_blocks : int
+        Row blocks found already stored by an interrupted run (``resume``).
+    shard_note : str or None
+        With ``shard``: which rows this shard wrote, and whether the output is finished.
+    attrs : dict
+        The provenance attributes stored with the output.
+    """
+
+    output: ArrayAddress | None
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    seconds: float
+    plan: Any = None
+    resumed_blocks: int = 0
+    shard_note: str | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        """The output file or store on disk."""
+        if self.output is None:
+            raise AttributeError("this run wrote no output")
+        return self.output.path
+
+    @property
+    def block_rows(self) -> int:
+        """Rows per block of the plan."""
+        return int(self.plan.block_rows)
+
+
+#: ``compute(block, data, out, advance)``: fill ``out`` (a row job) or return the block's
+#: value (a gathering job, ``out`` None); ``advance(n)`` moves a progress bar counted in
+#: steps other than rows (chain and power count products). Returns a partial summary.
+Compute = Callable[[Block, Any, Any, Callable[[int], Any]], Any]
+
+
+def _no_advance(_: int) -> None:
+    return None
+
+
+@dataclass(kw_only=True)
+class Job:
+    """A prepared operation; see the module docstring. Close it (or use ``with``) to
+    release its open inputs; :func:`run` does.
+
+    Attributes
+    ----------
+    operation : str
+        ``multiply``, ``project``, ...; also the progress bar's label.
+    inputs : list of ArrayAddress
+        What the output's provenance lists as inputs.
+    output : ArrayAddress or None
+    shape, dtype
+        The output's; None for a gathering job whose result decides them.
+    output_options : OutputOptions
+    options : RunOptions
+    fingerprint : dict or None
+        The inputs and every option that changes the result; None for a job that keeps
+        no resume record (it cannot be resumed).
+    make_plan, load_plan
+        ``make_plan(options)``: plan a fresh run under these run options;
+        ``load_plan(record)``: rebuild a recorded plan (``--resume``, shards).
+    load, compute
+        See :data:`Compute`; both must pickle for the dask scheduler.
+    gather : callable, optional
+        ``gather(values) -> array``: the output of a gathering job.
+    summarize : callable
+        ``summarize(partials)``: what the result reports (a kernel report, a total).
+    describe : callable
+        ``describe(header, summary, plan) -> attrs``: the provenance attributes, given the
+        common header.
+    result : callable
+        ``result(base, summary) -> RunResult``: the command's result from the base fields.
+    progress_unit : str
+        ``row`` (the runner counts stored rows) or another step that ``compute`` counts.
+    progress_total : int, optional
+        Steps in all when not rows.
+    use_plan : callable, optional
+        Called with the plan once it is fixed (the recorded one when resuming), before
+        any block is read.
+    """
+
+    operation: str
+    inputs: Sequence[ArrayAddress]
+    output: ArrayAddress | None
+    shape: tuple[int, ...] | None
+    dtype: np.dtype | None
+    output_options: OutputOptions
+    options: RunOptions
+    fingerprint: dict[str, Any] | None
+    make_plan: Callable[[RunOptions], Any]
+    load_plan: Callable[[dict[str, Any]], Any] | None = None
+    load: Callable[[Block], Any]
+    compute: Compute
+    gather: Callable[[list[Any]], np.ndarray] | None = None
+    summarize: Callable[[list[Any]], Any] = lambda partials: None
+    describe: Callable[[dict[str, Any], Any, Any], dict[str, Any]]
+    result: Callable[[dict[str, Any], Any], RunResult]
+    progress_unit: str = "row"
+    progress_total: int | None = None
+    use_plan: Callable[[Any], None] | None = None
+    stack: ExitStack = field(default_factory=ExitStack)
+    started: float = field(default_factory=time.perf_counter)
+
+    def close(self) -> None:
+        """Close the job's open inputs."""
+        self.stack.close()
+
+    def __enter__(self) -> Job:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
 
 
 @dataclass
-class OpenOutput(Generic[P]):
+class OpenOutput:
     """An output being written: its writer, resume record, plan and the blocks left.
 
     Attributes
     ----------
     writer : ArrayWriter
-    record : ResumeRecord
+    record : ResumeRecord or None
+        None for a job without a fingerprint.
     plan : the plan (recorded one when resuming)
     pending : list of (index, start, stop)
         Row blocks not yet stored.
@@ -72,8 +305,8 @@ class OpenOutput(Generic[P]):
     """
 
     writer: ArrayWriter
-    record: ResumeRecord
-    plan: P
+    record: ResumeRecord | None
+    plan: Any
     pending: list[Block]
     resumed_blocks: int
     total_rows: int = 0
@@ -81,125 +314,108 @@ class OpenOutput(Generic[P]):
     fingerprint: str = ""
 
 
-def open_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...], dtype: np.dtype,
-                *, fingerprint: dict[str, Any], resume: bool, make_plan: Callable[[], P],
-                load_plan: Callable[[dict[str, Any]], P], overwrite: bool = False,
-                compression: str | None = None, contiguous: bool = False,
-                shard: Shard | None = None) -> OpenOutput[P]:
-    """Lock ``out``, find what an interrupted run left, and open the writer.
+# ----------------------------------------------------------------------------- running
 
-    ``fingerprint`` names the inputs (:func:`logmm.io.resume.input_fingerprint`) and every
-    option that changes the result; ``make_plan()`` plans a fresh run and
-    ``load_plan(record.plan)`` rebuilds a recorded plan. The lock and the writer are
-    entered on ``stack``. ``shard`` limits the run to one shard's row blocks (see
-    :mod:`logmm.shards`).
 
-    With ``resume``, an existing complete output whose stored fingerprint is this run's
-    is nothing to do (:class:`AlreadyComplete`); any other existing output is refused
-    unless ``overwrite``.
+def run(job: Job) -> RunResult:
+    """Run ``job`` to its committed output and close it; return the command's result.
 
     Raises
     ------
     logmm.errors.AlreadyComplete
         ``resume``, and the output is complete and made by the same inputs and options.
     OutputExistsError
-        ``resume`` without ``overwrite``, and the output exists but is not that.
+        The output exists and ``overwrite`` is false.
     LogmmError
-        Another run holds the lock, or ``resume`` and the recorded fingerprint differs.
-    UsageError
-        ``shard`` with a ``.npy`` output.
+        Another run holds the lock; ``resume`` with a different fingerprint.
+    Whatever the job's ``load`` and ``compute`` raise (bad data found block by block).
     """
-    if PLAN_ONLY.get():
-        raise planned(out, shape, dtype, fingerprint=fingerprint, make_plan=make_plan,
-                      load_plan=load_plan, compression=compression, shard=shard)
-    if shard is not None:
-        writer, record, plan, blocks = open_shard_output(
-            stack, out, shape, dtype, fingerprint=fingerprint, resume=resume,
-            make_plan=make_plan, load_plan=load_plan, overwrite=overwrite,
-            compression=compression, contiguous=contiguous, shard=shard)
-        pending = [b for b in blocks if b[0] not in record.done]
-        return OpenOutput(writer=writer, record=record, plan=plan, pending=pending,
-                          resumed_blocks=len(blocks) - len(pending),
-                          total_rows=sum(r1 - r0 for _, r0, r1 in blocks), shard=shard)
-    if resume and not overwrite and output_exists(out):
-        refuse_or_skip_existing(out, digest(fingerprint))
-    stack.enter_context(OutputLock(out))
-    if out.format == "zarr" and (shared := shard_status(out)) is not None and not shared.merged:
-        raise LogmmError(f"{partial_path(out.path)} is the shared store of --shard runs "
-                         f"({shared.summary()}); finish them with --shard, or delete it")
-    record = ResumeRecord.load(record_path(out)) if resume else None
-    if record is not None and (why := record.mismatch(fingerprint)):
-        raise LogmmError(f"cannot resume {out}: {why}; rerun without --resume to start afresh")
-    plan = load_plan(record.plan) if record is not None else make_plan()
-    writer = stack.enter_context(create_writer(
-        out, shape, dtype, overwrite=overwrite, compression=compression,
-        chunk_rows=plan.chunk_rows, resume=record is not None,  # type: ignore[attr-defined]
-        contiguous=contiguous))
-    if not writer.resumed or record is None:
-        record = ResumeRecord(record_path(out), fingerprint,
-                              plan.as_dict())  # type: ignore[attr-defined]
-    record.save()
-    blocks = list(enumerate(plan.row_blocks()))  # type: ignore[attr-defined]
-    pending = [(i, r0, r1) for i, (r0, r1) in blocks if i not in record.done]
-    return OpenOutput(writer=writer, record=record, plan=plan, pending=pending,
-                      resumed_blocks=len(blocks) - len(pending),
-                      total_rows=sum(r1 - r0 for _, (r0, r1) in blocks),
-                      fingerprint=digest(fingerprint))
+    with job:
+        if not _local(job.options):
+            _connect(job)
+        if job.gather is not None:
+            return _run_gathering(job)
+        output = open_output(job)
+        if job.use_plan is not None:
+            job.use_plan(output.plan)
+        summary = finish_output(output, lambda: _run_rows(job, output),
+                                lambda summary: _attrs(job, summary, output.plan))
+        return job.result(_base(job, output.plan, resumed_blocks=output.resumed_blocks,
+                                shard_note=shard_summary(output),
+                                attrs=output.writer.attrs), summary)
 
 
+def _connect(job: Job) -> None:
+    """Connect to (or start) the job's dask cluster, held on the job's stack; plan for its
+    worker threads."""
+    from .dask_backend import connect, task_slots
+    from .plan import default_memory
 
-def finish_output(output: OpenOutput[Any], run: Callable[[], T],
-                  attrs: Callable[[T], Mapping[str, Any]]) -> T:
-    """``run()`` the blocks, then store ``attrs(result)`` and commit; return the result.
-
-    An interruption (KeyboardInterrupt, SystemExit) keeps the partial output and its
-    record for ``--resume``; any other failure removes the record (the writer removes the
-    partial output when its ``with`` block exits with the error).
-    """
-    try:
-        result = run()
-    except (KeyboardInterrupt, SystemExit):
-        output.writer.suspend()       # interrupted: keep what is stored for --resume
-        raise
-    except BaseException:
-        output.record.remove()        # failed: the partial output goes with the writer
-        raise
-    output.writer.set_attrs(attrs(result))
-    if output.fingerprint:
-        output.writer.set_attrs({"fingerprint": output.fingerprint})
-    output.writer.commit()
-    output.record.remove()
-    return result
+    options = job.options
+    client = job.stack.enter_context(connect(options.scheduler, options.dask_address,
+                                             options.memory or default_memory()))
+    job.options = replace(options, scheduler=client, workers=task_slots(client))
 
 
-def stream_blocks(output: OpenOutput[Any], n_rows: int, load: Callable[[Block], Any],
-                  compute: Callable[[Block, Any], Any], store: Callable[[Block, Any], None],
-                  *, progress: bool = False, desc: str = "", scheduler: Any = "local",
-                  dask_address: str | None = None) -> None:
-    """Run the pending blocks through the read-ahead / compute / write-behind pipeline.
+def _base(job: Job, plan: Any, **fields: Any) -> dict[str, Any]:
+    return dict(output=job.output, shape=job.shape, dtype=job.dtype,
+                seconds=time.perf_counter() - job.started, plan=plan, **fields)
 
-    After each block is stored, the resume record notes it and the progress bar (rows, on
-    stderr, when ``progress``) advances; it starts at the rows already stored.
-    ``n_rows`` is the whole output's; a shard's bar counts its own rows.
 
-    With ``scheduler`` ``"dask"`` (or a ``distributed.Client``), each block is instead a
-    task ``compute(block, load(block))`` on a dask cluster (``dask_address``, or a
-    LocalCluster within the plan's memory budget per worker), and this process stores
-    the results as they complete (see :mod:`logmm.dask_backend`); ``load`` and
-    ``compute`` must then pickle (readers do, as their addresses).
-    """
-    n_rows = output.total_rows if output.total_rows or output.shard is not None else n_rows
-    pending, record = output.pending, output.record
-    bar = progress_bar(n_rows, progress, desc)
+def _attrs(job: Job, summary: Any, plan: Any) -> dict[str, Any]:
+    """The output's provenance: the common header and the job's own attributes."""
+    from .provenance import run_provenance
+
+    return job.describe(run_provenance(job.options.command, job.inputs), summary, plan)
+
+
+def _run_rows(job: Job, output: OpenOutput) -> Any:
+    """Compute the pending blocks, each into its rows of the output; return the summary
+    of the blocks computed by this run."""
+    # the task below travels to dask workers: it holds what it needs, not the job
+    writer, shape, dtype, job_compute = output.writer, job.shape, job.dtype, job.compute
+    assert shape is not None and dtype is not None
+    parts: dict[int, Any] = {}
+
+    def compute(block: Block, data: Any) -> tuple[np.ndarray | None, Any]:
+        _, r0, r1 = block
+        rows = (r1 - r0, *shape[1:])
+        view = writer.region_view(r0, 0, rows) if len(rows) == 2 else None
+        out = view if view is not None else np.empty(rows, dtype)
+        part = job_compute(block, data, out, _no_advance)
+        if view is None and writer.writes_in_task:   # a dask task writing its own chunks
+            writer.write_rows(r0, out)
+            return None, part
+        return (None if view is not None else out), part
+
+    def store(block: Block, computed: tuple[np.ndarray | None, Any]) -> None:
+        values, part = computed
+        if values is not None:                 # else computed straight into a memory map
+            writer.write_rows(block[1], values)
+        writer.flush()
+        parts[block[0]] = part
+
+    _execute(job, output, compute, store)
+    return job.summarize([parts[i] for i in sorted(parts)])
+
+
+def _execute(job: Job, output: OpenOutput, compute: Callable[[Block, Any], Any],
+             store: Callable[[Block, Any], None]) -> None:
+    """Run ``output.pending`` through ``load`` → ``compute`` → ``store``, locally or on
+    dask, marking each stored block in the record and on the progress bar (rows)."""
+    options, record, pending = job.options, output.record, output.pending
+    n_rows = output.total_rows
+    bar = progress_bar(n_rows, options.progress, job.operation)
     bar.update(n_rows - sum(r1 - r0 for _, r0, r1 in pending))
 
     def stored(block: Block) -> None:
-        record.mark_done(block[0])
+        if record is not None:
+            record.mark_done(block[0])
         bar.update(block[2] - block[1])
 
     try:
-        if isinstance(scheduler, str) and scheduler == "local" and not dask_address:
-            run_pipeline(pending, load, compute, store, on_stored=stored)
+        if _local(options):
+            run_pipeline(pending, job.load, compute, store, on_stored=stored)
         else:
             from .dask_backend import run_dask
 
@@ -208,10 +424,196 @@ def stream_blocks(output: OpenOutput[Any], n_rows: int, load: Callable[[Block], 
                     f"--scheduler dask cannot read inputs from {output.writer.path} while this "
                     "run adds a dataset to it (HDF5 lets no other process read a file being "
                     "written): write the output to another file, or drop --scheduler dask")
-            run_dask(pending, BlockTask(load, compute), store, stored, scheduler=scheduler,
-                     address=dask_address, memory=getattr(output.plan, "memory", None))
+            run_dask(pending, BlockTask(job.load, compute), store, stored,
+                     client=options.scheduler)
     finally:
         bar.close()
+
+
+def _local(options: RunOptions) -> bool:
+    return (isinstance(options.scheduler, str) and options.scheduler == "local"
+            and not options.dask_address)
+
+
+def _run_gathering(job: Job) -> RunResult:
+    """A gathering job: lock, compute every block (locally or on dask), ``gather`` the
+    values into the output and write it whole."""
+    out, options, job_compute = job.output, job.options, job.compute
+    if out is not None:
+        job.stack.enter_context(OutputLock(out))
+    plan = job.make_plan(options)
+    if job.use_plan is not None:
+        job.use_plan(plan)
+    blocks = [(i, r0, r1) for i, (r0, r1) in enumerate(plan.row_blocks())]
+    values: dict[int, Any] = {}
+    rows_bar = job.progress_unit == "row"
+    bar = job.stack.enter_context(progress_bar(
+        job.progress_total if not rows_bar else sum(r1 - r0 for _, r0, r1 in blocks),
+        options.progress, job.operation, unit=job.progress_unit))
+    advance = _no_advance if rows_bar else bar.update
+
+    def compute(block: Block, data: Any) -> Any:
+        return job_compute(block, data, None, advance)
+
+    def store(block: Block, value: Any) -> None:
+        values[block[0]] = value
+
+    def stored(block: Block) -> None:
+        if rows_bar:
+            bar.update(block[2] - block[1])
+
+    if _local(options):
+        run_pipeline(blocks, job.load, compute, store, on_stored=stored)
+    else:
+        from .dask_backend import run_dask
+
+        run_dask(blocks, BlockTask(job.load, compute), store, stored,
+                 client=options.scheduler)
+    ordered = [values[i] for i, _, _ in blocks]
+    result = np.asarray(job.gather(ordered))     # type: ignore[misc]
+    summary = job.summarize(ordered)
+    job.shape, job.dtype = tuple(result.shape), result.dtype
+    attrs: dict[str, Any] = {}
+    if out is not None:
+        attrs = _attrs(job, summary, plan)
+        _write_whole(out, result, attrs, job.output_options)
+    shown = None if isinstance(plan, WholePlan) else plan     # one block: nothing to show
+    return job.result(_base(job, shown, attrs=attrs), summary)
+
+
+def _write_whole(out: ArrayAddress, result: np.ndarray, attrs: dict[str, Any],
+                 options: OutputOptions) -> None:
+    """Write ``result`` under a hidden partial name, store ``attrs`` and commit."""
+    from .errors import InputError
+
+    if result.ndim == 0 and out.format == "zarr":
+        raise InputError(f"the result is a scalar; {out} cannot store a 0-D array yet, "
+                         "write it to .npy or .h5")
+    with create_writer(out, result.shape, result.dtype, overwrite=options.overwrite,
+                       compression=options.compression, chunk_rows=options.chunk_rows,
+                       contiguous=options.contiguous,
+                       zarr_format=options.zarr_format) as writer:
+        writer.write_all(result)
+        writer.set_attrs(attrs)
+        writer.commit()
+
+
+# ----------------------------------------------------------------------------- the output
+
+
+def open_output(job: Job) -> OpenOutput:
+    """Lock the job's output, find what an interrupted run left, and open the writer.
+
+    The lock and the writer are entered on the job's stack. With ``resume``, an
+    existing complete output whose stored fingerprint is this run's is nothing to do
+    (:class:`AlreadyComplete`); any other existing output is refused unless
+    ``overwrite``. ``shard`` limits the run to one shard's row blocks (see
+    :mod:`logmm.shards`).
+
+    Raises
+    ------
+    logmm.errors.AlreadyComplete, OutputExistsError, LogmmError, UsageError
+        See :func:`run`; a ``shard`` with a ``.npy`` output is a UsageError.
+    """
+    out, stack, options, opts = job.output, job.stack, job.options, job.output_options
+    assert out is not None and job.shape is not None and job.dtype is not None
+    fingerprint = job.fingerprint
+    resume = options.resume and fingerprint is not None
+    if options.shard is not None:
+        assert fingerprint is not None and job.load_plan is not None
+        writer, record, plan, blocks = open_shard_output(
+            stack, out, job.shape, job.dtype, fingerprint=fingerprint, resume=resume,
+            make_plan=lambda: job.make_plan(options), load_plan=job.load_plan,
+            overwrite=opts.overwrite,
+            compression=opts.compression, contiguous=opts.contiguous, shard=options.shard)
+        pending = [b for b in blocks if b[0] not in record.done]
+        return OpenOutput(writer=writer, record=record, plan=plan, pending=pending,
+                          resumed_blocks=len(blocks) - len(pending),
+                          total_rows=sum(r1 - r0 for _, r0, r1 in blocks),
+                          shard=options.shard)
+    if resume and not opts.overwrite and output_exists(out):
+        assert fingerprint is not None
+        refuse_or_skip_existing(out, digest(fingerprint))
+    stack.enter_context(OutputLock(out))
+    if out.format == "zarr" and (shared := shard_status(out)) is not None and not shared.merged:
+        raise LogmmError(f"{partial_path(out.path)} is the shared store of --shard runs "
+                         f"({shared.summary()}); finish them with --shard, or delete it")
+    record = ResumeRecord.load(record_path(out)) if resume else None
+    if record is not None and (why := record.mismatch(fingerprint)):
+        raise LogmmError(f"cannot resume {out}: {why}; rerun without --resume to start afresh")
+    plan = (job.load_plan(record.plan) if record is not None and job.load_plan is not None
+            else job.make_plan(options))
+    writer = stack.enter_context(create_writer(
+        out, job.shape, job.dtype, overwrite=opts.overwrite, compression=opts.compression,
+        chunk_rows=plan.chunk_rows, resume=record is not None, contiguous=opts.contiguous,
+        zarr_format=opts.zarr_format))
+    if fingerprint is not None and (not writer.resumed or record is None):
+        record = ResumeRecord(record_path(out), fingerprint, plan.as_dict())
+    if record is not None:
+        record.save()
+    blocks = list(enumerate(plan.row_blocks()))
+    done = record.done if record is not None else set()
+    pending = [(i, r0, r1) for i, (r0, r1) in blocks if i not in done]
+    return OpenOutput(writer=writer, record=record, plan=plan, pending=pending,
+                      resumed_blocks=len(blocks) - len(pending),
+                      total_rows=sum(r1 - r0 for _, (r0, r1) in blocks),
+                      fingerprint=digest(fingerprint) if fingerprint is not None else "")
+
+
+def finish_output(output: OpenOutput, compute: Callable[[], Any],
+                  attrs: Callable[[Any], Mapping[str, Any]]) -> Any:
+    """``compute()`` the blocks, then store ``attrs(summary)`` and commit; return the
+    summary.
+
+    An interruption (KeyboardInterrupt, SystemExit, a lost dask cluster) keeps the partial
+    output and its record for ``--resume``; any other failure removes the record (the
+    writer removes the partial output when its ``with`` block exits with the error). A job
+    without a record cannot be resumed, so an interruption removes its partial output too.
+    """
+    try:
+        summary = compute()
+    except (KeyboardInterrupt, SystemExit, RunInterrupted):
+        if output.record is not None:
+            output.writer.suspend()   # interrupted: keep what is stored for --resume
+        raise
+    except BaseException:
+        if output.record is not None:
+            output.record.remove()    # failed: the partial output goes with the writer
+        raise
+    output.writer.set_attrs(attrs(summary))
+    if output.fingerprint:
+        output.writer.set_attrs({"fingerprint": output.fingerprint})
+    output.writer.commit()
+    if output.record is not None:
+        output.record.remove()
+    return summary
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def plan_job(job: Job) -> PlannedRun:
+    """The plan ``job`` would run, computing nothing (``logmm plan``); with a shard
+    count and a Zarr output the shared store is created (empty, holding the plan every
+    shard then uses).
+
+    Raises
+    ------
+    UsageError
+        A gathering job (it does not stream by row blocks: nothing to plan).
+    """
+    with job:
+        if job.gather is not None:
+            raise UsageError(f"{job.operation} with these options does not stream by row "
+                             "blocks; nothing to plan")
+        assert job.output is not None and job.shape is not None and job.dtype is not None
+        assert job.fingerprint is not None and job.load_plan is not None
+        return planned(job.output, job.shape, job.dtype, fingerprint=job.fingerprint,
+                       make_plan=lambda: job.make_plan(job.options), load_plan=job.load_plan,
+                       compression=job.output_options.compression, shard=job.options.shard)
+
+
+# ----------------------------------------------------------------------------- helpers
 
 
 class BlockTask:
@@ -224,9 +626,9 @@ class BlockTask:
         return self.compute(block, self.load(block))
 
 
-def progress_bar(total: int, enabled: bool, desc: str) -> Any:
-    """A tqdm bar counting rows on stderr (a no-op one when not ``enabled``)."""
+def progress_bar(total: int | None, enabled: bool, desc: str, unit: str = "row") -> Any:
+    """A tqdm bar on stderr counting ``unit`` (a no-op one when not ``enabled``)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="row", unit_scale=True, desc=desc, file=sys.stderr,
+    return tqdm(total=total, unit=unit, unit_scale=unit == "row", desc=desc, file=sys.stderr,
                 disable=not enabled, leave=False, dynamic_ncols=True)

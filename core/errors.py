@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "install_hint",
+    "RunInterrupted",
     "AlreadyComplete",
     "FormatError",
     "InputError",
@@ -53,3 +54,8 @@ def install_hint(extra: str) -> str:
     """How to install an optional extra, from a package index and from a checkout:
     ``pip install 'logmm[dask]' (from a checkout: pip install -e '.[dask]')``."""
     return f"pip install 'logmm[{extra}]' (from a checkout: pip install -e '.[{extra}]')"
+
+
+class RunInterrupted(LogmmError):
+    """The run stopped for a reason outside its data (a lost dask cluster): the partial
+    output and its resume record are kept, and ``--resume`` finishes the run."""

@@ -12,16 +12,15 @@ array when an output is given).
 from __future__ import annotations
 
 import math
-import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .dask_backend import check_scheduler
-from .engine import finish_output, open_output, stream_blocks
+from .engine import Job, OutputOptions, RunOptions, RunResult, run
 from .errors import InputError, UsageError
 from .gaussian import REDUCTIONS, diag_gaussian_logpdf
 from .io.addresses import ArrayAddress
@@ -29,28 +28,30 @@ from .io.readers import ArrayReader, open_array, require_matrix
 from .io.resume import input_fingerprint
 from .io.writers import check_output, default_chunk_rows
 from .plan import RowPlan, plan_rows
+from .policy import check_choice
 from .resources import accepts_threads
-from .shards import Shard, parse_shard, shard_summary
+from .shards import Shard, parse_shard
 
-__all__ = ["LoglikResult", "loglik"]
+__all__ = ["LoglikResult", "loglik", "prepare_loglik"]
 
 Param = str | Path | ArrayAddress | float | int
 _OVERHEAD = 16 << 20
 
 
-@dataclass
-class LoglikResult:
-    """What :func:`loglik` computed: the output (or None), its shape, the total for
-    ``reduce="sum"``, and the plan."""
+@dataclass(kw_only=True)
+class LoglikResult(RunResult):
+    """What :func:`loglik` computed (the fields of :class:`logmm.engine.RunResult`: the
+    output, None for a sum without one; and:)
 
-    output: ArrayAddress | None
-    shape: tuple[int, ...]
-    dtype: np.dtype
+    Attributes
+    ----------
+    reduce : str
+    total : float or None
+        The sum, for ``reduce="sum"``.
+    """
+
     reduce: str
-    total: float | None
-    seconds: float
-    plan: RowPlan
-    shard_note: str | None = None
+    total: float | None = None
 
 
 def _number(value: Param) -> float | None:
@@ -99,20 +100,37 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
     InputError
         A parameter whose shape does not fit X; sigma ≤ 0; rho not finite.
     """
-    started = time.perf_counter()
-    shard = parse_shard(shard)
-    scheduler = check_scheduler(scheduler, dask_address)
-    if shard is not None and reduce == "sum":
+    options = RunOptions(memory=memory, block_rows=block_rows, resume=resume,
+                         shard=parse_shard(shard),
+                         scheduler=check_scheduler(scheduler, dask_address),
+                         dask_address=dask_address, progress=progress, command=command)
+    return run(prepare_loglik(x_address, out_address, mu=mu, sigma=sigma, rho=rho,
+                              reduce=reduce, dtype=dtype,
+                              output=OutputOptions(overwrite=overwrite,
+                                                   compression=compression,
+                                                   chunk_rows=chunk_rows),
+                              options=options))
+
+
+def prepare_loglik(x_address: Param, out_address: Param | None, *, mu: Param,
+                   sigma: Param | None = None, rho: Param | None = None,
+                   reduce: str = "none", dtype: Any = None,
+                   output: OutputOptions | None = None,
+                   options: RunOptions | None = None) -> Job:
+    """The :class:`logmm.engine.Job` of :func:`loglik` (same parameters, grouped); with
+    ``reduce="sum"`` a gathering job (the blocks' sums, added exactly)."""
+    output, options = output or OutputOptions(), options or RunOptions()
+    if options.shard is not None and reduce == "sum":
         raise UsageError("--shard cannot split --reduce sum; shard with --reduce row and add "
                          "the per-row values")
     if (sigma is None) == (rho is None):
         raise UsageError("give exactly one of --sigma and --rho")
-    if reduce not in REDUCTIONS:
-        raise UsageError(f"unknown reduce {reduce!r}; choose one of {', '.join(REDUCTIONS)}")
+    check_choice("reduce", reduce, REDUCTIONS)
     if out_address is None and reduce != "sum":
         raise UsageError("an output (-o) is needed unless --reduce sum")
     scale_name, scale = ("sigma", sigma) if sigma is not None else ("rho", rho)
-    with ExitStack() as stack:
+    stack = ExitStack()
+    try:
         x = stack.enter_context(open_array(x_address))
         require_matrix(x, "X")
         n, width = x.shape
@@ -137,107 +155,96 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
         out_dtype = np.dtype(dtype) if dtype is not None else np.result_type(
             *(np.float64 if t.kind in "biu" else t for t in typed))
         out_shape = {"none": (n, width), "row": (n,), "sum": (1,)}[reduce]
+        inputs = _input_addresses(x, params)
+        out = None if out_address is None else check_output(
+            out_address, overwrite=output.overwrite, compression=output.compression,
+            inputs=inputs, resume=options.resume and reduce != "sum")
+    except BaseException:
+        stack.close()
+        raise
+    if not options.command:
+        options = replace(options, command="logmm.loglik(...)")
+    row_bytes = width * (x.dtype.itemsize * 3 + out_dtype.itemsize * 6)
+    row_bytes += sum(width * 8 * 2 for p in params.values() if p[1] is not None)
+    chunk_rows = output.chunk_rows
 
-        def block_of(name: str, r0: int, r1: int) -> Any:
-            number, reader, array, _ = params[name]
-            if number is not None:
-                return out_dtype.type(number)
-            if reader is not None:
-                return reader.read_rows(r0, r1).astype(out_dtype, copy=False)
-            return array.astype(out_dtype, copy=False)
+    def make_plan(options: RunOptions) -> RowPlan:
+        return plan_rows(n, row_bytes=row_bytes, overhead=_OVERHEAD, memory=options.memory,
+                         block_rows=options.block_rows, chunk_rows=chunk_rows,
+                         in_chunk_rows=x.chunk_rows,
+                         default_chunk_rows=default_chunk_rows(
+                             n, (width if reduce == "none" else 1) * out_dtype.itemsize),
+                         min_blocks=options.min_blocks)
 
-        def load(block: tuple[int, int, int]) -> tuple[np.ndarray, Any, Any]:
-            _, r0, r1 = block
-            return (x.read_rows(r0, r1, allow_view=True).astype(out_dtype, copy=False),
-                    block_of("mu", r0, r1), block_of(scale_name, r0, r1))
+    def describe(header: dict[str, Any], _: Any, plan: RowPlan) -> dict[str, Any]:
+        return _attrs(header, x, params, scale_name, reduce, out_dtype, out_shape)
 
-        writer_view: list = []          # the open output, once there is one
+    block = _BlockLoglik(x, params, scale_name, reduce, out_dtype)
+    fingerprint = None if reduce == "sum" else {
+        "operation": "loglik", "x": input_fingerprint(x.address, x.shape, x.dtype),
+        "params": {k: v[0] if v[0] is not None else
+                   input_fingerprint(v[3].address, v[3].shape, v[3].dtype)
+                   for k, v in params.items()},
+        "reduce": reduce, "dtype": str(out_dtype), "output": str(out),
+        "compression": output.compression,
+    }
+    if reduce == "sum":   # each block's sum is float64-accumulated; the sums added exactly
+        return Job(operation="loglik", inputs=inputs, output=out, shape=out_shape,
+                   dtype=out_dtype, output_options=output, options=options,
+                   fingerprint=None, make_plan=make_plan, load=block.load,
+                   compute=block.compute,
+                   gather=lambda sums: np.array([math.fsum(sums)], out_dtype),
+                   summarize=math.fsum, describe=describe,
+                   result=lambda base, total: LoglikResult(**base, reduce=reduce,
+                                                           total=total),
+                   stack=stack)
+    return Job(operation="loglik", inputs=inputs, output=out, shape=out_shape,
+               dtype=out_dtype, output_options=output, options=options,
+               fingerprint=fingerprint, make_plan=make_plan,
+               load_plan=lambda d: RowPlan(**d), load=block.load, compute=block.compute,
+               describe=describe,
+               result=lambda base, _: LoglikResult(**base, reduce=reduce), stack=stack)
 
-        def compute(block: tuple[int, int, int], data: tuple) -> Any:
-            _, r0, r1 = block
-            xb, mub, sb = data
-            view = (writer_view[0].region_view(r0, 0, (r1 - r0, width))
-                    if writer_view and reduce == "none" else None)
-            try:
-                values = diag_gaussian_logpdf(xb, mub, reduce=reduce, out=view,
-                                              **{scale_name: sb})
-            except InputError as exc:     # name the files: "sigma must be ... (sigma: s.npy)"
-                raise InputError(f"{exc} (X: {x.address}, rows {r0}:{r1}; "
-                                 f"{_sources(params)})") from None
-            return None if view is not None and values is view else values
 
-        row_bytes = width * (x.dtype.itemsize * 3 + out_dtype.itemsize * 6)
-        row_bytes += sum(width * 8 * 2 for p in params.values() if p[1] is not None)
+class _BlockLoglik:
+    """One row block: ``load`` reads X's rows (and those of parameters of X's shape),
+    ``compute`` writes their log-likelihood into the block's output rows, or returns the
+    block's sum. Picklable (a dask task): readers travel as their addresses."""
 
-        def make_plan() -> RowPlan:
-            return plan_rows(n, row_bytes=row_bytes, overhead=_OVERHEAD, memory=memory,
-                             block_rows=block_rows, chunk_rows=chunk_rows,
-                             in_chunk_rows=x.chunk_rows,
-                             default_chunk_rows=default_chunk_rows(
-                                 n, (width if reduce == "none" else 1) * out_dtype.itemsize),
-                             min_blocks=shard.count if shard is not None else 1)
+    def __init__(self, x: ArrayReader, params: dict, scale_name: str, reduce: str,
+                 dtype: np.dtype) -> None:
+        self.x, self.params, self.scale_name = x, params, scale_name
+        self.reduce, self.dtype = reduce, dtype
 
-        if reduce == "sum":
-            plan = make_plan()
-            # each block's sum is float64-accumulated; the blocks' sums are added exactly
-            blocks = [(i, r0, r1) for i, (r0, r1) in enumerate(plan.row_blocks())]
-            if scheduler == "local":
-                sums = [compute(block, load(block)) for block in blocks]
-            else:                               # the blocks' sums from dask tasks
-                from .dask_backend import run_dask
-                from .engine import BlockTask
+    def _param(self, name: str, r0: int, r1: int) -> Any:
+        number, reader, array, _ = self.params[name]
+        if number is not None:
+            return self.dtype.type(number)
+        if reader is not None:
+            return reader.read_rows(r0, r1).astype(self.dtype, copy=False)
+        return array.astype(self.dtype, copy=False)
 
-                found: dict[int, float] = {}
-                run_dask(blocks, BlockTask(load, compute),
-                         lambda block, value: found.__setitem__(block[0], value),
-                         lambda block: None, scheduler=scheduler, address=dask_address,
-                         memory=plan.memory)
-                sums = [found[i] for i, _, _ in blocks]
-            total = math.fsum(sums)
-            out = None
-            if out_address is not None:
-                from .chain import write_whole  # the one-shot atomic writer
+    def load(self, block: tuple[int, int, int]) -> tuple[np.ndarray, Any, Any]:
+        _, r0, r1 = block
+        return (self.x.read_rows(r0, r1, allow_view=True).astype(self.dtype, copy=False),
+                self._param("mu", r0, r1), self._param(self.scale_name, r0, r1))
 
-                out = check_output(out_address, overwrite=overwrite, compression=compression,
-                                   inputs=_input_addresses(x, params))
-                write_whole(out, np.array([total], out_dtype), _attrs(
-                    command, x, params, scale_name, reduce, out_dtype, (1,)),
-                    overwrite=overwrite, compression=compression, chunk_rows=None)
-            return LoglikResult(output=out, shape=(1,), dtype=out_dtype, reduce=reduce,
-                                total=total, seconds=time.perf_counter() - started, plan=plan)
-
-        out = check_output(out_address, overwrite=overwrite, compression=compression,
-                           inputs=_input_addresses(x, params), resume=resume)
-        fingerprint = {
-            "operation": "loglik", "x": input_fingerprint(x.address, x.shape, x.dtype),
-            "params": {k: v[0] if v[0] is not None else
-                       input_fingerprint(v[3].address, v[3].shape, v[3].dtype)
-                       for k, v in params.items()},
-            "reduce": reduce, "dtype": str(out_dtype), "output": str(out),
-            "compression": compression,
-        }
-        output = open_output(stack, out, out_shape, out_dtype, fingerprint=fingerprint,
-                             resume=resume, make_plan=make_plan,
-                             load_plan=lambda d: RowPlan(**d), overwrite=overwrite,
-                             compression=compression, contiguous=chunk_rows is None,
-                             shard=shard)
-
-        writer_view.append(output.writer)
-
-        def store(block: tuple[int, int, int], values: np.ndarray | None) -> None:
-            if values is not None:                  # else computed straight into a .npy map
-                output.writer.write_rows(block[1], values)
-            output.writer.flush()
-
-        finish_output(output, lambda: stream_blocks(output, n, load, compute, store,
-                                                    progress=progress, desc="loglik",
-                                                    scheduler=scheduler,
-                                                    dask_address=dask_address),
-                      lambda _: _attrs(command, x, params, scale_name, reduce, out_dtype,
-                                       out_shape))
-    return LoglikResult(output=out, shape=out_shape, dtype=out_dtype, reduce=reduce,
-                        total=None, seconds=time.perf_counter() - started, plan=output.plan,
-                        shard_note=shard_summary(output))
+    def compute(self, block: tuple[int, int, int], data: tuple, out: np.ndarray | None,
+                advance: Any = None) -> Any:
+        _, r0, r1 = block
+        xb, mub, sb = data
+        try:
+            values = diag_gaussian_logpdf(xb, mub, reduce=self.reduce,
+                                          out=out if self.reduce == "none" else None,
+                                          **{self.scale_name: sb})
+        except InputError as exc:     # name the files: "sigma must be ... (sigma: s.npy)"
+            raise InputError(f"{exc} (X: {self.x.address}, rows {r0}:{r1}; "
+                             f"{_sources(self.params)})") from None
+        if out is None:
+            return values                       # the block's sum
+        if values is not out:
+            out[...] = values
+        return None
 
 
 def _input_addresses(x: ArrayReader, params: dict) -> list[ArrayAddress]:
@@ -251,13 +258,11 @@ def _sources(params: dict) -> str:
                      for name, p in params.items())
 
 
-def _attrs(command: str, x: ArrayReader, params: dict, scale_name: str, reduce: str,
-           dtype: np.dtype, shape: tuple[int, ...]) -> dict[str, Any]:
-    from .provenance import run_provenance
-
+def _attrs(header: dict[str, Any], x: ArrayReader, params: dict, scale_name: str,
+           reduce: str, dtype: np.dtype, shape: tuple[int, ...]) -> dict[str, Any]:
     described = {name: (number if number is not None else str(source.address))
                  for name, (number, _, _, source) in params.items()}
-    return {**run_provenance(command or "logmm.loglik(...)", _input_addresses(x, params)),
+    return {**header,
             "operation": "loglik", "x": str(x.address), "x_shape": list(x.shape),
             "scale": scale_name, **{k: str(v) for k, v in described.items()},
             "reduce": reduce, "dtype": str(dtype), "shape": list(shape)}

@@ -15,10 +15,10 @@ rounding (a GEMM's result may depend on how many rows it is given).
 
 from __future__ import annotations
 
-import time
+import weakref
 from collections.abc import Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,82 +26,40 @@ import numpy as np
 
 from .accumulate import LogSumAccumulator
 from .dask_backend import check_scheduler
-from .engine import Block, OpenOutput, finish_output, open_output, stream_blocks
-from .errors import InputError, UsageError
+from .engine import Block, Job, OutputOptions, RunOptions, RunResult, run
+from .errors import InputError
 from .io.addresses import ArrayAddress
 from .io.readers import ArrayReader, open_array, require_matrix
 from .io.resume import input_fingerprint
 from .io.writers import check_output, default_chunk_rows
-from .logmatmul import METHODS, ProductReport, check_no_posinf, logmatmulexp_report, result_dtype
+from .logmatmul import ProductReport, check_no_posinf, logmatmulexp_report
 from .plan import ProductPlan, plan_product
+from .policy import check_at_least_one, check_method, resolve_dtype
 from .resources import accepts_threads
-from .shards import Shard, parse_shard, shard_summary
+from .shards import Shard, parse_shard
 
-__all__ = ["MultiplyResult", "multiply", "resolve_dtype"]
+__all__ = ["MultiplyResult", "multiply", "prepare_multiply", "resolve_dtype"]
+
+Address = str | Path | ArrayAddress
 
 
-@dataclass
-class MultiplyResult:
-    """What :func:`multiply` wrote.
+@dataclass(kw_only=True)
+class MultiplyResult(RunResult):
+    """What :func:`multiply` wrote (the fields of :class:`logmm.engine.RunResult`, and:)
 
     Attributes
     ----------
-    output : ArrayAddress
-        The output address, dataset part filled in (``OUT.h5:/data``).
-    shape : tuple of int
-        ``(n, m)``.
-    dtype : numpy.dtype
-        float32 or float64.
     method : str
         ``auto``, ``fast`` or ``exact``.
     report : ProductReport
-        Entries per tier, summed over all blocks (``report.repaired``: recomputed entries).
-    seconds : float
-        Wall time from opening the inputs to the committed output.
-    block_rows : int
-        Rows of A per block.
+        Entries per tier, summed over the blocks this run computed
+        (``report.repaired``: recomputed entries).
     plan : ProductPlan
         Blocks, panels and contraction chunks used.
-    resumed_blocks : int
-        Row blocks found already stored by an interrupted run (``resume``).
-    shard_note : str or None
-        With ``shard``: which rows this shard wrote, and whether the output is finished.
     """
 
-    output: ArrayAddress
-    shape: tuple[int, int]
-    dtype: np.dtype
     method: str
     report: ProductReport
-    seconds: float
-    block_rows: int
-    plan: ProductPlan
-    resumed_blocks: int = 0
-    shard_note: str | None = None
-
-    @property
-    def path(self) -> Path:
-        """The output file or store on disk."""
-        return self.output.path
-
-
-def resolve_dtype(a_dtype: np.dtype, b_dtype: np.dtype,
-                  dtype: np.dtype | type | str | None = None) -> np.dtype:
-    """The result dtype, as :func:`logmm.logmatmul.result_dtype` decides it.
-
-    Raises
-    ------
-    UsageError
-        ``dtype`` is not float32 or float64 (a bad option, not bad data).
-    InputError
-        An input's dtype cannot hold log-values.
-    """
-    if dtype is not None:
-        try:
-            return result_dtype(a_dtype, b_dtype, dtype)
-        except InputError as exc:
-            raise UsageError(str(exc)) from None
-    return result_dtype(a_dtype, b_dtype)
 
 
 @accepts_threads
@@ -191,19 +149,31 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
     >>> result.shape, result.report.repaired  # doctest: +SKIP
     ((200, 32), 0)
     """
-    started = time.perf_counter()
-    shard = parse_shard(shard)
-    scheduler = check_scheduler(scheduler, dask_address)
-    if method not in METHODS:
-        raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    for name, value in (("block rows", block_rows), ("chunk rows", chunk_rows),
-                        ("memory budget", memory)):
-        if value is not None and value < 1:
-            raise UsageError(f"{name} must be at least 1, got {value}")
+    options = RunOptions(memory=memory, block_rows=block_rows, resume=resume,
+                         shard=parse_shard(shard),
+                         scheduler=check_scheduler(scheduler, dask_address),
+                         dask_address=dask_address, progress=progress, command=command)
+    return run(prepare_multiply(a_address, b_address, out_address, method=method, dtype=dtype,
+                                output=OutputOptions(overwrite=overwrite,
+                                                     compression=compression,
+                                                     chunk_rows=chunk_rows),
+                                options=options, provenance=provenance))
+
+
+def prepare_multiply(a_address: Address, b_address: Address, out_address: Address, *,
+                     method: str = "auto", dtype: np.dtype | type | str | None = None,
+                     output: OutputOptions | None = None, options: RunOptions | None = None,
+                     provenance: Mapping[str, Any] | None = None) -> Job:
+    """The :class:`logmm.engine.Job` of :func:`multiply` (same parameters, grouped):
+    inputs opened and checked, output checked, plan and fingerprint made."""
+    output, options = output or OutputOptions(), options or RunOptions()
+    check_method(method)
+    check_at_least_one(block_rows=options.block_rows, chunk_rows=output.chunk_rows,
+                       memory=options.memory)
     if dtype is not None:
         resolve_dtype(np.dtype(np.float64), np.dtype(np.float64), dtype)  # validate early
-
-    with ExitStack() as stack:
+    stack = ExitStack()
+    try:
         a = stack.enter_context(open_array(a_address))
         b = stack.enter_context(open_array(b_address))
         require_matrix(a, "A")
@@ -215,126 +185,145 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
                 f"A's columns ({k}) must equal B's rows ({k_b})"
             )
         out_dtype = resolve_dtype(a.dtype, b.dtype, dtype)
-        out = check_output(out_address, overwrite=overwrite, compression=compression,
-                           inputs=(a.address, b.address),
-                           resume=resume)
-        if not command:
-            command = _python_call(a.address, b.address, out, method, dtype)
+        out = check_output(out_address, overwrite=output.overwrite,
+                           compression=output.compression, inputs=(a.address, b.address),
+                           resume=options.resume)
+    except BaseException:
+        stack.close()
+        raise
+    if not options.command:
+        options = replace(options, command=_python_call(a.address, b.address, out, method,
+                                                        dtype))
+    fingerprint = {
+        "operation": "multiply", "a": input_fingerprint(a.address, a.shape, a.dtype),
+        "b": input_fingerprint(b.address, b.shape, b.dtype), "method": method,
+        "dtype": str(out_dtype), "output": str(out), "compression": output.compression,
+    }
 
-        fingerprint = {
-            "operation": "multiply", "a": input_fingerprint(a.address, a.shape, a.dtype),
-            "b": input_fingerprint(b.address, b.shape, b.dtype), "method": method,
-            "dtype": str(out_dtype), "output": str(out), "compression": compression,
-        }
+    def make_plan(options: RunOptions) -> ProductPlan:
+        return plan_product(
+            n, k, m, a_itemsize=a.dtype.itemsize, b_itemsize=b.dtype.itemsize,
+            a_read_copies=3 if a.decodes_chunks else 2,
+            itemsize=out_dtype.itemsize, memory=options.memory,
+            block_rows=options.block_rows,
+            chunk_rows=output.chunk_rows, a_chunk_rows=a.chunk_rows,
+            default_chunk_rows=default_chunk_rows(n, m * out_dtype.itemsize),
+            min_blocks=options.min_blocks)
 
-        def make_plan() -> ProductPlan:
-            return plan_product(
-                n, k, m, a_itemsize=a.dtype.itemsize, b_itemsize=b.dtype.itemsize,
-                a_read_copies=3 if a.decodes_chunks else 2,
-                itemsize=out_dtype.itemsize, memory=memory, block_rows=block_rows,
-                chunk_rows=chunk_rows, a_chunk_rows=a.chunk_rows,
-                default_chunk_rows=default_chunk_rows(n, m * out_dtype.itemsize),
-                min_blocks=shard.count if shard is not None else 1)
+    product = _BlockProduct(a, b, method, out_dtype)
 
-        output = open_output(stack, out, (n, m), out_dtype, fingerprint=fingerprint,
-                             resume=resume, make_plan=make_plan,
-                             load_plan=lambda d: ProductPlan(**d), overwrite=overwrite,
-                             compression=compression, contiguous=chunk_rows is None,
-                             shard=shard)
-        plan = output.plan
-        report = finish_output(
-            output, lambda: _run_product(a, b, output, method, out_dtype, progress, scheduler,
-                                         dask_address),
-            lambda report: _provenance(a.address, b.address, (n, k), (k_b, m), method,
-                                       out_dtype, report, command, plan) | dict(provenance or {}))
-    return MultiplyResult(
-        output=out, shape=(n, m), dtype=out_dtype, method=method, report=report,
-        seconds=time.perf_counter() - started, block_rows=plan.block_rows, plan=plan,
-        resumed_blocks=output.resumed_blocks, shard_note=shard_summary(output),
-    )
+    def describe(header: dict[str, Any], report: ProductReport,
+                 plan: ProductPlan) -> dict[str, Any]:
+        return _provenance(header, a.address, b.address, (n, k), (k_b, m), method, out_dtype,
+                           report, plan) | dict(provenance or {})
+
+    return Job(operation="multiply", inputs=[a.address, b.address], output=out,
+               shape=(n, m), dtype=out_dtype, output_options=output, options=options,
+               fingerprint=fingerprint, make_plan=make_plan,
+               load_plan=lambda d: ProductPlan(**d), load=product.load,
+               compute=product.compute, use_plan=product.use_plan,
+               summarize=_total_report, describe=describe,
+               result=lambda base, report: MultiplyResult(**base, method=method,
+                                                          report=report),
+               stack=stack)
 
 
-def _run_product(a: ArrayReader, b: ArrayReader, output: OpenOutput[ProductPlan],
-                 method: str, out_dtype: np.dtype, progress: bool, scheduler: Any = "local",
-                 dask_address: str | None = None) -> ProductReport:
-    """Stream the listed row blocks through the kernel into ``writer``.
+def _total_report(reports: list[ProductReport]) -> ProductReport:
+    total = ProductReport()
+    for report in reports:
+        total += report
+    return total
 
-    B resident: read once, then each block of A is read ahead on a thread, multiplied, and
-    written behind. Otherwise each block of A is multiplied panel by panel of B (read per
-    block), and with a contraction split each panel's partial products are combined by
-    :class:`logmm.accumulate.LogSumAccumulator`.
+
+class _BlockProduct:
+    """One row block of C: ``load`` reads A's rows, ``compute`` multiplies them by B into
+    the block's output rows and returns the kernel's report.
+
+    B resident (the plan's ``b_resident``): read once, at the first block. Otherwise each
+    block of A is multiplied panel by panel of B (read per block), and with a
+    contraction split each panel's partial products are combined by
+    :class:`logmm.accumulate.LogSumAccumulator`. Picklable (a dask task): the readers
+    travel as their addresses.
     """
-    writer, plan = output.writer, output.plan
-    report = ProductReport()
-    B = None
-    if plan.b_resident:
-        B = b.read_all().astype(out_dtype, copy=False)
-        check_no_posinf(B, f"B ({b.address})")
-    panels, chunks = plan.col_panels(), plan.k_chunks()
 
-    def product(A_part: np.ndarray, B_part: np.ndarray, where: str, tally: list[ProductReport],
-                out: np.ndarray | None = None) -> np.ndarray:
+    def __init__(self, a: ArrayReader, b: ArrayReader, method: str, dtype: np.dtype) -> None:
+        self.a, self.b, self.method, self.dtype = a, b, method, dtype
+        self.plan: ProductPlan | None = None
+        self.B: np.ndarray | None = None
+
+    def use_plan(self, plan: ProductPlan) -> None:
+        """Cut blocks by ``plan`` (the recorded one when resuming)."""
+        self.plan = plan
+
+    def load(self, block: Block) -> np.ndarray | None:
+        _, r0, r1 = block
+        plan = self._plan()
+        return self.a.read_rows(r0, r1, allow_view=True) if len(plan.k_chunks()) <= 1 else None
+
+    def compute(self, block: Block, A_rows: np.ndarray | None, out: np.ndarray,
+                advance: Any = None) -> ProductReport:
+        _, r0, r1 = block
+        a, b, plan = self.a, self.b, self._plan()
+        where = f"A ({a.address}, rows {r0}:{r1})"
+        tally = [ProductReport()]
+        if plan.b_resident:
+            self.product(A_rows, self._resident_b(), where, tally, out=out)
+            return tally[0]
+        for c0, c1 in plan.col_panels():
+            if A_rows is not None:
+                B_panel = b.read_region(0, b.shape[0], c0, c1).astype(self.dtype, copy=False)
+                out[:, c0:c1] = self.product(A_rows, B_panel, where, tally)
+                continue
+            acc = LogSumAccumulator((r1 - r0, c1 - c0), np.float64)
+            for k0, k1 in plan.k_chunks():
+                B_part = b.read_region(k0, k1, c0, c1).astype(self.dtype, copy=False)
+                acc.add(self.product(a.read_region(r0, r1, k0, k1), B_part,
+                                     f"A ({a.address}, rows {r0}:{r1}, columns {k0}:{k1})",
+                                     tally))
+            out[:, c0:c1] = acc.result(self.dtype)
+        return tally[0]
+
+    def product(self, A_part: np.ndarray | None, B_part: np.ndarray, where: str,
+                tally: list[ProductReport], out: np.ndarray | None = None) -> np.ndarray:
+        """The kernel on one part; its errors name the file and rows
+        (``A (a.h5:/a, rows 0:512) …``)."""
         try:
-            C, part_report = logmatmulexp_report(A_part, B_part, method=method, dtype=out_dtype,
-                                                 out=out)
-        except InputError as exc:  # name the file and rows: "A (a.h5:/a, rows 0:512) …"
+            C, part_report = logmatmulexp_report(A_part, B_part, method=self.method,
+                                                 dtype=self.dtype, out=out)
+        except InputError as exc:
             msg = str(exc)
             msg = f"{where} {msg[2:]}" if msg[:2] in ("A ", "B ") else f"{msg} ({where})"
             raise InputError(msg) from exc
         tally[0] += part_report
         return C
 
-    def load(block: Block) -> np.ndarray | None:
-        _, r0, r1 = block
-        return a.read_rows(r0, r1, allow_view=True) if len(chunks) <= 1 else None
+    def _plan(self) -> ProductPlan:
+        assert self.plan is not None, "use_plan() first"
+        return self.plan
 
-    def compute(block: Block, A_rows: np.ndarray | None) -> tuple[list, ProductReport]:
-        """The block's regions ``[(first column, C part), ...]`` and its kernel report
-        (returned rather than added up here: under dask this runs in a worker)."""
-        _, r0, r1 = block
-        where = f"A ({a.address}, rows {r0}:{r1})"
-        tally = [ProductReport()]
-        if B is not None:
-            view = writer.region_view(r0, 0, (r1 - r0, plan.m))
-            if view is not None:                 # computed straight into the output
-                product(A_rows, B, where, tally, out=view)
-                return [], tally[0]
-            return [(0, product(A_rows, B, where, tally))], tally[0]
-        regions = []
-        for c0, c1 in panels:
-            if A_rows is not None:
-                B_panel = b.read_region(0, b.shape[0], c0, c1).astype(out_dtype, copy=False)
-                regions.append((c0, product(A_rows, B_panel, where, tally)))
-                continue
-            acc = LogSumAccumulator((r1 - r0, c1 - c0), np.float64)
-            for k0, k1 in chunks:
-                B_part = b.read_region(k0, k1, c0, c1).astype(out_dtype, copy=False)
-                acc.add(product(a.read_region(r0, r1, k0, k1), B_part,
-                                f"A ({a.address}, rows {r0}:{r1}, columns {k0}:{k1})", tally))
-            regions.append((c0, acc.result(out_dtype)))
-        return regions, tally[0]
-
-    def store(block: Block, computed: tuple[list, ProductReport]) -> None:
-        nonlocal report
-        _, r0, _ = block
-        regions, block_report = computed
-        for c0, C in regions:
-            writer.write_region(r0, c0, C)
-        writer.flush()
-        report += block_report
-
-    stream_blocks(output, plan.n, load, compute, store, progress=progress, desc="multiply",
-                  scheduler=scheduler, dask_address=dask_address)
-    return report
+    def _resident_b(self) -> np.ndarray:
+        """B, read once per process: a dask worker gets a fresh copy of this object with
+        every task, but the same reader (:func:`logmm.dask_backend.reopen_reader`), so B
+        is kept with the reader for the worker's later tasks."""
+        if self.B is None:
+            cached = _RESIDENT_B.get(self.b)
+            if cached is None or cached.dtype != self.dtype:
+                cached = self.b.read_all().astype(self.dtype, copy=False)
+                check_no_posinf(cached, f"B ({self.b.address})")
+                _RESIDENT_B[self.b] = cached
+            self.B = cached
+        return self.B
 
 
-def _provenance(a: ArrayAddress, b: ArrayAddress, a_shape: tuple[int, int],
-                b_shape: tuple[int, int], method: str, dtype: np.dtype, report: ProductReport,
-                command: str, plan: ProductPlan) -> dict[str, Any]:
-    from .provenance import run_provenance
+#: B of a product, per open reader of B (gone with the reader)
+_RESIDENT_B: weakref.WeakKeyDictionary[ArrayReader, np.ndarray] = weakref.WeakKeyDictionary()
 
+
+def _provenance(header: dict[str, Any], a: ArrayAddress, b: ArrayAddress,
+                a_shape: tuple[int, int], b_shape: tuple[int, int], method: str,
+                dtype: np.dtype, report: ProductReport, plan: ProductPlan) -> dict[str, Any]:
     return {
-        **run_provenance(command, [a, b]),
+        **header,
         "operation": "multiply",
         "method": method,
         "a": str(a),

@@ -24,17 +24,16 @@ that of an uninterrupted one.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .dask_backend import check_scheduler
-from .engine import Block, finish_output, open_output, stream_blocks
+from .engine import Block, Job, OutputOptions, RunOptions, RunResult, run
 from .errors import InputError, UsageError
 from .io.addresses import ArrayAddress
 from .io.readers import ArrayReader, open_array, require_matrix
@@ -42,12 +41,12 @@ from .io.resume import input_fingerprint
 from .io.writers import check_output, default_chunk_rows
 from .kron import DENSIFY_ABOVE, SEMIRINGS, Identity, block_project, kron_matvec
 from .logmatmul import check_no_posinf
-from .multiply import resolve_dtype
 from .plan import KERNEL_OVERHEAD, RowPlan, plan_rows
+from .policy import check_at_least_one, check_choice, resolve_dtype
 from .resources import accepts_threads
-from .shards import Shard, parse_shard, shard_summary
+from .shards import Shard, parse_shard
 
-__all__ = ["ProjectResult", "project", "project_row_bytes"]
+__all__ = ["ProjectResult", "prepare_project", "project", "project_row_bytes"]
 
 #: fixed scratch of the real semiring (GEMM threads, small temporaries)
 REAL_OVERHEAD = 8 << 20
@@ -59,51 +58,23 @@ Address = str | Path | ArrayAddress
 FactorSpec = Address | Identity
 
 
-@dataclass
-class ProjectResult:
-    """What :func:`project` wrote.
+@dataclass(kw_only=True)
+class ProjectResult(RunResult):
+    """What :func:`project` wrote (the fields of :class:`logmm.engine.RunResult`, and:)
 
     Attributes
     ----------
-    output : ArrayAddress
-        The output address, dataset part filled in (``OUT.h5:/data``).
-    shape : (int, int)
-        ``(n, Π mᵢ)``; with ``blocks``, ``(n, K·p)``.
-    dtype : numpy.dtype
-        float32 or float64.
     semiring : str
         ``real`` or ``log``.
     operator : str
         The operator, e.g. ``I_6 ⊗ w.npy`` or ``f1.npy ⊗ I_2 ⊗ f2.npy``.
     sparse : bool
         X was read as a sparse CSR matrix.
-    seconds : float
-        Wall time from opening the inputs to the committed output.
-    block_rows : int
-        Rows of X per block.
-    plan : RowPlan
-    resumed_blocks : int
-        Row blocks found already stored by an interrupted run (``resume``).
-    shard_note : str or None
-        With ``shard``: which rows this shard wrote, and whether the output is finished.
     """
 
-    output: ArrayAddress
-    shape: tuple[int, int]
-    dtype: np.dtype
     semiring: str
     operator: str
     sparse: bool
-    seconds: float
-    block_rows: int
-    plan: RowPlan
-    resumed_blocks: int = 0
-    shard_note: str | None = None
-
-    @property
-    def path(self) -> Path:
-        """The output file or store on disk."""
-        return self.output.path
 
 
 @accepts_threads
@@ -174,13 +145,31 @@ def project(x_address: Address, out_address: Address, *, w_address: Address | No
     >>> project("x.h5:/x", "y.h5", w_address="w.npy", blocks=6)  # doctest: +SKIP
     >>> project("x.npz", "y.npy", factors=["f1.npy", Identity(2), "f2.npy"])  # doctest: +SKIP
     """
-    started = time.perf_counter()
-    shard = parse_shard(shard)
-    scheduler = check_scheduler(scheduler, dask_address)
-    specs = _check_options(w_address, blocks, factors, semiring, dtype,
-                           block_rows=block_rows, chunk_rows=chunk_rows, memory=memory)
+    options = RunOptions(memory=memory, block_rows=block_rows, resume=resume,
+                         shard=parse_shard(shard),
+                         scheduler=check_scheduler(scheduler, dask_address),
+                         dask_address=dask_address, progress=progress, command=command)
+    return run(prepare_project(x_address, out_address, w_address=w_address, blocks=blocks,
+                               factors=factors, semiring=semiring, dtype=dtype,
+                               output=OutputOptions(overwrite=overwrite,
+                                                    compression=compression,
+                                                    chunk_rows=chunk_rows),
+                               options=options))
 
-    with ExitStack() as stack:
+
+def prepare_project(x_address: Address, out_address: Address, *,
+                    w_address: Address | None = None, blocks: int | None = None,
+                    factors: Sequence[FactorSpec] = (), semiring: str = "real",
+                    dtype: np.dtype | type | str | None = None,
+                    output: OutputOptions | None = None,
+                    options: RunOptions | None = None) -> Job:
+    """The :class:`logmm.engine.Job` of :func:`project` (same parameters, grouped)."""
+    output, options = output or OutputOptions(), options or RunOptions()
+    specs = _check_options(w_address, blocks, factors, semiring, dtype,
+                           block_rows=options.block_rows, chunk_rows=output.chunk_rows,
+                           memory=options.memory)
+    stack = ExitStack()
+    try:
         x = stack.enter_context(open_array(x_address, sparse=True))
         require_matrix(x, "X")
         operands: list[np.ndarray | Identity] = []
@@ -204,63 +193,61 @@ def project(x_address: Address, out_address: Address, *, w_address: Address | No
         operands = [op if isinstance(op, Identity)
                     else _cast_operand(op, out_dtype, semiring, f"{role} ({r.address})")
                     for (role, _), op, r in zip(specs, operands, readers, strict=True)]
-
-        out = check_output(out_address, overwrite=overwrite, compression=compression,
+        out = check_output(out_address, overwrite=output.overwrite,
+                           compression=output.compression,
                            inputs=[x.address] + [r.address for r in readers if r is not None],
-                           resume=resume)
-        names = [str(op) if isinstance(op, Identity) else str(r.address)
-                 for op, r in zip(operands, readers, strict=True)]
-        operator = _operator(names, operands, blocks)
-        if not command:
-            command = _python_call(x.address, out, readers, operands, blocks, semiring, dtype)
+                           resume=options.resume)
+    except BaseException:
+        stack.close()
+        raise
+    names = [str(op) if isinstance(op, Identity) else str(r.address)
+             for op, r in zip(operands, readers, strict=True)]
+    operator = _operator(names, operands, blocks)
+    if not options.command:
+        options = replace(options, command=_python_call(x.address, out, readers, operands,
+                                                        blocks, semiring, dtype))
+    fingerprint = {
+        "operation": "project", "x": input_fingerprint(x.address, x.shape, x.dtype),
+        "operator": [{"identity": op.n} if isinstance(op, Identity)
+                     else input_fingerprint(r.address, r.shape, r.dtype)
+                     for op, r in zip(operands, readers, strict=True)],
+        "blocks": blocks, "semiring": semiring, "dtype": str(out_dtype),
+        "output": str(out), "compression": output.compression,
+    }
+    kernel_ops = [op for op in operands if not isinstance(op, Identity)]
+    row_bytes = project_row_bytes(
+        width=width, out_width=out_width, max_width=_max_width(x, operands, blocks),
+        x_itemsize=x.dtype.itemsize, itemsize=out_dtype.itemsize, semiring=semiring,
+        read_copies=3 if x.decodes_chunks else 2,
+        nnz_per_row=-(-x.nnz // max(n, 1)) if x.is_sparse else None)
+    resident = 2 * sum(op.nbytes for op in kernel_ops)
+    if x.is_sparse and x.address.format == "npz":
+        resident += x.nbytes                          # a .npz is loaded whole
+    chunk_rows = output.chunk_rows
 
-        fingerprint = {
-            "operation": "project", "x": input_fingerprint(x.address, x.shape, x.dtype),
-            "operator": [{"identity": op.n} if isinstance(op, Identity)
-                         else input_fingerprint(r.address, r.shape, r.dtype)
-                         for op, r in zip(operands, readers, strict=True)],
-            "blocks": blocks, "semiring": semiring, "dtype": str(out_dtype),
-            "output": str(out), "compression": compression,
-        }
-        kernel_ops = [op for op in operands if not isinstance(op, Identity)]
-        row_bytes = project_row_bytes(
-            width=width, out_width=out_width, max_width=_max_width(x, operands, blocks),
-            x_itemsize=x.dtype.itemsize, itemsize=out_dtype.itemsize, semiring=semiring,
-            read_copies=3 if x.decodes_chunks else 2,
-            nnz_per_row=-(-x.nnz // max(n, 1)) if x.is_sparse else None)
-        resident = 2 * sum(op.nbytes for op in kernel_ops)
-        if x.is_sparse and x.address.format == "npz":
-            resident += x.nbytes                          # a .npz is loaded whole
+    def make_plan(options: RunOptions) -> RowPlan:
+        return plan_rows(
+            n, row_bytes=row_bytes, resident=resident,
+            overhead=KERNEL_OVERHEAD if semiring == "log" else REAL_OVERHEAD,
+            memory=options.memory, block_rows=options.block_rows, chunk_rows=chunk_rows,
+            in_chunk_rows=x.chunk_rows,
+            default_chunk_rows=default_chunk_rows(n, out_width * out_dtype.itemsize),
+            min_blocks=options.min_blocks)
 
-        def make_plan() -> RowPlan:
-            return plan_rows(
-                n, row_bytes=row_bytes, resident=resident,
-                overhead=KERNEL_OVERHEAD if semiring == "log" else REAL_OVERHEAD,
-                memory=memory, block_rows=block_rows, chunk_rows=chunk_rows,
-                in_chunk_rows=x.chunk_rows,
-                default_chunk_rows=default_chunk_rows(n, out_width * out_dtype.itemsize),
-                min_blocks=shard.count if shard is not None else 1)
+    def describe(header: dict[str, Any], _: Any, plan: RowPlan) -> dict[str, Any]:
+        return _provenance(header, x, readers, operands, blocks, semiring, out_dtype,
+                           operator, plan, (n, out_width))
 
-        output = open_output(stack, out, (n, out_width), out_dtype, fingerprint=fingerprint,
-                             resume=resume, make_plan=make_plan,
-                             load_plan=lambda d: RowPlan(**d), overwrite=overwrite,
-                             compression=compression, contiguous=chunk_rows is None,
-                             shard=shard)
-        plan = output.plan
-
-        def run() -> None:
-            _run_projection(x, operands, blocks, semiring, out_dtype, output, n, progress,
-                            scheduler, dask_address)
-
-        finish_output(output, run, lambda _: _provenance(
-            x, readers, operands, blocks, semiring, out_dtype, command, operator, plan,
-            (n, out_width)))
-    return ProjectResult(
-        output=out, shape=(n, out_width), dtype=out_dtype, semiring=semiring,
-        operator=operator, sparse=x.is_sparse, seconds=time.perf_counter() - started,
-        block_rows=plan.block_rows, plan=plan, resumed_blocks=output.resumed_blocks,
-        shard_note=shard_summary(output),
-    )
+    block = _BlockProjection(x, operands, blocks, semiring, out_dtype)
+    return Job(operation="project",
+               inputs=[x.address] + [r.address for r in readers if r is not None],
+               output=out, shape=(n, out_width), dtype=out_dtype, output_options=output,
+               options=options, fingerprint=fingerprint, make_plan=make_plan,
+               load_plan=lambda d: RowPlan(**d), load=block.load, compute=block.compute,
+               describe=describe,
+               result=lambda base, _: ProjectResult(**base, semiring=semiring,
+                                                    operator=operator, sparse=x.is_sparse),
+               stack=stack)
 
 
 def project_row_bytes(*, width: int, out_width: int, max_width: int, x_itemsize: int,
@@ -298,12 +285,8 @@ def _check_options(w_address: Address | None, blocks: int | None,
                    block_rows: int | None, chunk_rows: int | None,
                    memory: int | None) -> list[tuple[str, FactorSpec]]:
     """Validate the options; return ``(role, address or Identity)`` per Kronecker factor."""
-    if semiring not in SEMIRINGS:
-        raise UsageError(f"unknown semiring {semiring!r}; choose one of {', '.join(SEMIRINGS)}")
-    for name, value in (("block rows", block_rows), ("chunk rows", chunk_rows),
-                        ("memory budget", memory)):
-        if value is not None and value < 1:
-            raise UsageError(f"{name} must be at least 1, got {value}")
+    check_choice("semiring", semiring, SEMIRINGS)
+    check_at_least_one(block_rows=block_rows, chunk_rows=chunk_rows, memory=memory)
     if dtype is not None:
         resolve_dtype(np.dtype(np.float64), np.dtype(np.float64), dtype)  # validate early
     factors = list(factors)
@@ -374,38 +357,34 @@ def _max_width(x: ArrayReader, operands: list[Any], blocks: int | None) -> int:
 # ----------------------------------------------------------------------------- running
 
 
-def _run_projection(x: ArrayReader, operands: list[Any], blocks: int | None, semiring: str,
-                    out_dtype: np.dtype, output: Any, n: int, progress: bool,
-                    scheduler: Any = "local", dask_address: str | None = None) -> None:
-    """Stream the pending row blocks of X through the kernel into the writer."""
-    writer = output.writer
-    W = operands[1] if blocks is not None else None
+class _BlockProjection:
+    """One row block: ``load`` reads X's rows, ``compute`` projects them into the block's
+    output rows. Picklable (a dask task): the reader travels as its address."""
 
-    def load(block: Block) -> Any:
-        _, r0, r1 = block
-        return x.read_rows(r0, r1, allow_view=True)
+    def __init__(self, x: ArrayReader, operands: list[Any], blocks: int | None,
+                 semiring: str, dtype: np.dtype) -> None:
+        self.x, self.operands, self.blocks = x, operands, blocks
+        self.semiring, self.dtype = semiring, dtype
+        self.W = operands[1] if blocks is not None else None
 
-    def compute(block: Block, rows: Any) -> np.ndarray:
+    def load(self, block: Block) -> Any:
         _, r0, r1 = block
-        if rows.dtype != out_dtype:
-            rows = rows.astype(out_dtype)
+        return self.x.read_rows(r0, r1, allow_view=True)
+
+    def compute(self, block: Block, rows: Any, out: np.ndarray, advance: Any = None) -> None:
+        _, r0, r1 = block
+        if rows.dtype != self.dtype:
+            rows = rows.astype(self.dtype)
         try:
-            if W is not None:
-                Y = block_project(rows, W, blocks, semiring=semiring)
+            if self.W is not None:
+                Y = block_project(rows, self.W, self.blocks, semiring=self.semiring)
             else:
-                Y = kron_matvec(operands, rows, semiring=semiring)
+                Y = kron_matvec(self.operands, rows, semiring=self.semiring)
         except InputError as exc:   # name the file and rows: "X (x.h5:/x, rows 0:512) …"
-            where, msg = f"X ({x.address}, rows {r0}:{r1})", str(exc)
+            where, msg = f"X ({self.x.address}, rows {r0}:{r1})", str(exc)
             raise InputError(f"{where} {msg[2:]}" if msg.startswith(("A ", "X ")) else
                              f"{where}: {msg}") from exc
-        return Y.astype(out_dtype, copy=False)
-
-    def store(block: Block, Y: np.ndarray) -> None:
-        writer.write_rows(block[1], Y)
-        writer.flush()
-
-    stream_blocks(output, n, load, compute, store, progress=progress, desc="project",
-                  scheduler=scheduler, dask_address=dask_address)
+        out[...] = Y
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -417,13 +396,11 @@ def _operator(names: list[str], operands: list[Any], blocks: int | None) -> str:
                       for name, op in zip(names, operands, strict=True))
 
 
-def _provenance(x: ArrayReader, readers: list[ArrayReader | None], operands: list[Any],
-                blocks: int | None, semiring: str, dtype: np.dtype, command: str,
+def _provenance(header: dict[str, Any], x: ArrayReader, readers: list[ArrayReader | None],
+                operands: list[Any], blocks: int | None, semiring: str, dtype: np.dtype,
                 operator: str, plan: RowPlan, shape: tuple[int, int]) -> dict[str, Any]:
-    from .provenance import run_provenance
-
     attrs: dict[str, Any] = {
-        **run_provenance(command, [x.address] + [r.address for r in readers if r is not None]),
+        **header,
         "operation": "project",
         "semiring": semiring,
         "operator": operator,

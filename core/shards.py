@@ -40,7 +40,6 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
-from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -66,8 +65,7 @@ from .plan import row_ranges
 
 __all__ = [
     "MARKER_DIR",
-    "PLAN_ONLY",
-    "Planned",
+    "PlannedRun",
     "MergeResult",
     "Shard",
     "ShardState",
@@ -157,41 +155,37 @@ def digest(fingerprint: Mapping[str, Any]) -> str:
 
 # ----------------------------------------------------------------------------- planning
 
-#: set by ``logmm plan``: engines stop at :func:`logmm.engine.open_output` with a
-#: :class:`Planned` exception instead of computing
-PLAN_ONLY: ContextVar[bool] = ContextVar("logmm_plan_only", default=False)
+@dataclass(frozen=True)
+class PlannedRun:
+    """What :func:`logmm.engine.plan_job` found: the plan of a command, its output, and
+    the Zarr store it created for its shards (or None)."""
 
-
-class Planned(Exception):  # noqa: N818 - a signal, not an error
-    """Raised by :func:`logmm.engine.open_output` under :data:`PLAN_ONLY`: the plan of the
-    command, and the Zarr store it created for its shards (or None)."""
-
-    def __init__(self, plan: Any, output: ArrayAddress, shape: tuple[int, ...],
-                 dtype: np.dtype, store: Path | None) -> None:
-        super().__init__("planned")
-        self.plan, self.output, self.shape, self.dtype, self.store = (plan, output, shape,
-                                                                     dtype, store)
+    plan: Any
+    output: ArrayAddress
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    store: Path | None
 
 
 def planned(out: ArrayAddress, shape: tuple[int, ...], dtype: np.dtype, *,
             fingerprint: dict[str, Any], make_plan: Callable[[], Any],
             load_plan: Callable[[dict[str, Any]], Any], compression: str | None,
-            shard: Shard | None) -> Planned:
-    """The :class:`Planned` signal for a command; with a shard count and a Zarr output, the
+            shard: Shard | None) -> PlannedRun:
+    """The :class:`PlannedRun` of a command; with a shard count and a Zarr output, the
     shared store is created first (empty, with the plan every shard will then use)."""
     if shard is not None and out.format == "zarr":
         _, plan = _open_shared_store(out, shape, dtype, fingerprint=digest(fingerprint),
                                      count=shard.count, make_plan=make_plan,
                                      load_plan=load_plan, compression=compression)
-        return Planned(plan, out, shape, dtype, partial_path(out.path))
-    return Planned(make_plan(), out, shape, dtype, None)
+        return PlannedRun(plan, out, shape, dtype, partial_path(out.path))
+    return PlannedRun(make_plan(), out, shape, dtype, None)
 
 
 def _mib(nbytes: int) -> str:
     return f"{nbytes / (1 << 20):.1f} MiB"
 
 
-def describe_plan(signal: Planned, count: int | None,
+def describe_plan(signal: PlannedRun, count: int | None,
                   sources: dict[str, str] | None = None) -> str:
     """What ``logmm plan`` prints: the blocks, and each shard's blocks and rows;
     ``sources``: where the memory budget came from and the thread count, in words."""
@@ -387,6 +381,10 @@ class SharedZarrWriter(ArrayWriter):
             raise ValueError(f"rows {rows.start}:{rows.stop} are not shard {self.shard}'s "
                              f"({self.rows[0]}:{self.rows[1]})")
         self._arr[key] = block
+
+    def task_target(self) -> Any:
+        """The shared store's array (rows addressed in the whole output)."""
+        return (self._arr, 0) if self._arr is not None else None
 
     def _store_attrs(self, attrs: dict[str, Any]) -> None:
         pass                                # in the marker, summed at the end

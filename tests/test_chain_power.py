@@ -15,14 +15,13 @@ import pytest
 import logmm.chain as chain_mod
 from logmm import logmatmulexp
 from logmm.chain import (
-    chain_files,
     chain_order,
     log_chain,
     log_identity,
     log_power,
-    power_file,
     power_schedule,
 )
+from logmm.chain_files import chain_files, power_file
 from logmm.errors import InputError, OutputExistsError, UsageError
 
 RNG = np.random.default_rng(5)
@@ -408,7 +407,7 @@ def test_chain_streams_a_large_first_factor_through_the_multiply_engine(tmp_path
     """M1 (6000x20) is the large one and the cheapest order is (M1 (M2 M3)): M1's rows
     are streamed in blocks against R = M2 M3 computed in memory."""
     from logmm import adversarial, logmatmulexp
-    from logmm.chain import chain_files
+    from logmm.chain_files import chain_files
     from logmm.io import open_array
 
     M1, M2 = adversarial.banded(6000, 20, 15, fraction=0.2, seed=1)

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
-from logmm.chain import ChainResult, chain_files
+from logmm.chain_files import ChainResult, chain_files
 from logmm.errors import UsageError
 
 from ..options import (

@@ -6,19 +6,20 @@ from typing import Any
 
 import click
 
-from logmm.einsum_files import EINSUM_SEMIRINGS, einsum_files
+from logmm.einsum_files import EINSUM_SEMIRINGS, prepare_einsum
 
 from ..options import (
     ADDRESS,
-    command_line,
     dtype_option,
+    job_options,
     method_option,
     output_option,
     overwrite_option,
+    planning,
     report_result,
     reporting_options,
-    resolve_progress,
     row_streaming_options,
+    run_job,
     storage_options,
 )
 from .chain import explain_option, summary_line
@@ -72,12 +73,14 @@ def einsum(ctx: click.Context, subscripts: str, operands: tuple[str, ...], outpu
            scheduler: str, dask_address: str | None, compression: str | None,
            chunk_rows: int | None, quiet: bool, progress: bool | None) -> None:
     """einsum over arrays in files: log-sum-exp (default), max or ordinary sums."""
-    result = einsum_files(
+    out_options, run_options = job_options(
+        ctx, overwrite=overwrite, compression=compression, chunk_rows=chunk_rows,
+        memory=memory, block_rows=block_rows, resume=resume, shard=shard, scheduler=scheduler,
+        dask_address=dask_address, progress=progress, quiet=quiet)
+    result = run_job(ctx, prepare_einsum(
         subscripts, operands, output, semiring=semiring, method=method, dtype=dtype,
-        overwrite=overwrite, compression=compression, chunk_rows=chunk_rows,
-        progress=resolve_progress(progress, quiet), command=command_line(ctx),
+        output=out_options, options=run_options,
         explain=(lambda text: click.echo(text, err=True)) if explain else None,
-        memory=memory, block_rows=block_rows, resume=resume, shard=shard,
-        scheduler=scheduler, dask_address=dask_address,
-    )
-    report_result(result, summary_line, quiet)
+        stream=True if planning(ctx) else None))
+    if result is not None:
+        report_result(result, summary_line, quiet)

@@ -7,18 +7,17 @@ from typing import Any
 import click
 
 from logmm.gaussian import REDUCTIONS
-from logmm.loglik import LoglikResult
-from logmm.loglik import loglik as run_loglik
+from logmm.loglik import LoglikResult, prepare_loglik
 
 from ..options import (
     ADDRESS,
-    command_line,
     dtype_option,
+    job_options,
     overwrite_option,
     report_result,
     reporting_options,
-    resolve_progress,
     row_streaming_options,
+    run_job,
     storage_options,
 )
 
@@ -63,12 +62,15 @@ def loglik(ctx: click.Context, x: str, mu: str, sigma: str | None, rho: str | No
            compression: str | None, chunk_rows: int | None, quiet: bool,
            progress: bool | None) -> None:
     """log N(X; MU, diag(S²)) elementwise, per row, or in total."""
-    result = run_loglik(
-        x, output, mu=mu, sigma=sigma, rho=rho, reduce=reduce, dtype=dtype,
-        block_rows=block_rows, memory=memory, overwrite=overwrite, compression=compression,
-        chunk_rows=chunk_rows, resume=resume, progress=resolve_progress(progress, quiet),
-        command=command_line(ctx), shard=shard,
-        scheduler=scheduler, dask_address=dask_address)
+    out_options, run_options = job_options(
+        ctx, overwrite=overwrite, compression=compression, chunk_rows=chunk_rows,
+        memory=memory, block_rows=block_rows, resume=resume, shard=shard, scheduler=scheduler,
+        dask_address=dask_address, progress=progress, quiet=quiet)
+    result = run_job(ctx, prepare_loglik(x, output, mu=mu, sigma=sigma, rho=rho,
+                                         reduce=reduce, dtype=dtype, output=out_options,
+                                         options=run_options))
+    if result is None:
+        return
     if result.total is not None:
         click.echo(repr(result.total))
     if result.output is not None or result.shard_note is not None:

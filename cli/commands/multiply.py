@@ -6,20 +6,19 @@ from typing import Any
 
 import click
 
-from logmm.multiply import MultiplyResult
-from logmm.multiply import multiply as run_multiply
+from logmm.multiply import MultiplyResult, prepare_multiply
 
 from ..options import (
     ADDRESS,
-    command_line,
     dtype_option,
+    job_options,
     method_option,
     output_option,
     overwrite_option,
     report_result,
     reporting_options,
-    resolve_progress,
     row_streaming_options,
+    run_job,
     storage_options,
 )
 
@@ -55,14 +54,14 @@ def multiply(ctx: click.Context, a: str, b: str, output: str, overwrite: bool, m
              dask_address: str | None, compression: str | None, chunk_rows: int | None,
              quiet: bool, progress: bool | None) -> None:
     """C = log(exp(A) @ exp(B)), stable, for A (n×k) and B (k×m) in files."""
-    result = run_multiply(
-        a, b, output, method=method, dtype=dtype, block_rows=block_rows, overwrite=overwrite,
-        compression=compression, chunk_rows=chunk_rows, memory=memory, resume=resume,
-        progress=resolve_progress(progress, quiet), command=command_line(ctx),
-        shard=shard,
-        scheduler=scheduler, dask_address=dask_address,
-    )
-    report_result(result, summary_line, quiet)
+    out_options, run_options = job_options(
+        ctx, overwrite=overwrite, compression=compression, chunk_rows=chunk_rows,
+        memory=memory, block_rows=block_rows, resume=resume, shard=shard, scheduler=scheduler,
+        dask_address=dask_address, progress=progress, quiet=quiet)
+    result = run_job(ctx, prepare_multiply(a, b, output, method=method, dtype=dtype,
+                                           output=out_options, options=run_options))
+    if result is not None:
+        report_result(result, summary_line, quiet)
 
 
 def summary_line(result: MultiplyResult) -> str:

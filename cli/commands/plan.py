@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from logmm.errors import UsageError
-from logmm.shards import PLAN_ONLY, Planned, describe_plan
+from logmm.shards import describe_plan
 
-from ..options import debug_option
+from ..options import PLAN_KEY, PLANNED_KEY, debug_option
 
 __all__ = ["plan"]
 
@@ -46,20 +46,17 @@ def plan(ctx: click.Context, shards: int | None, command: tuple[str, ...]) -> No
         raise UsageError("give logmm plan --shards N, not --shard I/N")
     if shards is not None:
         args += ["--shard", f"0/{shards}"]
-    token = PLAN_ONLY.set(True)
-    try:
-        sub = cli.get_command(ctx, name)
-        assert sub is not None
-        with sub.make_context(name, list(args), parent=ctx) as sub_ctx:
-            try:
-                sub.invoke(sub_ctx)
-            except Planned as signal:   # caught here, while --threads is still in force
-                click.echo(describe_plan(signal, shards, sources=_sources(sub_ctx)))
-                return
-    finally:
-        PLAN_ONLY.reset(token)
-    raise UsageError(f"{name} with these options does not stream by row blocks; "
-                     "nothing to plan")
+    ctx.meta[PLAN_KEY] = True               # the command plans its job (cli/options.run_job)
+    sub = cli.get_command(ctx, name)
+    assert sub is not None
+    with sub.make_context(name, list(args), parent=ctx) as sub_ctx:
+        sub.invoke(sub_ctx)
+        planned = ctx.meta.get(PLANNED_KEY)
+        if planned is None:
+            raise UsageError(f"{name} with these options does not stream by row blocks; "
+                             "nothing to plan")
+        # described while the command's --threads is still in force
+        click.echo(describe_plan(planned, shards, sources=_sources(sub_ctx)))
 
 
 def _sources(ctx: click.Context) -> dict[str, str]:

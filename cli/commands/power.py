@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from logmm.chain import power_file
+from logmm.chain_files import power_file
 
 from ..options import (
     ADDRESS,

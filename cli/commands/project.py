@@ -9,19 +9,18 @@ import click
 
 from logmm.errors import UsageError
 from logmm.kron import SEMIRINGS, Identity
-from logmm.project import ProjectResult
-from logmm.project import project as run_project
+from logmm.project import ProjectResult, prepare_project
 
 from ..options import (
     ADDRESS,
-    command_line,
     dtype_option,
+    job_options,
     output_option,
     overwrite_option,
     report_result,
     reporting_options,
-    resolve_progress,
     row_streaming_options,
+    run_job,
     storage_options,
 )
 
@@ -130,15 +129,15 @@ def project(ctx: click.Context, x: str, w: str | None, blocks: int | None,
             quiet: bool, progress: bool | None) -> None:
     """Rows of X times (I_K ⊗ W)ᵀ, or times (F1 ⊗ F2 ⊗ …)ᵀ, without forming the product."""
     factors = factor_specs(factor, identity, ctx.meta.get(ORDER_KEY))
-    result = run_project(
+    out_options, run_options = job_options(
+        ctx, overwrite=overwrite, compression=compression, chunk_rows=chunk_rows,
+        memory=memory, block_rows=block_rows, resume=resume, shard=shard, scheduler=scheduler,
+        dask_address=dask_address, progress=progress, quiet=quiet)
+    result = run_job(ctx, prepare_project(
         x, output, w_address=w, blocks=blocks, factors=factors, semiring=semiring,
-        dtype=dtype, block_rows=block_rows, memory=memory, overwrite=overwrite,
-        compression=compression, chunk_rows=chunk_rows, resume=resume,
-        progress=resolve_progress(progress, quiet), command=command_line(ctx),
-        shard=shard,
-        scheduler=scheduler, dask_address=dask_address,
-    )
-    report_result(result, summary_line, quiet)
+        dtype=dtype, output=out_options, options=run_options))
+    if result is not None:
+        report_result(result, summary_line, quiet)
 
 
 def summary_line(result: ProjectResult) -> str:

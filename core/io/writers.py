@@ -579,6 +579,16 @@ class ArrayWriter:
         """Store ``block`` (shape ``(r, *shape[1:])``) as rows ``start:start + r``."""
         self.write_region(start, 0, block)
 
+    def write_all(self, values: np.ndarray) -> None:
+        """Store the whole array (any rank; a 0-D output too)."""
+        values = np.asarray(values)
+        if values.ndim == 0:
+            if values.shape != self.shape:
+                raise ValueError(f"a scalar does not fit an output of shape {self.shape}")
+            self._write((), values.astype(self.dtype, copy=False))
+        elif values.size:
+            self.write_rows(0, values)
+
     def write_region(self, row: int, col: int, block: np.ndarray) -> None:
         """Store a 2-D ``block`` at rows ``row:row + r`` and columns ``col:col + c``
         (``col`` must be 0 for outputs of other ranks)."""
@@ -672,11 +682,20 @@ class ArrayWriter:
     def __enter__(self) -> ArrayWriter:
         return self
 
+    #: True only for a :class:`DetachedWriter` that writes its task's rows itself
+    writes_in_task = False
+
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """A writer does not travel to another process (a dask worker): it arrives as a
         :class:`DetachedWriter`, which offers no in-place view, so tasks compute into
-        arrays of their own and this process stores them."""
-        return DetachedWriter, (self.address, self.shape)
+        arrays of their own; a Zarr writer's detached copy writes them into the partial
+        store itself (whole chunks, no lock), others' return them for this process to
+        store."""
+        return DetachedWriter, (self.address, self.shape, self.task_target())
+
+    def task_target(self) -> Any:
+        """What another process writes rows into (the partial Zarr array), or None."""
+        return None
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -976,6 +995,10 @@ class ZarrWriter(ArrayWriter):
     def _write(self, key: Any, block: np.ndarray) -> None:
         self._arr[key] = block     # each chunk is its own file, written when this returns
 
+    def task_target(self) -> Any:
+        """The partial array (it pickles as its store and path), rows offset by ours."""
+        return (self._arr, self.row_offset) if self._arr is not None else None
+
     def _store_attrs(self, attrs: dict[str, Any]) -> None:
         self._arr.attrs.update(attrs)
 
@@ -1012,13 +1035,22 @@ def _zarr_v2_compressor(compression: str | None) -> Any:
 
 
 class DetachedWriter:
-    """What a writer becomes in another process: it has no view to compute into."""
+    """What a writer becomes in another process (a dask worker): no view to compute into;
+    with a ``target`` (a Zarr writer's partial array and row offset) it writes whole row
+    blocks into it, so the values never travel back."""
 
-    def __init__(self, address: ArrayAddress, shape: tuple[int, ...]) -> None:
-        self.address, self.shape = address, shape
+    def __init__(self, address: ArrayAddress, shape: tuple[int, ...],
+                 target: Any = None) -> None:
+        self.address, self.shape, self.target = address, shape, target
+        self.writes_in_task = target is not None
 
     def region_view(self, row: int, col: int, shape: tuple[int, int]) -> None:
         return None
+
+    def write_rows(self, start: int, block: np.ndarray) -> None:
+        """Store rows ``start:start + len(block)`` (of the whole output) in the target."""
+        array, offset = self.target
+        array[start - offset:start - offset + len(block)] = block
 
 
 _WRITERS: dict[str, type[ArrayWriter]] = {
