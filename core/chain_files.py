@@ -181,14 +181,14 @@ def chain_files(addresses: Sequence[Address], out_address: Address, *, method: s
     job = prepare_chain(addresses, out_address, method=method, dtype=dtype, output=output,
                         options=options, explain=explain)
     if isinstance(job, Job):
-        return run(job)  # type: ignore[return-value]
+        return run(job)
     return job
 
 
 def prepare_chain(addresses: Sequence[Address], out_address: Address, *,
                   method: str = "auto", dtype: np.dtype | type | str | None = None,
                   output: OutputOptions | None = None, options: RunOptions | None = None,
-                  explain: Callable[[str], None] | None = None) -> Job | ChainResult:
+                  explain: Callable[[str], None] | None = None) -> Job[ChainResult] | ChainResult:
     """The :class:`logmm.engine.Job` of :func:`chain_files`; a chain streaming its first
     factor is run at once through the multiply engine (its result is returned)."""
     started = time.perf_counter()
@@ -337,7 +337,7 @@ def power_file(address: Address, steps: int, out_address: Address, *, method: st
     Parameters and errors as :func:`chain_files` and :func:`logmm.chain.log_power`.
     """
     output = OutputOptions(overwrite=overwrite, compression=compression, chunk_rows=chunk_rows)
-    return run(prepare_power(address, steps, out_address, method=method,  # type: ignore[return-value]
+    return run(prepare_power(address, steps, out_address, method=method,
                              dtype=dtype, output=output,
                              options=RunOptions(progress=progress, command=command),
                              explain=explain))
@@ -346,7 +346,7 @@ def power_file(address: Address, steps: int, out_address: Address, *, method: st
 def prepare_power(address: Address, steps: int, out_address: Address, *,
                   method: str = "auto", dtype: np.dtype | type | str | None = None,
                   output: OutputOptions | None = None, options: RunOptions | None = None,
-                  explain: Callable[[str], None] | None = None) -> Job:
+                  explain: Callable[[str], None] | None = None) -> Job[ChainResult]:
     """The :class:`logmm.engine.Job` of :func:`power_file`."""
     output, options = output or OutputOptions(), options or RunOptions()
     _options(method, dtype, output)

@@ -121,7 +121,7 @@ def convert(in_address: str | Path | ArrayAddress, out_address: str | Path | Arr
     >>> convert("c.h5", "c.zarr", compression="zstd")  # doctest: +SKIP
     ConvertResult(source=..., output=..., shape=(200, 32), ...)
     """
-    return run(prepare_convert(  # type: ignore[return-value]
+    return run(prepare_convert(
         in_address, out_address, dtype=dtype,
         output=OutputOptions(overwrite=overwrite, compression=compression,
                              chunk_rows=chunk_rows, zarr_format=zarr_format),
@@ -133,7 +133,7 @@ def prepare_convert(in_address: str | Path | ArrayAddress,
                     out_address: str | Path | ArrayAddress, *,
                     dtype: np.dtype | type | str | None = None,
                     output: OutputOptions | None = None,
-                    options: RunOptions | None = None) -> Job:
+                    options: RunOptions | None = None) -> Job[ConvertResult]:
     """The :class:`logmm.engine.Job` of :func:`convert` (same parameters, grouped): a row
     job that keeps no resume record."""
     output, options = output or OutputOptions(), options or RunOptions()

@@ -125,7 +125,7 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
                          shard=parse_shard(shard),
                          scheduler=check_scheduler(scheduler, dask_address),
                          dask_address=dask_address, progress=progress, command=command)
-    return run(prepare_einsum(  # type: ignore[return-value]
+    return run(prepare_einsum(
         subscripts, addresses, out_address, semiring=semiring, method=method, dtype=dtype,
         output=OutputOptions(overwrite=overwrite, compression=compression,
                              chunk_rows=chunk_rows),
@@ -137,7 +137,7 @@ def prepare_einsum(subscripts: str, addresses: Sequence[Address], out_address: A
                    dtype: np.dtype | type | str | None = None,
                    output: OutputOptions | None = None, options: RunOptions | None = None,
                    explain: Callable[[str], None] | None = None,
-                   stream: bool | None = None) -> Job:
+                   stream: bool | None = None) -> Job[ChainResult]:
     """The :class:`logmm.engine.Job` of :func:`einsum_files` (same parameters, grouped).
 
     ``stream``: True streams by rows (``logmm plan`` asks it), False reads whole; None
@@ -255,7 +255,7 @@ def _row_label(subscripts: str, readers: Sequence[ArrayReader]) -> tuple[list[st
 def _streamed_job(stack: ExitStack, subscripts: str, readers: list[ArrayReader], out: Any,
                   *, semiring: str, method: str, out_dtype: np.dtype | None,
                   output: OutputOptions, options: RunOptions,
-                  explain: Callable[[str], None] | None) -> Job:
+                  explain: Callable[[str], None] | None) -> Job[ChainResult]:
     """The einsum by row blocks of its first output label, through :mod:`logmm.engine`."""
     from .einsum import contraction_info, log_result_dtype
 

@@ -39,7 +39,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -195,6 +195,9 @@ class RunResult:
         return int(self.plan.block_rows)
 
 
+#: the result type of a job
+R = TypeVar("R", bound="RunResult")
+
 #: ``compute(block, data, out, advance)``: fill ``out`` (a row job) or return the block's
 #: value (a gathering job, ``out`` None); ``advance(n)`` moves a progress bar counted in
 #: steps other than rows (chain and power count products). Returns a partial summary.
@@ -206,7 +209,7 @@ def _no_advance(_: int) -> None:
 
 
 @dataclass(kw_only=True)
-class Job:
+class Job(Generic[R]):
     """A prepared operation; see the module docstring. Close it (or use ``with``) to
     release its open inputs; :func:`run` does.
 
@@ -262,7 +265,7 @@ class Job:
     gather: Callable[[list[Any]], np.ndarray] | None = None
     summarize: Callable[[list[Any]], Any] = lambda partials: None
     describe: Callable[[dict[str, Any], Any, Any], dict[str, Any]]
-    result: Callable[[dict[str, Any], Any], RunResult]
+    result: Callable[[dict[str, Any], Any], R]
     progress_unit: str = "row"
     progress_total: int | None = None
     use_plan: Callable[[Any], None] | None = None
@@ -273,7 +276,7 @@ class Job:
         """Close the job's open inputs."""
         self.stack.close()
 
-    def __enter__(self) -> Job:
+    def __enter__(self) -> Job[R]:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -317,7 +320,7 @@ class OpenOutput:
 # ----------------------------------------------------------------------------- running
 
 
-def run(job: Job) -> RunResult:
+def run(job: Job[R]) -> R:
     """Run ``job`` to its committed output and close it; return the command's result.
 
     Raises
@@ -435,7 +438,7 @@ def _local(options: RunOptions) -> bool:
             and not options.dask_address)
 
 
-def _run_gathering(job: Job) -> RunResult:
+def _run_gathering(job: Job[R]) -> R:
     """A gathering job: lock, compute every block (locally or on dask), ``gather`` the
     values into the output and write it whole."""
     out, options, job_compute = job.output, job.options, job.compute
@@ -521,15 +524,15 @@ def open_output(job: Job) -> OpenOutput:
     resume = options.resume and fingerprint is not None
     if options.shard is not None:
         assert fingerprint is not None and job.load_plan is not None
-        writer, record, plan, blocks = open_shard_output(
+        shard_writer, shard_record, shard_plan, shard_blocks = open_shard_output(
             stack, out, job.shape, job.dtype, fingerprint=fingerprint, resume=resume,
             make_plan=lambda: job.make_plan(options), load_plan=job.load_plan,
             overwrite=opts.overwrite,
             compression=opts.compression, contiguous=opts.contiguous, shard=options.shard)
-        pending = [b for b in blocks if b[0] not in record.done]
-        return OpenOutput(writer=writer, record=record, plan=plan, pending=pending,
-                          resumed_blocks=len(blocks) - len(pending),
-                          total_rows=sum(r1 - r0 for _, r0, r1 in blocks),
+        pending = [b for b in shard_blocks if b[0] not in shard_record.done]
+        return OpenOutput(writer=shard_writer, record=shard_record, plan=shard_plan,
+                          pending=pending, resumed_blocks=len(shard_blocks) - len(pending),
+                          total_rows=sum(r1 - r0 for _, r0, r1 in shard_blocks),
                           shard=options.shard)
     if resume and not opts.overwrite and output_exists(out):
         assert fingerprint is not None
@@ -538,8 +541,8 @@ def open_output(job: Job) -> OpenOutput:
     if out.format == "zarr" and (shared := shard_status(out)) is not None and not shared.merged:
         raise LogmmError(f"{partial_path(out.path)} is the shared store of --shard runs "
                          f"({shared.summary()}); finish them with --shard, or delete it")
-    record = ResumeRecord.load(record_path(out)) if resume else None
-    if record is not None and (why := record.mismatch(fingerprint)):
+    record: ResumeRecord | None = ResumeRecord.load(record_path(out)) if resume else None
+    if record is not None and fingerprint is not None and (why := record.mismatch(fingerprint)):
         raise LogmmError(f"cannot resume {out}: {why}; rerun without --resume to start afresh")
     plan = (job.load_plan(record.plan) if record is not None and job.load_plan is not None
             else job.make_plan(options))
@@ -549,14 +552,15 @@ def open_output(job: Job) -> OpenOutput:
         zarr_format=opts.zarr_format))
     if fingerprint is not None and (not writer.resumed or record is None):
         record = ResumeRecord(record_path(out), fingerprint, plan.as_dict())
+    assert record is None or fingerprint is not None
     if record is not None:
         record.save()
-    blocks = list(enumerate(plan.row_blocks()))
-    done = record.done if record is not None else set()
-    pending = [(i, r0, r1) for i, (r0, r1) in blocks if i not in done]
+    blocks: list[Block] = [(i, r0, r1) for i, (r0, r1) in enumerate(plan.row_blocks())]
+    done: set[int] = record.done if record is not None else set()
+    pending = [block for block in blocks if block[0] not in done]
     return OpenOutput(writer=writer, record=record, plan=plan, pending=pending,
                       resumed_blocks=len(blocks) - len(pending),
-                      total_rows=sum(r1 - r0 for _, (r0, r1) in blocks),
+                      total_rows=sum(r1 - r0 for _, r0, r1 in blocks),
                       fingerprint=digest(fingerprint) if fingerprint is not None else "")
 
 

@@ -116,7 +116,7 @@ def prepare_loglik(x_address: Param, out_address: Param | None, *, mu: Param,
                    sigma: Param | None = None, rho: Param | None = None,
                    reduce: str = "none", dtype: Any = None,
                    output: OutputOptions | None = None,
-                   options: RunOptions | None = None) -> Job:
+                   options: RunOptions | None = None) -> Job[LoglikResult]:
     """The :class:`logmm.engine.Job` of :func:`loglik` (same parameters, grouped); with
     ``reduce="sum"`` a gathering job (the blocks' sums, added exactly)."""
     output, options = output or OutputOptions(), options or RunOptions()

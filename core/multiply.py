@@ -163,7 +163,7 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
 def prepare_multiply(a_address: Address, b_address: Address, out_address: Address, *,
                      method: str = "auto", dtype: np.dtype | type | str | None = None,
                      output: OutputOptions | None = None, options: RunOptions | None = None,
-                     provenance: Mapping[str, Any] | None = None) -> Job:
+                     provenance: Mapping[str, Any] | None = None) -> Job[MultiplyResult]:
     """The :class:`logmm.engine.Job` of :func:`multiply` (same parameters, grouped):
     inputs opened and checked, output checked, plan and fingerprint made."""
     output, options = output or OutputOptions(), options or RunOptions()
@@ -267,6 +267,7 @@ class _BlockProduct:
         where = f"A ({a.address}, rows {r0}:{r1})"
         tally = [ProductReport()]
         if plan.b_resident:
+            assert A_rows is not None             # one contraction chunk: rows were read
             self.product(A_rows, self._resident_b(), where, tally, out=out)
             return tally[0]
         for c0, c1 in plan.col_panels():
@@ -283,7 +284,7 @@ class _BlockProduct:
             out[:, c0:c1] = acc.result(self.dtype)
         return tally[0]
 
-    def product(self, A_part: np.ndarray | None, B_part: np.ndarray, where: str,
+    def product(self, A_part: np.ndarray, B_part: np.ndarray, where: str,
                 tally: list[ProductReport], out: np.ndarray | None = None) -> np.ndarray:
         """The kernel on one part; its errors name the file and rows
         (``A (a.h5:/a, rows 0:512) …``)."""

@@ -162,7 +162,7 @@ def prepare_project(x_address: Address, out_address: Address, *,
                     factors: Sequence[FactorSpec] = (), semiring: str = "real",
                     dtype: np.dtype | type | str | None = None,
                     output: OutputOptions | None = None,
-                    options: RunOptions | None = None) -> Job:
+                    options: RunOptions | None = None) -> Job[ProjectResult]:
     """The :class:`logmm.engine.Job` of :func:`project` (same parameters, grouped)."""
     output, options = output or OutputOptions(), options or RunOptions()
     specs = _check_options(w_address, blocks, factors, semiring, dtype,

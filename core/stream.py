@@ -16,7 +16,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 __all__ = ["run_pipeline"]
 
@@ -38,7 +38,7 @@ def _put(q: queue.Queue, value: object, stop: threading.Event) -> bool:
     return False
 
 
-def _get(q: queue.Queue, stop: threading.Event) -> object:
+def _get(q: queue.Queue, stop: threading.Event) -> Any:
     """Get unless the pipeline is stopping (then ``_DONE``)."""
     while not stop.is_set():
         try:
