@@ -1,5 +1,5 @@
-"""What ``chain`` and ``einsum`` stream: their ``--help`` and README say the same, and it
-is what they do (the ``streamed`` and ``block_rows`` provenance of their outputs)."""
+"""What ``chain`` and ``einsum`` stream: their ``--help`` and docs/cli.md say the same, and
+it is what they do (the ``streamed`` and ``block_rows`` provenance of their outputs)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 
 from cli_run import run_logmm
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+#: the command-line reference, where the README's reference sections moved
+CLI_DOC = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
 #: the condition under which chain streams M1, as both texts state it
 CHAIN_STREAMS = ("streams M1's rows when it is the large one (more bytes than the rest "
                  "together) and the cheapest order is (M1 (M2 … Mn))")
@@ -31,19 +32,19 @@ def _help(command: str) -> str:
     return _flat(proc.stdout)
 
 
-def test_chain_help_and_readme_state_the_same_streaming() -> None:
+def test_chain_help_and_cli_doc_state_the_same_streaming() -> None:
     help_text = _help("chain")
     assert CHAIN_STREAMS in help_text
-    assert CHAIN_STREAMS in _flat(README)
+    assert CHAIN_STREAMS in _flat(CLI_DOC)
     assert "Otherwise the inputs are read whole into memory" in help_text
     assert "The inputs are read whole into memory;" not in help_text   # the old claim
 
 
-def test_einsum_help_and_readme_list_the_same_streaming_options() -> None:
+def test_einsum_help_and_cli_doc_list_the_same_streaming_options() -> None:
     flat = _flat(EINSUM_STREAMS)
     assert flat in _help("einsum")
-    assert flat in _flat(README)
-    assert "and for power and einsum, inputs are read whole" not in _flat(README)
+    assert flat in _flat(CLI_DOC)
+    assert "and for power and einsum, inputs are read whole" not in _flat(CLI_DOC)
 
 
 def _attrs(path: Path) -> dict:
