@@ -344,16 +344,13 @@ def job_options(ctx: click.Context, *, overwrite: bool, compression: str | None,
                 scheduler: str = "local", dask_address: str | None = None,
                 progress: bool | None = None, quiet: bool = False) -> tuple[Any, Any]:
     """``(OutputOptions, RunOptions)`` of a compute command's parsed options."""
-    from logmm.dask_backend import check_scheduler
     from logmm.engine import OutputOptions, RunOptions
-    from logmm.shards import parse_shard
 
     return (OutputOptions(overwrite=overwrite, compression=compression, chunk_rows=chunk_rows),
-            RunOptions(memory=memory, block_rows=block_rows, resume=resume,
-                       shard=parse_shard(shard),
-                       scheduler=check_scheduler(scheduler, dask_address),
-                       dask_address=dask_address, progress=resolve_progress(progress, quiet),
-                       command=command_line(ctx)))
+            RunOptions.checked(memory=memory, block_rows=block_rows, resume=resume,
+                               shard=shard, scheduler=scheduler, dask_address=dask_address,
+                               progress=resolve_progress(progress, quiet),
+                               command=command_line(ctx)))
 
 
 def run_job(ctx: click.Context, job: Any) -> Any:

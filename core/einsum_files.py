@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 
 from .chain_files import ChainResult, open_inputs, read_whole, shapes_json
-from .dask_backend import check_scheduler
 from .engine import Block, Job, OutputOptions, RunOptions, WholePlan, run
 from .errors import InputError, UsageError
 from .io.readers import ArrayReader
@@ -39,7 +38,7 @@ from .io.writers import check_output, default_chunk_rows
 from .plan import RowPlan, plan_rows
 from .policy import check_at_least_one, check_choice, check_method, checked_cast, resolve_dtypes
 from .resources import accepts_threads
-from .shards import Shard, parse_shard
+from .shards import Shard
 
 Address = Any
 
@@ -121,10 +120,9 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
     MissingInputError, FormatError, OutputExistsError
         As :func:`logmm.chain_files.chain_files`.
     """
-    options = RunOptions(memory=memory, block_rows=block_rows, resume=resume,
-                         shard=parse_shard(shard),
-                         scheduler=check_scheduler(scheduler, dask_address),
-                         dask_address=dask_address, progress=progress, command=command)
+    options = RunOptions.checked(memory=memory, block_rows=block_rows, resume=resume,
+                                 shard=shard, scheduler=scheduler, dask_address=dask_address,
+                                 progress=progress, command=command)
     return run(prepare_einsum(
         subscripts, addresses, out_address, semiring=semiring, method=method, dtype=dtype,
         output=OutputOptions(overwrite=overwrite, compression=compression,

@@ -53,6 +53,7 @@ from .shards import (
     Shard,
     digest,
     open_shard_output,
+    parse_shard,
     planned,
     shard_status,
     shard_summary,
@@ -138,6 +139,24 @@ class RunOptions:
     command: str = ""
     #: task slots (worker threads) of the dask cluster the run uses; set by :func:`run`
     workers: int = 0
+
+    @classmethod
+    def checked(cls, *, shard: Shard | str | None = None, scheduler: Any = "local",
+                dask_address: str | None = None, **fields: Any) -> RunOptions:
+        """Run options from a command's keyword arguments, ``shard`` parsed (``"I/N"``)
+        and ``scheduler`` checked (an address implies ``"dask"``).
+
+        Raises
+        ------
+        UsageError
+            A malformed shard or an unknown scheduler.
+        LogmmError
+            ``"dask"`` without dask installed.
+        """
+        from .dask_backend import check_scheduler
+
+        return cls(shard=parse_shard(shard), scheduler=check_scheduler(scheduler, dask_address),
+                   dask_address=dask_address, **fields)
 
     @property
     def min_blocks(self) -> int:

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from .dask_backend import check_scheduler
 from .engine import Job, OutputOptions, RunOptions, RunResult, run
 from .errors import InputError, UsageError
 from .gaussian import REDUCTIONS, diag_gaussian_logpdf
@@ -30,7 +29,7 @@ from .io.writers import check_output, default_chunk_rows
 from .plan import RowPlan, plan_rows
 from .policy import check_choice
 from .resources import accepts_threads
-from .shards import Shard, parse_shard
+from .shards import Shard
 
 __all__ = ["LoglikResult", "loglik", "prepare_loglik"]
 
@@ -100,10 +99,9 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
     InputError
         A parameter whose shape does not fit X; sigma ≤ 0; rho not finite.
     """
-    options = RunOptions(memory=memory, block_rows=block_rows, resume=resume,
-                         shard=parse_shard(shard),
-                         scheduler=check_scheduler(scheduler, dask_address),
-                         dask_address=dask_address, progress=progress, command=command)
+    options = RunOptions.checked(memory=memory, block_rows=block_rows, resume=resume,
+                                 shard=shard, scheduler=scheduler, dask_address=dask_address,
+                                 progress=progress, command=command)
     return run(prepare_loglik(x_address, out_address, mu=mu, sigma=sigma, rho=rho,
                               reduce=reduce, dtype=dtype,
                               output=OutputOptions(overwrite=overwrite,

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from .accumulate import LogSumAccumulator
-from .dask_backend import check_scheduler
 from .engine import Block, Job, OutputOptions, RunOptions, RunResult, run
 from .errors import InputError
 from .io.addresses import ArrayAddress
@@ -36,7 +35,7 @@ from .logmatmul import ProductReport, check_no_posinf, logmatmulexp_report
 from .plan import ProductPlan, plan_product
 from .policy import check_at_least_one, check_method, resolve_dtype
 from .resources import accepts_threads
-from .shards import Shard, parse_shard
+from .shards import Shard
 
 __all__ = ["MultiplyResult", "multiply", "prepare_multiply", "resolve_dtype"]
 
@@ -149,10 +148,9 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
     >>> result.shape, result.report.repaired  # doctest: +SKIP
     ((200, 32), 0)
     """
-    options = RunOptions(memory=memory, block_rows=block_rows, resume=resume,
-                         shard=parse_shard(shard),
-                         scheduler=check_scheduler(scheduler, dask_address),
-                         dask_address=dask_address, progress=progress, command=command)
+    options = RunOptions.checked(memory=memory, block_rows=block_rows, resume=resume,
+                                 shard=shard, scheduler=scheduler, dask_address=dask_address,
+                                 progress=progress, command=command)
     return run(prepare_multiply(a_address, b_address, out_address, method=method, dtype=dtype,
                                 output=OutputOptions(overwrite=overwrite,
                                                      compression=compression,

@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from .dask_backend import check_scheduler
 from .engine import Block, Job, OutputOptions, RunOptions, RunResult, run
 from .errors import InputError, UsageError
 from .io.addresses import ArrayAddress
@@ -44,7 +43,7 @@ from .logmatmul import check_no_posinf
 from .plan import KERNEL_OVERHEAD, RowPlan, plan_rows
 from .policy import check_at_least_one, check_choice, resolve_dtype
 from .resources import accepts_threads
-from .shards import Shard, parse_shard
+from .shards import Shard
 
 __all__ = ["ProjectResult", "prepare_project", "project", "project_row_bytes"]
 
@@ -145,10 +144,9 @@ def project(x_address: Address, out_address: Address, *, w_address: Address | No
     >>> project("x.h5:/x", "y.h5", w_address="w.npy", blocks=6)  # doctest: +SKIP
     >>> project("x.npz", "y.npy", factors=["f1.npy", Identity(2), "f2.npy"])  # doctest: +SKIP
     """
-    options = RunOptions(memory=memory, block_rows=block_rows, resume=resume,
-                         shard=parse_shard(shard),
-                         scheduler=check_scheduler(scheduler, dask_address),
-                         dask_address=dask_address, progress=progress, command=command)
+    options = RunOptions.checked(memory=memory, block_rows=block_rows, resume=resume,
+                                 shard=shard, scheduler=scheduler, dask_address=dask_address,
+                                 progress=progress, command=command)
     return run(prepare_project(x_address, out_address, w_address=w_address, blocks=blocks,
                                factors=factors, semiring=semiring, dtype=dtype,
                                output=OutputOptions(overwrite=overwrite,
