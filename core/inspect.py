@@ -24,6 +24,7 @@ import numpy as np
 from .errors import AlreadyComplete, FormatError, LogmmError, MissingInputError, UsageError
 from .io.addresses import EXTENSIONS, ArrayAddress, parse_address
 from .io.compression import describe_hdf5_filters, describe_zarr_codecs
+from .io.layout import parse_partial_dataset, parse_work_address, parse_work_file
 from .io.readers import (
     _hdf5_arrays,
     _missing_message,
@@ -43,18 +44,6 @@ __all__ = ["ArrayInfo", "FileInfo", "TemporaryInfo", "inspect_file", "logmm_stat
 #: status of an array: a complete logmm output, an unfinished one, or not logmm's
 STATUSES = ("complete", "incomplete", None)
 _FORMAT_NAMES = {"npy": "NumPy .npy", "hdf5": "HDF5", "zarr": "Zarr"}
-# the work files beside an output NAME: ".NAME.logmm-KIND" (KIND: partial, partial.json,
-# lock, or TAG-PID)
-_WORK_RE = re.compile(r"^\.(?P<name>.+?)\.logmm-(?P<kind>partial\.json|partial|lock|"
-                      r"(?P<tag>[a-z]+)-(?P<pid>\d+))$", re.DOTALL)
-# an address naming a work file that holds data, optionally followed by ":DATASET"
-_WORK_ADDRESS_RE = re.compile(
-    r"^(?P<path>(?:.*[/\\])?\.(?P<name>[^/\\]+?)\.logmm-(?:partial|[a-z]+-\d+))[/\\]?"
-    r"(?::(?P<dataset>.*))?$",
-    re.DOTALL,
-)
-_PARTIAL_DATASET_RE = re.compile(r"^\.(?P<name>.+)\.logmm-partial$", re.DOTALL)
-_KIND_NAMES = {"partial.json": "record", "partial": "partial", "lock": "lock"}
 _MAX_WALK = 100_000  # directory entries counted for a Zarr store's size before giving up
 
 
@@ -248,7 +237,7 @@ def inspect_file(address: str | Path | ArrayAddress) -> FileInfo:
     if shards is not None:
         info.notes.append(shards.summary())
     for array in arrays:          # datasets of unfinished runs inside an existing container
-        final = _partial_dataset_of(array.name)
+        final = parse_partial_dataset(array.name)
         if final is not None and array.name:
             head = array.name[:array.name.rfind("/") + 1]
             info.notes.append(
@@ -381,7 +370,7 @@ def _hdf5_array(addr: ArrayAddress, name: str, ds: Any, temporary: bool) -> Arra
     except Exception:
         stored = None
     missing = missing_virtual_sources(ds, addr.path) if ds.is_virtual else []
-    status = logmm_status(attrs, temporary=temporary or _partial_dataset_of(name) is not None)
+    status = logmm_status(attrs, temporary=temporary or parse_partial_dataset(name) is not None)
     return ArrayInfo(
         name=name, address=str(addr.with_dataset(name)), shape=[int(s) for s in shape],
         dtype=str(ds.dtype), chunks=list(ds.chunks) if ds.chunks else None, shards=None,
@@ -444,18 +433,11 @@ def _zarr_array(addr: ArrayAddress, name: str | None, arr: Any, temporary: bool)
         compression=compression, codecs=codecs,
         nbytes=nbytes,
         stored_bytes=_disk_bytes(array_dir), attrs=attrs,
-        status=logmm_status(attrs, temporary=temporary or _partial_dataset_of(name) is not None),
+        status=logmm_status(attrs, temporary=temporary or parse_partial_dataset(name) is not None),
     )
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _partial_dataset_of(name: str | None) -> str | None:
-    """``"g/.x.logmm-partial"`` → ``"x"``: the dataset a hidden partial dataset inside an
-    existing container becomes (see :func:`logmm.io.writers.partial_dataset`), else None."""
-    match = _PARTIAL_DATASET_RE.match((name or "").rpartition("/")[2])
-    return match["name"] if match else None
 
 
 def _shards(addr: ArrayAddress) -> Any:
@@ -475,12 +457,12 @@ def _parse(address: str | Path | ArrayAddress) -> tuple[ArrayAddress, bool]:
 
     Work-file names come first: their content is HDF5, Zarr or ``.npy`` too, which
     :func:`parse_address` would recognise without saying they are unfinished."""
-    match = None if isinstance(address, ArrayAddress) else _WORK_ADDRESS_RE.match(str(address))
-    suffix = Path(match["name"]).suffix.lower() if match is not None else ""
-    if match is None or suffix not in EXTENSIONS:
+    work = None if isinstance(address, ArrayAddress) else parse_work_address(str(address))
+    suffix = Path(work[1]).suffix.lower() if work is not None else ""
+    if work is None or suffix not in EXTENSIONS:
         return parse_address(address), False
     fmt = EXTENSIONS[suffix]
-    addr = ArrayAddress(Path(match["path"]), fmt).with_dataset(match["dataset"])
+    addr = ArrayAddress(work[0], fmt).with_dataset(work[2])
     if fmt == "npy" and addr.dataset is not None:
         raise UsageError(f"{address}: a .npy file holds a single array") from None
     return addr, True
@@ -494,11 +476,10 @@ def _temporaries(path: Path) -> list[TemporaryInfo]:
         return []
     found: dict[str, TemporaryInfo] = {}
     for candidate in candidates:
-        match = _WORK_RE.match(candidate.name)
-        if match is None or match["name"] != path.name:
+        work = parse_work_file(candidate.name)
+        if work is None or work.output != path.name:
             continue
-        kind = match["tag"] or _KIND_NAMES[match["kind"]]
-        pid = int(match["pid"]) if match["pid"] else None
+        kind, pid = work.kind, work.pid
         if kind == "lock":
             pid = _lock_holder(candidate)
         found[kind if pid is None or kind == "lock" else f"{kind}-{pid}"] = TemporaryInfo(

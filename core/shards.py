@@ -48,7 +48,9 @@ from typing import Any
 import numpy as np
 
 from .errors import FormatError, LogmmError, OutputExistsError, UsageError
+from .io import layout
 from .io.addresses import ArrayAddress
+from .io.layout import MARKER_DIR
 from .io.resume import OutputLock, ResumeRecord, record_path
 from .io.writers import (
     ArrayWriter,
@@ -80,9 +82,6 @@ __all__ = [
     "shard_status",
 ]
 
-#: directory inside a Zarr array (beside its chunks) holding one marker per finished shard
-MARKER_DIR = ".logmm-shards"
-_MARKER_RE = re.compile(r"^(\d+)-of-(\d+)\.json$")
 _MARKER_VERSION = 1
 _STORE_KEY = "logmm_shards"         # array attribute of a shared store: count, plan, fingerprint
 
@@ -102,7 +101,7 @@ class Shard:
     @property
     def tag(self) -> str:
         """``0003-of-0016``: the name part of its files."""
-        return f"{self.index:04d}-of-{self.count:04d}"
+        return layout.shard_tag(self.index, self.count)
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
@@ -145,8 +144,7 @@ def shard_rows(blocks: list[tuple[int, int]], shard: Shard) -> tuple[int, int]:
 def shard_path(path: str | Path, shard: Shard) -> Path:
     """``dir/out.h5`` → ``dir/out.shard-0003-of-0016.h5`` (its file, or for a Zarr store
     the name its lock and resume record take)."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}.shard-{shard.tag}{path.suffix}")
+    return layout.shard_path(path, shard.index, shard.count)
 
 
 def digest(fingerprint: Mapping[str, Any]) -> str:
@@ -312,8 +310,7 @@ def _open_shared_store(out: ArrayAddress, shape: tuple[int, ...], dtype: np.dtyp
         plan = make_plan()
         plan = _chunk_aligned(plan)
         # pids repeat across the nodes of a cluster: make the name unique to this process
-        tmp = temporary_path(out.path, "new")
-        tmp = tmp.with_name(f"{tmp.name}.{socket.gethostname()}.{os.urandom(4).hex()}")
+        tmp = layout.unique_temporary_path(out.path, "new")
         try:
             group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
             chunks = (max(1, min(plan.chunk_rows, shape[0] if shape else 1)),) + tuple(
@@ -398,9 +395,9 @@ class SharedZarrWriter(ArrayWriter):
         """Leave this shard's marker; finish the store if it was the last one missing."""
         if self.committed:
             return self.path
-        marker_dir = partial_path(self.path) / self.address.dataset / MARKER_DIR
-        marker_dir.mkdir(parents=True, exist_ok=True)
-        marker = marker_dir / f"{self.shard.tag}.json"
+        marker = layout.marker_path(partial_path(self.path) / self.address.dataset,
+                                    self.shard.index, self.shard.count)
+        marker.parent.mkdir(parents=True, exist_ok=True)
         tmp = temporary_path(marker)
         tmp.write_text(json.dumps({
             "version": _MARKER_VERSION, "shard": [self.shard.index, self.shard.count],
@@ -596,14 +593,14 @@ def _read_markers(directory: Path) -> dict[tuple[int, int], dict[str, Any]]:
     except OSError:
         return found
     for name in names:
-        match = _MARKER_RE.match(name)
-        if match is None:
+        key = layout.parse_marker(name)
+        if key is None:
             continue
         try:
             data = json.loads((directory / name).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        found[(int(match[1]), int(match[2]))] = data
+        found[key] = data
     return found
 
 
@@ -611,20 +608,19 @@ def _hdf5_shard_files(out: ArrayAddress) -> dict[int, dict[int, Path]]:
     """``{count: {index: path}}`` of the shard files beside ``out``: the complete file, or
     else the hidden partial file of an unfinished shard."""
     path = out.path
-    name_re = re.escape(path.stem) + r"\.shard-(\d+)-of-(\d+)" + re.escape(path.suffix)
-    complete, partial = re.compile(f"^{name_re}$"), re.compile(f"^\\.{name_re}\\.logmm-partial$")
     found: dict[int, dict[int, Path]] = {}
     try:
         names = sorted(os.listdir(path.parent))
     except OSError:
         return found
     for name in names:
-        match = complete.match(name) or partial.match(name)
-        if match is None:
+        parsed = layout.parse_shard_file(path, name)
+        if parsed is None:
             continue
-        shards = found.setdefault(int(match[2]), {})
-        if complete.match(name) or int(match[1]) not in shards:
-            shards[int(match[1])] = path.parent / name
+        index, count, partial = parsed
+        shards = found.setdefault(count, {})
+        if not partial or index not in shards:
+            shards[index] = path.parent / name
     return found
 
 

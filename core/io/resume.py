@@ -30,13 +30,8 @@ from typing import Any
 
 from ..errors import LogmmError
 from .addresses import ArrayAddress
-from .writers import (
-    container_output,
-    partial_path,
-    temporary_path,
-    write_failure,
-    writes_into,
-)
+from .layout import dataset_unit, lock_file, parse_work_file, record_file, temporary_path
+from .writers import container_output, write_failure, writes_into
 
 __all__ = [
     "OutputLock",
@@ -57,22 +52,19 @@ def _dataset_unit(output: str | Path | ArrayAddress, *, lock: bool = False) -> P
         return Path(output)
     if not container_output(output) or (lock and output.format == "hdf5"):
         return output.path
-    key = (output.dataset or "").replace("/", "%")
-    return output.path.with_name(f"{output.path.name}#{key}")
+    return dataset_unit(output.path, output.dataset)
 
 
 def record_path(output: str | Path | ArrayAddress) -> Path:
     """``dir/.OUT.logmm-partial.json`` (``dir/.OUT#group%name.logmm-partial.json`` for a
     dataset inside an existing container)."""
-    partial = partial_path(_dataset_unit(output))
-    return partial.with_name(partial.name + ".json")
+    return record_file(_dataset_unit(output))
 
 
 def lock_path(output: str | Path | ArrayAddress) -> Path:
     """``dir/.OUT.logmm-lock`` (``dir/.OUT#group%name.logmm-lock`` for an array inside an
     existing Zarr store)."""
-    unit = _dataset_unit(output, lock=True)
-    return unit.with_name(f".{unit.name}.logmm-lock")
+    return lock_file(_dataset_unit(output, lock=True))
 
 
 def input_fingerprint(address: ArrayAddress, shape: tuple[int, ...], dtype: Any) -> dict[str, Any]:
@@ -179,14 +171,14 @@ class ResumeRecord:
 def _sweep_temporaries(path: Path) -> None:
     """Remove ``.NAME.logmm-tmp-PID`` files beside ``path`` whose process has exited (a
     ``kill -9`` between writing a temporary and renaming it)."""
-    prefix = temporary_path(path).name.rsplit("-", 1)[0] + "-"
     try:
-        names = [n for n in os.listdir(path.parent) if n.startswith(prefix)]
+        names = os.listdir(path.parent)
     except OSError:
         return
     for name in names:
-        pid = name[len(prefix):]
-        if pid.isdigit() and not process_alive(int(pid)):
+        work = parse_work_file(name)
+        if (work is not None and work.output == path.name and work.kind == "tmp"
+                and work.pid is not None and not process_alive(work.pid)):
             (path.parent / name).unlink(missing_ok=True)
 
 

@@ -53,6 +53,7 @@ import numpy as np
 from ..errors import LogmmError, MissingInputError, OutputExistsError, UsageError
 from .addresses import INPUT_ONLY_FORMATS, ArrayAddress, parse_address
 from .compression import COMPRESSIONS, check_compression, hdf5_filter_kwargs, zarr_compressors
+from .layout import lock_file, partial_dataset, partial_path, sidecar_path, temporary_path
 
 __all__ = [
     "COMPRESSIONS",
@@ -88,36 +89,6 @@ def output_address(address: str | Path | ArrayAddress) -> ArrayAddress:
     if addr.format != "npy" and addr.dataset is None:
         addr = addr.with_dataset(DEFAULT_DATASET)
     return addr
-
-
-def sidecar_path(path: str | Path) -> Path:
-    """The JSON provenance sidecar of a ``.npy`` output: ``OUT.npy`` → ``OUT.npy.json``."""
-    path = Path(path)
-    return path.with_name(path.name + ".json")
-
-
-def temporary_path(path: str | Path, tag: str = "tmp") -> Path:
-    """Hidden name beside ``path`` for short-lived files: ``dir/.NAME.logmm-TAG-PID``."""
-    path = Path(path)
-    return path.with_name(f".{path.name}.logmm-{tag}-{os.getpid()}")
-
-
-def partial_path(path: str | Path) -> Path:
-    """Hidden name beside ``path`` of an output being written: ``dir/.NAME.logmm-partial``.
-
-    The name does not depend on the process, so an interrupted run's partial output can be
-    found and finished by ``--resume``; :class:`logmm.io.resume.OutputLock` keeps two runs
-    from writing it at once.
-    """
-    path = Path(path)
-    return path.with_name(f".{path.name}.logmm-partial")
-
-
-def partial_dataset(dataset: str) -> str:
-    """Hidden name, in the same group, of a dataset being written inside an existing
-    container: ``"g/name"`` → ``"g/.name.logmm-partial"``."""
-    head, _, name = dataset.strip("/").rpartition("/")
-    return (head + "/" if head else "") + f".{name}.logmm-partial"
 
 
 def container_output(address: str | Path | ArrayAddress) -> bool:
@@ -335,7 +306,7 @@ def _refuse_hdf5_locked(path: Path) -> None:
     except OSError as exc:
         if "lock" not in str(exc).lower():
             return
-        lock = path.with_name(f".{path.name}.logmm-lock")     # logmm.io.resume.lock_path
+        lock = lock_file(path)                                # logmm.io.resume.lock_path
         try:
             who = f"another logmm run (pid {int(lock.read_text(encoding='ascii'))})"
         except (OSError, ValueError):
