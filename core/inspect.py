@@ -23,20 +23,14 @@ import numpy as np
 
 from .errors import AlreadyComplete, FormatError, LogmmError, MissingInputError, UsageError
 from .io.addresses import EXTENSIONS, ArrayAddress, parse_address
+from .io.base import jsonable, missing_message, one_line
 from .io.compression import describe_hdf5_filters, describe_zarr_codecs
+from .io.hdf5 import dataset_names, hdf5_open_error, missing_virtual_sources
 from .io.layout import parse_partial_dataset, parse_work_address, parse_work_file
-from .io.readers import (
-    _hdf5_arrays,
-    _missing_message,
-    _one_line,
-    _zarr_arrays,
-    hdf5_open_error,
-    missing_virtual_sources,
-    open_array,
-    open_zarr_root,
-)
+from .io.readers import open_array
 from .io.resume import process_alive
 from .io.writers import existing_output_error, sidecar_path
+from .io.zarr import array_names, open_root
 
 __all__ = ["ArrayInfo", "FileInfo", "TemporaryInfo", "inspect_file", "logmm_status",
            "refuse_or_skip_existing"]
@@ -264,7 +258,7 @@ def _inspect_npy(addr: ArrayAddress, temporary: bool) -> tuple[list[ArrayInfo], 
         try:
             loaded = json.loads(sidecar.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            notes.append(f"cannot read the provenance sidecar {sidecar} ({_one_line(exc)})")
+            notes.append(f"cannot read the provenance sidecar {sidecar} ({one_line(exc)})")
         else:
             if isinstance(loaded, dict):
                 attrs = loaded
@@ -301,7 +295,7 @@ def _inspect_npz(addr: ArrayAddress, temporary: bool) -> tuple[list[ArrayInfo], 
     except LogmmError:
         raise
     except Exception as exc:
-        raise FormatError(f"{path}: not a readable .npz file ({_one_line(exc)})") from None
+        raise FormatError(f"{path}: not a readable .npz file ({one_line(exc)})") from None
     data_shape, dtype = headers["data"]
     nnz = int(np.prod(data_shape)) if fmt != "dia" else int(np.count_nonzero(data_shape))
     stored = sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in headers.values())
@@ -342,17 +336,17 @@ def _inspect_hdf5(addr: ArrayAddress, temporary: bool) -> tuple[list[ArrayInfo],
                 except Exception:  # a path through a dataset, a broken link, ...
                     node = None
                 if node is None:
-                    raise MissingInputError(_missing_message(addr, _hdf5_arrays(f), "/"))
+                    raise MissingInputError(missing_message(addr, dataset_names(f), "/"))
             if isinstance(node, h5py.Dataset):
                 datasets = [(node.name, node)]
             else:
                 datasets = [(node.name.rstrip("/") + "/" + n, node[n])
-                            for n in _hdf5_arrays(node)]
+                            for n in dataset_names(node)]
             return [_hdf5_array(addr, name, ds, temporary) for name, ds in datasets], []
         except LogmmError:
             raise
         except Exception as exc:  # damaged metadata deep inside the file
-            raise FormatError(f"{addr.path}: cannot read its metadata ({_one_line(exc)}); "
+            raise FormatError(f"{addr.path}: cannot read its metadata ({one_line(exc)}); "
                               "the file may be corrupt or truncated") from None
 
 
@@ -360,9 +354,9 @@ def _hdf5_array(addr: ArrayAddress, name: str, ds: Any, temporary: bool) -> Arra
     attrs = {}
     for key in ds.attrs:
         try:
-            attrs[str(key)] = _jsonable(ds.attrs[key])
+            attrs[str(key)] = jsonable(ds.attrs[key])
         except Exception as exc:  # an attribute of a type h5py cannot read
-            attrs[str(key)] = f"<unreadable: {_one_line(exc)}>"
+            attrs[str(key)] = f"<unreadable: {one_line(exc)}>"
     shape = tuple(ds.shape) if ds.shape is not None else ()
     compression, codecs = describe_hdf5_filters(ds)
     try:
@@ -386,7 +380,7 @@ def _inspect_zarr(addr: ArrayAddress, temporary: bool) -> tuple[list[ArrayInfo],
     import zarr
 
     path = addr.path
-    root = open_zarr_root(path)
+    root = open_root(path)
     try:
         if isinstance(root, zarr.Array):
             if addr.dataset is not None:
@@ -402,22 +396,22 @@ def _inspect_zarr(addr: ArrayAddress, temporary: bool) -> tuple[list[ArrayInfo],
                 node = root[addr.dataset]
             except KeyError:
                 raise MissingInputError(
-                    _missing_message(addr, _zarr_arrays(root), "")
+                    missing_message(addr, array_names(root), "")
                 ) from None
             prefix = addr.dataset + "/"
         if isinstance(node, zarr.Array):
             return [_zarr_array(addr, addr.dataset, node, temporary)], []
         return [_zarr_array(addr, prefix + n, node[n], temporary)
-                for n in _zarr_arrays(node)], []
+                for n in array_names(node)], []
     except LogmmError:
         raise
     except Exception as exc:
-        raise FormatError(f"{path}: cannot read its metadata ({_one_line(exc)}); "
+        raise FormatError(f"{path}: cannot read its metadata ({one_line(exc)}); "
                           "the store may be corrupt or truncated") from None
 
 
 def _zarr_array(addr: ArrayAddress, name: str | None, arr: Any, temporary: bool) -> ArrayInfo:
-    attrs = {str(k): _jsonable(v) for k, v in arr.attrs.asdict().items()}
+    attrs = {str(k): jsonable(v) for k, v in arr.attrs.asdict().items()}
     shape = tuple(int(s) for s in arr.shape)
     try:
         np_dtype = np.dtype(arr.dtype)
@@ -554,25 +548,6 @@ def _disk_bytes(path: Path) -> int | None:
 
 def _nbytes(shape: tuple[int, ...] | list[int], dtype: Any) -> int:
     return int(np.prod(shape, dtype=np.int64)) * int(np.dtype(dtype).itemsize)
-
-
-def _jsonable(value: Any) -> Any:
-    """Attribute values → JSON values (bytes decoded, arrays to lists, NumPy scalars to Python)."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind in "biuf" or value.dtype == np.bool_:
-            return value.tolist()
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
 
 
 def refuse_or_skip_existing(out: ArrayAddress, fingerprint: str, what: str = "") -> None:

@@ -9,7 +9,8 @@ import pytest
 
 from logmm.io import layout
 
-NAMES = ["out.h5", "out.zarr", "c.npy", "odd.name.with.dots.h5", "sp ace.zarr", "x.logmm-partial.h5"]
+NAMES = ["out.h5", "out.zarr", "c.npy", "odd.name.with.dots.h5", "sp ace.zarr",
+         "x.logmm-partial.h5"]
 
 
 @pytest.mark.parametrize("name", NAMES)

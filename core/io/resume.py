@@ -30,8 +30,10 @@ from typing import Any
 
 from ..errors import LogmmError
 from .addresses import ArrayAddress
+from .base import write_failure
+from .hdf5 import writes_into
 from .layout import dataset_unit, lock_file, parse_work_file, record_file, temporary_path
-from .writers import container_output, write_failure, writes_into
+from .writers import container_output
 
 __all__ = [
     "OutputLock",
