@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,12 @@ from .io.addresses import EXTENSIONS, ArrayAddress, parse_address
 from .io.base import jsonable, missing_message, one_line
 from .io.compression import describe_hdf5_filters, describe_zarr_codecs
 from .io.hdf5 import dataset_names, hdf5_open_error, missing_virtual_sources
-from .io.layout import parse_partial_dataset, parse_work_address, parse_work_file
+from .io.layout import (
+    parse_partial_dataset,
+    parse_work_address,
+    parse_work_file,
+    work_file_glob,
+)
 from .io.readers import open_array
 from .io.resume import process_alive
 from .io.writers import existing_output_error, sidecar_path
@@ -465,7 +469,7 @@ def _parse(address: str | Path | ArrayAddress) -> tuple[ArrayAddress, bool]:
 def _temporaries(path: Path) -> list[TemporaryInfo]:
     """The work files of unfinished logmm runs beside ``path`` (partial output first)."""
     try:
-        candidates = sorted(path.parent.glob(f".{_glob_escape(path.name)}.logmm-*"))
+        candidates = sorted(path.parent.glob(work_file_glob(path.name)))
     except OSError:
         return []
     found: dict[str, TemporaryInfo] = {}
@@ -520,10 +524,6 @@ def _record_progress(record: Path) -> tuple[int | None, int | None]:
     except (KeyError, TypeError, ValueError):
         total = None
     return done, total
-
-
-def _glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 def _disk_bytes(path: Path) -> int | None:

@@ -10,7 +10,7 @@ import pytest
 from logmm.io import layout
 
 NAMES = ["out.h5", "out.zarr", "c.npy", "odd.name.with.dots.h5", "sp ace.zarr",
-         "x.logmm-partial.h5"]
+         "x.logmm-partial.h5", "gl[o]b*?.h5"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -47,6 +47,14 @@ def test_record_lock_and_temporaries_round_trip(tmp_path: Path, name: str) -> No
     tmp = layout.temporary_path(layout.record_file(unit))
     assert layout.parse_work_file(tmp.name) == layout.WorkFile(
         layout.record_file(unit).name, "tmp", os.getpid())
+    glob = layout.work_file_glob(name)
+    for work in (layout.partial_path(unit), layout.record_file(unit), layout.lock_file(unit),
+                 layout.temporary_path(unit)):
+        work.touch()
+    (tmp_path / "other.h5").touch()
+    found = sorted(p.name for p in tmp_path.glob(glob))
+    assert found == sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert len(found) == 4
     unique = layout.unique_temporary_path(unit, "new")
     assert unique.name.startswith(layout.temporary_path(unit, "new").name + ".")
     assert unique != layout.unique_temporary_path(unit, "new")

@@ -55,6 +55,7 @@ __all__ = [
     "check_container",
     "container_holds",
     "container_node",
+    "dataset_identity",
     "dataset_names",
     "hdf5_open_error",
     "list_arrays",
@@ -512,6 +513,26 @@ def check_container(addr: ArrayAddress, compression: str | None) -> None:
             "are written, which a killed run can leave inconsistent); add it "
             "uncompressed, or write a new compressed file")
     _WRITTEN_CONTAINERS.add(path.resolve())
+
+
+def dataset_identity(path: Path, dataset: str) -> dict[str, Any]:
+    """An input inside the HDF5 file the run adds its output to: that file's size and
+    modification time change under the run's own writes, so the dataset is identified by
+    where it lives in the file instead (object header, data offset, stored bytes). A
+    dataset replaced since moves; one rewritten in place is not noticed."""
+    import h5py
+
+    def identity(node: Any) -> dict[str, Any]:
+        found: dict[str, Any] = {"object": int(h5py.h5o.get_info(node.id).addr)}
+        if isinstance(node, h5py.Dataset):
+            found.update(offset=node.id.get_offset(), size=int(node.id.get_storage_size()))
+        else:                                 # a sparse matrix: its data, indices, indptr
+            found["members"] = {name: identity(child) for name, child in node.items()
+                                if isinstance(child, h5py.Dataset)}
+        return found
+
+    with h5py.File(path, "r") as f:
+        return identity(f[dataset])
 
 
 def container_node(addr: ArrayAddress) -> tuple[str | None, str | None]:

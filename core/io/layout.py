@@ -47,6 +47,7 @@ __all__ = [
     "sidecar_path",
     "temporary_path",
     "unique_temporary_path",
+    "work_file_glob",
 ]
 
 _PREFIX = ".logmm-"
@@ -164,6 +165,13 @@ def parse_work_file(name: str) -> WorkFile | None:
         return None
     kind = match["tag"] or _KIND_NAMES[match["kind"]]
     return WorkFile(match["name"], kind, int(match["pid"]) if match["pid"] else None)
+
+
+def work_file_glob(name: str) -> str:
+    """A glob pattern matching every work file beside the output ``name`` (and perhaps
+    others: check each with :func:`parse_work_file`)."""
+    escaped = re.sub(r"([*?\[])", r"[\1]", name)
+    return f".{escaped}{_PREFIX}*"
 
 
 def parse_work_address(text: str) -> tuple[Path, str, str | None] | None:

@@ -31,7 +31,7 @@ from typing import Any
 from ..errors import LogmmError
 from .addresses import ArrayAddress
 from .base import write_failure
-from .hdf5 import writes_into
+from .hdf5 import dataset_identity, writes_into
 from .layout import dataset_unit, lock_file, parse_work_file, record_file, temporary_path
 from .writers import container_output
 
@@ -82,7 +82,7 @@ def input_fingerprint(address: ArrayAddress, shape: tuple[int, ...], dtype: Any)
                      path)
     identity: dict[str, Any]
     if address.format == "hdf5" and address.dataset and writes_into(path):
-        identity = _hdf5_dataset_identity(path, address.dataset)
+        identity = dataset_identity(path, address.dataset)
     else:
         stat = probe.stat()
         identity = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
@@ -92,26 +92,6 @@ def input_fingerprint(address: ArrayAddress, shape: tuple[int, ...], dtype: Any)
         "dtype": str(dtype),
         **identity,
     }
-
-
-def _hdf5_dataset_identity(path: Path, dataset: str) -> dict[str, Any]:
-    """An input inside the HDF5 file the run adds its output to: that file's size and
-    modification time change under the run's own writes, so the dataset is identified by
-    where it lives in the file instead (object header, data offset, stored bytes). A
-    dataset replaced since moves; one rewritten in place is not noticed."""
-    import h5py
-
-    def identity(node: Any) -> dict[str, Any]:
-        found: dict[str, Any] = {"object": int(h5py.h5o.get_info(node.id).addr)}
-        if isinstance(node, h5py.Dataset):
-            found.update(offset=node.id.get_offset(), size=int(node.id.get_storage_size()))
-        else:                                 # a sparse matrix: its data, indices, indptr
-            found["members"] = {name: identity(child) for name, child in node.items()
-                                if isinstance(child, h5py.Dataset)}
-        return found
-
-    with h5py.File(path, "r") as f:
-        return identity(f[dataset])
 
 
 @dataclass
