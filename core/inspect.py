@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,19 +22,19 @@ import numpy as np
 
 from .errors import AlreadyComplete, FormatError, LogmmError, MissingInputError, UsageError
 from .io.addresses import EXTENSIONS, ArrayAddress, parse_address
+from .io.base import jsonable, missing_message, one_line
 from .io.compression import describe_hdf5_filters, describe_zarr_codecs
-from .io.readers import (
-    _hdf5_arrays,
-    _missing_message,
-    _one_line,
-    _zarr_arrays,
-    hdf5_open_error,
-    missing_virtual_sources,
-    open_array,
-    open_zarr_root,
+from .io.hdf5 import dataset_names, hdf5_open_error, missing_virtual_sources
+from .io.layout import (
+    parse_partial_dataset,
+    parse_work_address,
+    parse_work_file,
+    work_file_glob,
 )
+from .io.readers import open_array
 from .io.resume import process_alive
 from .io.writers import existing_output_error, sidecar_path
+from .io.zarr import array_names, open_root
 
 __all__ = ["ArrayInfo", "FileInfo", "TemporaryInfo", "inspect_file", "logmm_status",
            "refuse_or_skip_existing"]
@@ -43,18 +42,6 @@ __all__ = ["ArrayInfo", "FileInfo", "TemporaryInfo", "inspect_file", "logmm_stat
 #: status of an array: a complete logmm output, an unfinished one, or not logmm's
 STATUSES = ("complete", "incomplete", None)
 _FORMAT_NAMES = {"npy": "NumPy .npy", "hdf5": "HDF5", "zarr": "Zarr"}
-# the work files beside an output NAME: ".NAME.logmm-KIND" (KIND: partial, partial.json,
-# lock, or TAG-PID)
-_WORK_RE = re.compile(r"^\.(?P<name>.+?)\.logmm-(?P<kind>partial\.json|partial|lock|"
-                      r"(?P<tag>[a-z]+)-(?P<pid>\d+))$", re.DOTALL)
-# an address naming a work file that holds data, optionally followed by ":DATASET"
-_WORK_ADDRESS_RE = re.compile(
-    r"^(?P<path>(?:.*[/\\])?\.(?P<name>[^/\\]+?)\.logmm-(?:partial|[a-z]+-\d+))[/\\]?"
-    r"(?::(?P<dataset>.*))?$",
-    re.DOTALL,
-)
-_PARTIAL_DATASET_RE = re.compile(r"^\.(?P<name>.+)\.logmm-partial$", re.DOTALL)
-_KIND_NAMES = {"partial.json": "record", "partial": "partial", "lock": "lock"}
 _MAX_WALK = 100_000  # directory entries counted for a Zarr store's size before giving up
 
 
@@ -248,7 +235,7 @@ def inspect_file(address: str | Path | ArrayAddress) -> FileInfo:
     if shards is not None:
         info.notes.append(shards.summary())
     for array in arrays:          # datasets of unfinished runs inside an existing container
-        final = _partial_dataset_of(array.name)
+        final = parse_partial_dataset(array.name)
         if final is not None and array.name:
             head = array.name[:array.name.rfind("/") + 1]
             info.notes.append(
@@ -275,7 +262,7 @@ def _inspect_npy(addr: ArrayAddress, temporary: bool) -> tuple[list[ArrayInfo], 
         try:
             loaded = json.loads(sidecar.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            notes.append(f"cannot read the provenance sidecar {sidecar} ({_one_line(exc)})")
+            notes.append(f"cannot read the provenance sidecar {sidecar} ({one_line(exc)})")
         else:
             if isinstance(loaded, dict):
                 attrs = loaded
@@ -312,7 +299,7 @@ def _inspect_npz(addr: ArrayAddress, temporary: bool) -> tuple[list[ArrayInfo], 
     except LogmmError:
         raise
     except Exception as exc:
-        raise FormatError(f"{path}: not a readable .npz file ({_one_line(exc)})") from None
+        raise FormatError(f"{path}: not a readable .npz file ({one_line(exc)})") from None
     data_shape, dtype = headers["data"]
     nnz = int(np.prod(data_shape)) if fmt != "dia" else int(np.count_nonzero(data_shape))
     stored = sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in headers.values())
@@ -353,17 +340,17 @@ def _inspect_hdf5(addr: ArrayAddress, temporary: bool) -> tuple[list[ArrayInfo],
                 except Exception:  # a path through a dataset, a broken link, ...
                     node = None
                 if node is None:
-                    raise MissingInputError(_missing_message(addr, _hdf5_arrays(f), "/"))
+                    raise MissingInputError(missing_message(addr, dataset_names(f), "/"))
             if isinstance(node, h5py.Dataset):
                 datasets = [(node.name, node)]
             else:
                 datasets = [(node.name.rstrip("/") + "/" + n, node[n])
-                            for n in _hdf5_arrays(node)]
+                            for n in dataset_names(node)]
             return [_hdf5_array(addr, name, ds, temporary) for name, ds in datasets], []
         except LogmmError:
             raise
         except Exception as exc:  # damaged metadata deep inside the file
-            raise FormatError(f"{addr.path}: cannot read its metadata ({_one_line(exc)}); "
+            raise FormatError(f"{addr.path}: cannot read its metadata ({one_line(exc)}); "
                               "the file may be corrupt or truncated") from None
 
 
@@ -371,9 +358,9 @@ def _hdf5_array(addr: ArrayAddress, name: str, ds: Any, temporary: bool) -> Arra
     attrs = {}
     for key in ds.attrs:
         try:
-            attrs[str(key)] = _jsonable(ds.attrs[key])
+            attrs[str(key)] = jsonable(ds.attrs[key])
         except Exception as exc:  # an attribute of a type h5py cannot read
-            attrs[str(key)] = f"<unreadable: {_one_line(exc)}>"
+            attrs[str(key)] = f"<unreadable: {one_line(exc)}>"
     shape = tuple(ds.shape) if ds.shape is not None else ()
     compression, codecs = describe_hdf5_filters(ds)
     try:
@@ -381,7 +368,7 @@ def _hdf5_array(addr: ArrayAddress, name: str, ds: Any, temporary: bool) -> Arra
     except Exception:
         stored = None
     missing = missing_virtual_sources(ds, addr.path) if ds.is_virtual else []
-    status = logmm_status(attrs, temporary=temporary or _partial_dataset_of(name) is not None)
+    status = logmm_status(attrs, temporary=temporary or parse_partial_dataset(name) is not None)
     return ArrayInfo(
         name=name, address=str(addr.with_dataset(name)), shape=[int(s) for s in shape],
         dtype=str(ds.dtype), chunks=list(ds.chunks) if ds.chunks else None, shards=None,
@@ -397,7 +384,7 @@ def _inspect_zarr(addr: ArrayAddress, temporary: bool) -> tuple[list[ArrayInfo],
     import zarr
 
     path = addr.path
-    root = open_zarr_root(path)
+    root = open_root(path)
     try:
         if isinstance(root, zarr.Array):
             if addr.dataset is not None:
@@ -413,22 +400,22 @@ def _inspect_zarr(addr: ArrayAddress, temporary: bool) -> tuple[list[ArrayInfo],
                 node = root[addr.dataset]
             except KeyError:
                 raise MissingInputError(
-                    _missing_message(addr, _zarr_arrays(root), "")
+                    missing_message(addr, array_names(root), "")
                 ) from None
             prefix = addr.dataset + "/"
         if isinstance(node, zarr.Array):
             return [_zarr_array(addr, addr.dataset, node, temporary)], []
         return [_zarr_array(addr, prefix + n, node[n], temporary)
-                for n in _zarr_arrays(node)], []
+                for n in array_names(node)], []
     except LogmmError:
         raise
     except Exception as exc:
-        raise FormatError(f"{path}: cannot read its metadata ({_one_line(exc)}); "
+        raise FormatError(f"{path}: cannot read its metadata ({one_line(exc)}); "
                           "the store may be corrupt or truncated") from None
 
 
 def _zarr_array(addr: ArrayAddress, name: str | None, arr: Any, temporary: bool) -> ArrayInfo:
-    attrs = {str(k): _jsonable(v) for k, v in arr.attrs.asdict().items()}
+    attrs = {str(k): jsonable(v) for k, v in arr.attrs.asdict().items()}
     shape = tuple(int(s) for s in arr.shape)
     try:
         np_dtype = np.dtype(arr.dtype)
@@ -444,18 +431,11 @@ def _zarr_array(addr: ArrayAddress, name: str | None, arr: Any, temporary: bool)
         compression=compression, codecs=codecs,
         nbytes=nbytes,
         stored_bytes=_disk_bytes(array_dir), attrs=attrs,
-        status=logmm_status(attrs, temporary=temporary or _partial_dataset_of(name) is not None),
+        status=logmm_status(attrs, temporary=temporary or parse_partial_dataset(name) is not None),
     )
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _partial_dataset_of(name: str | None) -> str | None:
-    """``"g/.x.logmm-partial"`` → ``"x"``: the dataset a hidden partial dataset inside an
-    existing container becomes (see :func:`logmm.io.writers.partial_dataset`), else None."""
-    match = _PARTIAL_DATASET_RE.match((name or "").rpartition("/")[2])
-    return match["name"] if match else None
 
 
 def _shards(addr: ArrayAddress) -> Any:
@@ -475,12 +455,12 @@ def _parse(address: str | Path | ArrayAddress) -> tuple[ArrayAddress, bool]:
 
     Work-file names come first: their content is HDF5, Zarr or ``.npy`` too, which
     :func:`parse_address` would recognise without saying they are unfinished."""
-    match = None if isinstance(address, ArrayAddress) else _WORK_ADDRESS_RE.match(str(address))
-    suffix = Path(match["name"]).suffix.lower() if match is not None else ""
-    if match is None or suffix not in EXTENSIONS:
+    work = None if isinstance(address, ArrayAddress) else parse_work_address(str(address))
+    suffix = Path(work[1]).suffix.lower() if work is not None else ""
+    if work is None or suffix not in EXTENSIONS:
         return parse_address(address), False
     fmt = EXTENSIONS[suffix]
-    addr = ArrayAddress(Path(match["path"]), fmt).with_dataset(match["dataset"])
+    addr = ArrayAddress(work[0], fmt).with_dataset(work[2])
     if fmt == "npy" and addr.dataset is not None:
         raise UsageError(f"{address}: a .npy file holds a single array") from None
     return addr, True
@@ -489,16 +469,15 @@ def _parse(address: str | Path | ArrayAddress) -> tuple[ArrayAddress, bool]:
 def _temporaries(path: Path) -> list[TemporaryInfo]:
     """The work files of unfinished logmm runs beside ``path`` (partial output first)."""
     try:
-        candidates = sorted(path.parent.glob(f".{_glob_escape(path.name)}.logmm-*"))
+        candidates = sorted(path.parent.glob(work_file_glob(path.name)))
     except OSError:
         return []
     found: dict[str, TemporaryInfo] = {}
     for candidate in candidates:
-        match = _WORK_RE.match(candidate.name)
-        if match is None or match["name"] != path.name:
+        work = parse_work_file(candidate.name)
+        if work is None or work.output != path.name:
             continue
-        kind = match["tag"] or _KIND_NAMES[match["kind"]]
-        pid = int(match["pid"]) if match["pid"] else None
+        kind, pid = work.kind, work.pid
         if kind == "lock":
             pid = _lock_holder(candidate)
         found[kind if pid is None or kind == "lock" else f"{kind}-{pid}"] = TemporaryInfo(
@@ -547,10 +526,6 @@ def _record_progress(record: Path) -> tuple[int | None, int | None]:
     return done, total
 
 
-def _glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
-
-
 def _disk_bytes(path: Path) -> int | None:
     """Bytes a file (or a directory tree, up to ``_MAX_WALK`` entries) takes; None if unknown."""
     try:
@@ -573,25 +548,6 @@ def _disk_bytes(path: Path) -> int | None:
 
 def _nbytes(shape: tuple[int, ...] | list[int], dtype: Any) -> int:
     return int(np.prod(shape, dtype=np.int64)) * int(np.dtype(dtype).itemsize)
-
-
-def _jsonable(value: Any) -> Any:
-    """Attribute values → JSON values (bytes decoded, arrays to lists, NumPy scalars to Python)."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind in "biuf" or value.dtype == np.bool_:
-            return value.tolist()
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
 
 
 def refuse_or_skip_existing(out: ArrayAddress, fingerprint: str, what: str = "") -> None:

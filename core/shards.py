@@ -36,8 +36,6 @@ import hashlib
 import json
 import os
 import re
-import socket
-import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -46,21 +44,21 @@ from typing import Any
 
 import numpy as np
 
-from .errors import FormatError, LogmmError, OutputExistsError, UsageError
+from .errors import LogmmError, OutputExistsError, UsageError
+from .io import hdf5, layout
+from .io import zarr as zarr_io
 from .io.addresses import ArrayAddress
+from .io.base import ArrayWriter, remove_path
+from .io.layout import MARKER_DIR
 from .io.resume import OutputLock, ResumeRecord, record_path
 from .io.writers import (
-    ArrayWriter,
-    _jsonable,
-    _remove,
-    _replace,
     check_output,
     container_output,
     create_writer,
     output_address,
     partial_path,
-    temporary_path,
 )
+from .io.zarr import SharedZarrWriter
 from .plan import row_ranges
 
 __all__ = [
@@ -78,11 +76,6 @@ __all__ = [
     "shard_status",
 ]
 
-#: directory inside a Zarr array (beside its chunks) holding one marker per finished shard
-MARKER_DIR = ".logmm-shards"
-_MARKER_RE = re.compile(r"^(\d+)-of-(\d+)\.json$")
-_MARKER_VERSION = 1
-_STORE_KEY = "logmm_shards"         # array attribute of a shared store: count, plan, fingerprint
 
 
 @dataclass(frozen=True)
@@ -100,7 +93,7 @@ class Shard:
     @property
     def tag(self) -> str:
         """``0003-of-0016``: the name part of its files."""
-        return f"{self.index:04d}-of-{self.count:04d}"
+        return layout.shard_tag(self.index, self.count)
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
@@ -143,8 +136,7 @@ def shard_rows(blocks: list[tuple[int, int]], shard: Shard) -> tuple[int, int]:
 def shard_path(path: str | Path, shard: Shard) -> Path:
     """``dir/out.h5`` → ``dir/out.shard-0003-of-0016.h5`` (its file, or for a Zarr store
     the name its lock and resume record take)."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}.shard-{shard.tag}{path.suffix}")
+    return layout.shard_path(path, shard.index, shard.count)
 
 
 def digest(fingerprint: Mapping[str, Any]) -> str:
@@ -259,9 +251,10 @@ def open_shard_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...
             record = None                   # the store was made afresh since: start over
         blocks = shard_blocks(plan.row_blocks(), shard)
         r0, r1 = shard_rows(plan.row_blocks(), shard)
-        writer = stack.enter_context(SharedZarrWriter(out, arr, (r0, r1), shard,
-                                                      overwrite=overwrite))
-        writer.resumed = record is not None
+        writer = stack.enter_context(SharedZarrWriter(
+            out, arr, (r0, r1), shard, overwrite=overwrite, resumed=record is not None,
+            finish=lambda: _finish_store(out, overwrite=overwrite),
+            discard=lambda: _discard_if_abandoned(out, shard)))
     else:
         plan = load_plan(record.plan) if record is not None else make_plan()
         r0, r1 = shard_rows(plan.row_blocks(), shard)
@@ -270,8 +263,7 @@ def open_shard_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...
         writer = stack.enter_context(create_writer(
             target, (r1 - r0, *shape[1:]), dtype, overwrite=overwrite, compression=compression,
             chunk_rows=min(plan.chunk_rows, max(r1 - r0, 1)), resume=record is not None,
-            contiguous=contiguous))
-        writer.row_offset = r0
+            contiguous=contiguous, row_offset=r0))
     writer.set_attrs({"shard": str(shard), "shard_index": shard.index,
                       "shard_count": shard.count, "row_start": r0, "row_stop": r1,
                       "total_shape": list(shape), "fingerprint": whole,
@@ -297,37 +289,15 @@ def _open_shared_store(out: ArrayAddress, shape: tuple[int, ...], dtype: np.dtyp
                        load_plan: Callable[[dict[str, Any]], Any],
                        compression: str | None) -> tuple[Any, Any]:
     """Open the shared partial store of ``out``, creating it if absent (first wins)."""
-    import zarr
 
-    from .io.compression import zarr_compressors
+    def describe() -> tuple[int, dict[str, Any]]:
+        plan = _chunk_aligned(make_plan())
+        return plan.chunk_rows, {"count": count, "fingerprint": fingerprint,
+                                 "plan": plan.as_dict()}
 
+    zarr_io.ensure_shared_store(out, shape, dtype, compression=compression, describe=describe)
+    arr, meta = zarr_io.open_shared_array(out)
     store = partial_path(out.path)
-    if not store.exists():
-        plan = make_plan()
-        plan = _chunk_aligned(plan)
-        # pids repeat across the nodes of a cluster: make the name unique to this process
-        tmp = temporary_path(out.path, "new")
-        tmp = tmp.with_name(f"{tmp.name}.{socket.gethostname()}.{os.urandom(4).hex()}")
-        try:
-            group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-            chunks = (max(1, min(plan.chunk_rows, shape[0] if shape else 1)),) + tuple(
-                max(1, s) for s in shape[1:])
-            arr = group.create_array(out.dataset, shape=shape, dtype=dtype, chunks=chunks,
-                                     compressors=zarr_compressors(compression))
-            arr.attrs.update({"complete": False, _STORE_KEY: {
-                "count": count, "fingerprint": fingerprint, "plan": plan.as_dict()}})
-            try:
-                os.rename(tmp, store)           # atomic; fails if another shard won
-            except OSError:
-                if not store.exists():
-                    raise
-        finally:
-            _remove(tmp)
-    try:
-        arr = zarr.open_array(str(store), path=out.dataset, mode="r+")
-        meta = dict(arr.attrs.get(_STORE_KEY) or {})
-    except Exception as exc:
-        raise FormatError(f"{store} is not a logmm shard store ({exc}); delete it") from None
     if meta.get("fingerprint") != fingerprint or meta.get("count") != count \
             or tuple(arr.shape) != tuple(shape) or np.dtype(arr.dtype) != np.dtype(dtype):
         raise LogmmError(
@@ -351,93 +321,13 @@ def _chunk_aligned(plan: Any) -> Any:
     return replace(plan, chunk_rows=best)
 
 
-class SharedZarrWriter(ArrayWriter):
-    """Writes one shard's rows into the shared store; :meth:`commit` leaves its marker and,
-    when every shard is done, finishes the store. :meth:`abort` never removes the store
-    (other shards' chunks live in it)."""
-
-    def __init__(self, address: ArrayAddress, arr: Any, rows: tuple[int, int], shard: Shard,
-                 *, overwrite: bool) -> None:
-        self.address = address
-        self.path = address.path
-        self.shape = tuple(int(s) for s in arr.shape)
-        self.dtype = np.dtype(arr.dtype)
-        self.overwrite = overwrite
-        self.compression = None
-        self.chunk_rows = int(arr.chunks[0])
-        self.tmp_path = partial_path(self.path)
-        self.contiguous = False
-        self.attrs = {}
-        self.committed = self.aborted = self.resumed = self.suspended = False
-        self.row_offset = 0
-        self._arr: Any = arr
-        self.rows = rows
-        self.shard = shard
-        self.finished = False
-
-    def _write(self, key: Any, block: np.ndarray) -> None:
-        rows = key[0] if isinstance(key, tuple) else key
-        if not self.rows[0] <= rows.start <= rows.stop <= self.rows[1]:
-            raise ValueError(f"rows {rows.start}:{rows.stop} are not shard {self.shard}'s "
-                             f"({self.rows[0]}:{self.rows[1]})")
-        self._arr[key] = block
-
-    def task_target(self) -> Any:
-        """The shared store's array (rows addressed in the whole output)."""
-        return (self._arr, 0) if self._arr is not None else None
-
-    def _store_attrs(self, attrs: dict[str, Any]) -> None:
-        pass                                # in the marker, summed at the end
-
-    def _close(self) -> None:
-        self._arr = None
-
-    def commit(self) -> Path:
-        """Leave this shard's marker; finish the store if it was the last one missing."""
-        if self.committed:
-            return self.path
-        marker_dir = partial_path(self.path) / self.address.dataset / MARKER_DIR
-        marker_dir.mkdir(parents=True, exist_ok=True)
-        marker = marker_dir / f"{self.shard.tag}.json"
-        tmp = temporary_path(marker)
-        tmp.write_text(json.dumps({
-            "version": _MARKER_VERSION, "shard": [self.shard.index, self.shard.count],
-            "rows": list(self.rows), "fingerprint": self.attrs.get("fingerprint"),
-            "host": socket.gethostname(), "pid": os.getpid(),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "attrs": dict(self.attrs, complete=True)}, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, marker)
-        self._close()
-        self.committed = True
-        self.finished = _finish_store(self.address, overwrite=self.overwrite)
-        return self.path
-
-    def suspend(self) -> None:
-        """Interrupted: keep the store, for ``--resume`` and the other shards."""
-        if not self.committed:
-            self.suspended = True
-            self._close()
-
-    def abort(self) -> None:
-        """Failed: keep the store if any other shard finished, is running or was
-        interrupted (their rows live in it); otherwise nothing of value is in it, and it
-        goes. After :meth:`suspend` (an interruption) the store always stays."""
-        if self.committed or self.aborted:
-            return
-        self.aborted = True
-        self._close()
-        if not self.suspended:
-            _discard_if_abandoned(self.address, self.shard)
-
-
 def _discard_if_abandoned(out: ArrayAddress, failed: Shard) -> None:
     """Remove the shared store of ``out`` when no shard has finished, none but ``failed``
     (whose lock the caller holds) is running and none was interrupted (its resume record
     counts on the rows it stored). Holding every other shard's lock while looking keeps a
     shard from starting meanwhile (shards lock before they open the store)."""
     store = partial_path(out.path)
-    markers = store / out.dataset / MARKER_DIR
-    if _read_markers(markers):
+    if zarr_io.read_markers(store / out.dataset):
         return
     held: list[OutputLock] = []
     try:
@@ -453,8 +343,8 @@ def _discard_if_abandoned(out: ArrayAddress, failed: Shard) -> None:
             except LogmmError:
                 return                      # a shard is running: its rows are in the store
             held.append(lock)
-        if not _read_markers(markers):
-            _remove(store)
+        if not zarr_io.read_markers(store / out.dataset):
+            remove_path(store)
     finally:
         for lock in held:
             lock.release()
@@ -552,25 +442,13 @@ def shard_status(address: str | Path | ArrayAddress) -> ShardStatus | None:
 
 
 def _zarr_status(out: ArrayAddress) -> ShardStatus | None:
-    import zarr
-
-    partial = partial_path(out.path)
-    # a partial store is a run under way (perhaps one replacing a finished OUT with
-    # --overwrite): it is the one to report and to finish
-    merged = not partial.exists() and out.path.exists()
-    store = out.path if merged else partial
-    if not (store / out.dataset).is_dir():
+    found = zarr_io.read_shared_store(out)
+    if found is None:
         return None
-    try:
-        arr = zarr.open_array(str(store), path=out.dataset, mode="r")
-        meta = dict(arr.attrs.get(_STORE_KEY) or {})
-    except Exception:
-        return None
-    if not meta:
-        return None
+    store, merged, meta, n_rows = found
     count, fingerprint = int(meta["count"]), meta.get("fingerprint")
     blocks = _plan_blocks(meta["plan"])
-    markers = _read_markers(store / out.dataset / MARKER_DIR)
+    markers = zarr_io.read_markers(store / out.dataset)
     states, problems = [], []
     for i in range(count):
         rows = shard_rows(blocks, Shard(i, count))
@@ -579,7 +457,7 @@ def _zarr_status(out: ArrayAddress) -> ShardStatus | None:
         if marker is not None and not ok:
             problems.append(f"shard {i}'s marker belongs to another run")
         states.append(ShardState(i, rows, ok, str(store), (marker or {}).get("attrs", {})))
-    return ShardStatus("zarr", count, int(arr.shape[0]), states, merged, problems)
+    return ShardStatus("zarr", count, n_rows, states, merged, problems)
 
 
 def _plan_blocks(plan: Mapping[str, Any]) -> list[tuple[int, int]]:
@@ -587,49 +465,8 @@ def _plan_blocks(plan: Mapping[str, Any]) -> list[tuple[int, int]]:
     return row_ranges(int(plan["n"]), int(plan["block_rows"]))
 
 
-def _read_markers(directory: Path) -> dict[tuple[int, int], dict[str, Any]]:
-    found: dict[tuple[int, int], dict[str, Any]] = {}
-    try:
-        names = sorted(os.listdir(directory))
-    except OSError:
-        return found
-    for name in names:
-        match = _MARKER_RE.match(name)
-        if match is None:
-            continue
-        try:
-            data = json.loads((directory / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        found[(int(match[1]), int(match[2]))] = data
-    return found
-
-
-def _hdf5_shard_files(out: ArrayAddress) -> dict[int, dict[int, Path]]:
-    """``{count: {index: path}}`` of the shard files beside ``out``: the complete file, or
-    else the hidden partial file of an unfinished shard."""
-    path = out.path
-    name_re = re.escape(path.stem) + r"\.shard-(\d+)-of-(\d+)" + re.escape(path.suffix)
-    complete, partial = re.compile(f"^{name_re}$"), re.compile(f"^\\.{name_re}\\.logmm-partial$")
-    found: dict[int, dict[int, Path]] = {}
-    try:
-        names = sorted(os.listdir(path.parent))
-    except OSError:
-        return found
-    for name in names:
-        match = complete.match(name) or partial.match(name)
-        if match is None:
-            continue
-        shards = found.setdefault(int(match[2]), {})
-        if complete.match(name) or int(match[1]) not in shards:
-            shards[int(match[1])] = path.parent / name
-    return found
-
-
 def _hdf5_status(out: ArrayAddress) -> ShardStatus | None:
-    import h5py
-
-    groups = _hdf5_shard_files(out)
+    groups = hdf5.shard_files(out.path)
     if not groups:
         return None
     problems = []
@@ -646,8 +483,7 @@ def _hdf5_status(out: ArrayAddress) -> ShardStatus | None:
         complete = False
         if path is not None and not path.name.startswith("."):
             try:
-                with h5py.File(path, "r") as f:
-                    attrs = {k: _jsonable(v) for k, v in f[out.dataset].attrs.items()}
+                attrs = hdf5.read_attrs(path, out.dataset)
                 complete = attrs.get("complete") is True
             except Exception:
                 problems.append(f"{path.name} cannot be read")
@@ -702,8 +538,6 @@ def _summed_attrs(attr_sets: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 def _finish_store(out: ArrayAddress, *, overwrite: bool) -> bool:
     """Rename a shared store into place once all its shards are done; True if it is (or
     was already) finished, False while shards are missing or another process finishes it."""
-    import zarr
-
     status = _zarr_status(out)
     if status is None or status.merged:
         return status is not None
@@ -715,18 +549,9 @@ def _finish_store(out: ArrayAddress, *, overwrite: bool) -> bool:
     except LogmmError:
         return False                        # another shard is finishing it
     try:
-        store = partial_path(out.path)
-        if not store.exists():
-            return out.path.exists()
-        arr = zarr.open_array(str(store), path=out.dataset, mode="r+")
         attrs = _summed_attrs(s.attrs for s in status.shards)
         attrs.update(complete=True, shards=status.count)
-        arr.attrs.update({k: v for k, v in attrs.items() if v is not None})
-        if not overwrite and os.path.lexists(out.path):
-            raise OutputExistsError(f"output exists: {out.path} (created while the shards "
-                                    "ran; use --overwrite to replace it)")
-        _replace(store, out.path)
-        return True
+        return zarr_io.finish_shared_store(out, attrs, overwrite=overwrite)
     finally:
         lock.release()
 
@@ -781,39 +606,17 @@ def merge(address: str | Path | ArrayAddress, *, overwrite: bool = False) -> Mer
 
 
 def _merge_hdf5(out: ArrayAddress, status: ShardStatus, *, overwrite: bool) -> MergeResult:
-    import h5py
-
     _refuse_container(out)
     check_output(out, overwrite=overwrite)
-    first = status.shards[0].attrs
-    shape = tuple(int(s) for s in first["total_shape"])
-    with h5py.File(status.shards[0].where, "r") as f:
-        dtype = f[out.dataset].dtype
-    layout = h5py.VirtualLayout(shape=shape, dtype=dtype)
+    shape = tuple(int(s) for s in status.shards[0].attrs["total_shape"])
+    attrs = _summed_attrs(s.attrs for s in status.shards)
+    attrs.update(complete=True, shards=status.count,
+                 shard_files=[Path(s.where).name for s in status.shards])
+    sources = []
     for s in status.shards:
         assert s.rows is not None
-        r0, r1 = s.rows
-        if r1 > r0:
-            source = h5py.VirtualSource(os.path.relpath(s.where, out.path.parent),
-                                        out.dataset, shape=(r1 - r0, *shape[1:]))
-            layout[r0:r1] = source
-    tmp = partial_path(out.path)
-    _remove(tmp)
-    try:
-        with h5py.File(tmp, "w") as f:
-            ds = f.create_virtual_dataset(out.dataset, layout, fillvalue=np.nan)
-            attrs = _summed_attrs(s.attrs for s in status.shards)
-            attrs.update(complete=True, shards=status.count,
-                         shard_files=[Path(s.where).name for s in status.shards])
-            for key, value in attrs.items():
-                if value is not None:
-                    ds.attrs[key] = _jsonable(value)
-        if not overwrite and os.path.lexists(out.path):
-            raise OutputExistsError(f"output exists: {out.path} (use --overwrite to replace it)")
-        _replace(tmp, out.path)
-    except BaseException:
-        _remove(tmp)
-        raise
+        sources.append((s.where, *s.rows))
+    hdf5.merge_virtual(out, sources, shape, attrs, overwrite=overwrite)
     return MergeResult(out, shape, status.count, wrote=True)
 
 

@@ -140,13 +140,13 @@ def test_kill_9_many_seeds_larger_inputs(tmp_path: Path, command: str) -> None:
 # SIGKILL between the two renames of a .npy commit: the sidecar is in place, the array not
 KILL_MID_COMMIT = """
 import os, signal
-from logmm.io import writers
-_replace = writers._replace
+from logmm.io import npy
+_replace = npy.replace_path
 def _replace_then_die(src, dest):
     if str(dest).endswith(".npy"):
         os.kill(os.getpid(), signal.SIGKILL)
     _replace(src, dest)
-writers._replace = _replace_then_die
+npy.replace_path = _replace_then_die
 """
 
 

@@ -30,13 +30,10 @@ from typing import Any
 
 from ..errors import LogmmError
 from .addresses import ArrayAddress
-from .writers import (
-    container_output,
-    partial_path,
-    temporary_path,
-    write_failure,
-    writes_into,
-)
+from .base import write_failure
+from .hdf5 import dataset_identity, writes_into
+from .layout import dataset_unit, lock_file, parse_work_file, record_file, temporary_path
+from .writers import container_output
 
 __all__ = [
     "OutputLock",
@@ -57,22 +54,19 @@ def _dataset_unit(output: str | Path | ArrayAddress, *, lock: bool = False) -> P
         return Path(output)
     if not container_output(output) or (lock and output.format == "hdf5"):
         return output.path
-    key = (output.dataset or "").replace("/", "%")
-    return output.path.with_name(f"{output.path.name}#{key}")
+    return dataset_unit(output.path, output.dataset)
 
 
 def record_path(output: str | Path | ArrayAddress) -> Path:
     """``dir/.OUT.logmm-partial.json`` (``dir/.OUT#group%name.logmm-partial.json`` for a
     dataset inside an existing container)."""
-    partial = partial_path(_dataset_unit(output))
-    return partial.with_name(partial.name + ".json")
+    return record_file(_dataset_unit(output))
 
 
 def lock_path(output: str | Path | ArrayAddress) -> Path:
     """``dir/.OUT.logmm-lock`` (``dir/.OUT#group%name.logmm-lock`` for an array inside an
     existing Zarr store)."""
-    unit = _dataset_unit(output, lock=True)
-    return unit.with_name(f".{unit.name}.logmm-lock")
+    return lock_file(_dataset_unit(output, lock=True))
 
 
 def input_fingerprint(address: ArrayAddress, shape: tuple[int, ...], dtype: Any) -> dict[str, Any]:
@@ -88,7 +82,7 @@ def input_fingerprint(address: ArrayAddress, shape: tuple[int, ...], dtype: Any)
                      path)
     identity: dict[str, Any]
     if address.format == "hdf5" and address.dataset and writes_into(path):
-        identity = _hdf5_dataset_identity(path, address.dataset)
+        identity = dataset_identity(path, address.dataset)
     else:
         stat = probe.stat()
         identity = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
@@ -98,26 +92,6 @@ def input_fingerprint(address: ArrayAddress, shape: tuple[int, ...], dtype: Any)
         "dtype": str(dtype),
         **identity,
     }
-
-
-def _hdf5_dataset_identity(path: Path, dataset: str) -> dict[str, Any]:
-    """An input inside the HDF5 file the run adds its output to: that file's size and
-    modification time change under the run's own writes, so the dataset is identified by
-    where it lives in the file instead (object header, data offset, stored bytes). A
-    dataset replaced since moves; one rewritten in place is not noticed."""
-    import h5py
-
-    def identity(node: Any) -> dict[str, Any]:
-        found: dict[str, Any] = {"object": int(h5py.h5o.get_info(node.id).addr)}
-        if isinstance(node, h5py.Dataset):
-            found.update(offset=node.id.get_offset(), size=int(node.id.get_storage_size()))
-        else:                                 # a sparse matrix: its data, indices, indptr
-            found["members"] = {name: identity(child) for name, child in node.items()
-                                if isinstance(child, h5py.Dataset)}
-        return found
-
-    with h5py.File(path, "r") as f:
-        return identity(f[dataset])
 
 
 @dataclass
@@ -179,14 +153,14 @@ class ResumeRecord:
 def _sweep_temporaries(path: Path) -> None:
     """Remove ``.NAME.logmm-tmp-PID`` files beside ``path`` whose process has exited (a
     ``kill -9`` between writing a temporary and renaming it)."""
-    prefix = temporary_path(path).name.rsplit("-", 1)[0] + "-"
     try:
-        names = [n for n in os.listdir(path.parent) if n.startswith(prefix)]
+        names = os.listdir(path.parent)
     except OSError:
         return
     for name in names:
-        pid = name[len(prefix):]
-        if pid.isdigit() and not process_alive(int(pid)):
+        work = parse_work_file(name)
+        if (work is not None and work.output == path.name and work.kind == "tmp"
+                and work.pid is not None and not process_alive(work.pid)):
             (path.parent / name).unlink(missing_ok=True)
 
 

@@ -1,0 +1,638 @@
+"""HDF5 (h5py): the reader, the writer, and what logmm knows about HDF5 files.
+
+- Open errors as one line (:func:`hdf5_open_error`): a file held by HDF5's own lock (a
+  writer somewhere), or not a readable HDF5 file.
+- Readers of a file the run also writes into share the writer's handle
+  (:func:`release_hdf5_readers`): h5py cannot open one file twice with different modes
+  in one process.
+- Writing into an existing file (:func:`check_container`): storage of an uncompressed
+  dataset is allocated when it is created, so writing blocks changes no HDF5 metadata
+  and a ``kill -9`` while blocks are written leaves the file's structure as it was
+  flushed after creation; compressed datasets are refused there, and so are files in
+  HDF5's newest format (superblock v3, ``libver="latest"``): HDF5 marks them "open for
+  writing" on disk, and after a kill no program opens them until ``h5clear -s``.
+- Virtual datasets (``logmm merge``): a missing source file is refused when read
+  (:func:`missing_virtual_sources`); :func:`merge_virtual` writes one over shard files,
+  :func:`shard_files` lists the shard files beside an output.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import (
+    FormatError,
+    InputError,
+    LogmmError,
+    MissingInputError,
+    OutputExistsError,
+    UsageError,
+)
+from .addresses import ArrayAddress
+from .base import (
+    ArrayReader,
+    ArrayWriter,
+    holds,
+    jsonable,
+    missing_message,
+    one_line,
+    only_array,
+    os_error_reason,
+    remove_path,
+    replace_path,
+)
+from .compression import ensure_hdf5_filters, hdf5_filter_kwargs
+from .layout import lock_file, parse_shard_file, partial_dataset, partial_path
+
+__all__ = [
+    "HDF5Reader",
+    "HDF5Writer",
+    "check_container",
+    "container_holds",
+    "container_node",
+    "dataset_identity",
+    "dataset_names",
+    "hdf5_open_error",
+    "list_arrays",
+    "members",
+    "merge_virtual",
+    "missing_virtual_sources",
+    "read_attrs",
+    "refuse_locked",
+    "release_hdf5_readers",
+    "shard_files",
+    "track_reader",
+    "writes_into",
+]
+
+
+def hdf5_open_error(path: str | Path, exc: BaseException) -> LogmmError:
+    """The one-line error for an HDF5 file h5py could not open: held locked by another
+    process (HDF5's own file lock: a writer somewhere), or not a readable HDF5 file."""
+    detail = one_line(exc)
+    if "unable to lock file" in detail or "errno = 11" in detail:
+        return LogmmError(f"{path} is locked by another process (an HDF5 writer has it "
+                          "open); wait for it to finish, or, on a read-only shared filesystem "
+                          "that does not support locks, set HDF5_USE_FILE_LOCKING=FALSE")
+    return FormatError(f"{path}: not a readable HDF5 file ({detail})")
+
+
+def missing_virtual_sources(ds: Any, path: Path) -> list[tuple[Path, tuple[int, int] | None]]:
+    """The source files of a virtual HDF5 dataset ``ds`` (in file ``path``) that do not
+    exist, each with the rows ``(start, stop)`` of ``ds`` it maps (None: not a row range).
+
+    Relative source names are taken from the directory of ``path``, as ``logmm merge``
+    writes them. Reading such a dataset gives its fill value in those rows, silently.
+    """
+    missing: list[tuple[Path, tuple[int, int] | None]] = []
+    for source in ds.virtual_sources():
+        name = source.file_name
+        if name == ".":                    # the dataset's own file
+            continue
+        where = Path(name) if Path(name).is_absolute() else path.parent / name
+        if where.exists():
+            continue
+        try:
+            (r0, *_), (r1, *_) = source.vspace.get_select_bounds()
+            rows: tuple[int, int] | None = (int(r0), int(r1) + 1)
+        except Exception:  # noqa: BLE001 - an empty or unusual selection: no rows to name
+            rows = None
+        missing.append((where, rows))
+    return missing
+
+
+def _check_virtual_sources(ds: Any, path: Path, address: ArrayAddress) -> None:
+    """A virtual dataset (``logmm merge``) reads a missing source file as its fill value,
+    silently; refuse instead, naming the file."""
+    for where, _ in missing_virtual_sources(ds, path)[:1]:
+        raise MissingInputError(f"{address} is a virtual dataset whose source file "
+                                f"{where} is missing (shard files must stay beside the "
+                                "merged file)")
+
+
+#: the HDF5 readers (dense, and sparse groups) open in this process (see
+#: :func:`release_hdf5_readers`)
+_OPEN_HDF5: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def release_hdf5_readers(path: str | Path) -> list[Any]:
+    """Close the read-only handles this process's open readers hold on the HDF5 file
+    ``path`` and return those readers, to be given a handle again with
+    :meth:`HDF5Reader.rebind`.
+
+    A writer that adds a dataset to a file the run also reads from needs this: HDF5
+    refuses to open a file for writing while the same process has it open read-only,
+    but readers may share the writer's handle.
+    """
+    target = Path(path).resolve()
+    found = []
+    for reader in list(_OPEN_HDF5):
+        if Path(reader.address.path).resolve() == target and reader.release_handle():
+            found.append(reader)
+    return found
+
+
+class HDF5Reader(ArrayReader):
+    """A dataset in an HDF5 file, read with h5py."""
+
+    def rebind(self, file: Any | None) -> None:
+        """Read through ``file`` (an h5py File of the same path, held by a writer), or,
+        with None, through a read-only handle of its own again."""
+        import h5py
+
+        if self._closed:
+            return
+        if file is None:
+            try:
+                self._file = h5py.File(self.address.path, "r")
+            except OSError as exc:
+                raise hdf5_open_error(self.address.path, exc) from None
+            file = self._file
+        self._ds = file[self.address.dataset]
+
+    def release_handle(self) -> bool:
+        """Close this reader's own file handle (see :func:`release_hdf5_readers`); False
+        when it holds none."""
+        if self._file is None:
+            return False
+        self._file.close()
+        self._file = None
+        return True
+
+    def __init__(self, address: ArrayAddress) -> None:
+        """Open the dataset ``address`` names (or the file's only one); a sparse group
+        is found before (:func:`logmm.io.sparse.sparse_group`) and never reaches here."""
+        import h5py
+
+        path = address.path
+        self._closed = False
+        try:
+            self._file: Any = h5py.File(path, "r")
+        except OSError as exc:
+            raise hdf5_open_error(path, exc) from None
+        try:
+            name = address.dataset
+            if name is None:
+                name = only_array(address, dataset_names(self._file), "/")
+            try:
+                node = self._file.get(name)
+            except Exception:  # a path through a dataset, a broken link, ...
+                node = None
+            if node is None:
+                names = dataset_names(self._file)
+                raise MissingInputError(missing_message(address, names, "/"))
+            if not isinstance(node, h5py.Dataset):
+                names = dataset_names(node)
+                raise MissingInputError(
+                    f"{address} is a group, not an array; "
+                    + holds(["/" + n for n in names] if names else [], prefix="it holds: ")
+                )
+            if node.shape is None:
+                raise InputError(f"{address.with_dataset(name)} has an empty (null) dataspace")
+            ensure_hdf5_filters(node, str(address.with_dataset(name)))  # zstd, blosc, ...
+            if node.is_virtual:
+                _check_virtual_sources(node, path, address.with_dataset(name))
+            self._ds = node
+            super().__init__(address.with_dataset(name), node.shape, node.dtype, node.chunks)
+            track_reader(self)
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _read(self, key: Any) -> np.ndarray:
+        return np.asarray(self._ds[key])
+
+    @property
+    def decodes_chunks(self) -> bool:
+        return self._ds.id.get_create_plist().get_nfilters() > 0
+
+    def close(self) -> None:
+        self._closed = True
+        _OPEN_HDF5.discard(self)
+        f = getattr(self, "_file", None)
+        if f is not None:
+            f.close()
+            self._file = None
+
+
+class HDF5Writer(ArrayWriter):
+    """HDF5 output: a chunked dataset (gzip/lzf/zstd/blosc/none), provenance in its attributes.
+
+    Inside an existing file (``in_container``) the dataset is written under its hidden
+    name (:func:`partial_dataset`) and moved to its own name at commit; see the module notes.
+    """
+
+    def __init__(self, address: ArrayAddress, shape: tuple[int, ...], dtype: Any,
+                 **options: Any) -> None:
+        """Takes the parameters of :class:`~logmm.io.base.ArrayWriter`."""
+        self._file: Any = None
+        self._ds: Any = None
+        self._shared_readers: list[Any] = []
+        super().__init__(address, shape, dtype, **options)
+
+    @property
+    def shares_file_with_inputs(self) -> bool:
+        return bool(self._shared_readers)
+
+    def _layout(self) -> tuple[tuple[int, ...] | None, dict[str, Any]]:
+        chunks = None
+        plain = self.compression in (None, "none")
+        if self.shape and all(self.shape) and not (self.contiguous and plain):
+            chunks = (min(self.chunk_rows, self.shape[0]),) + self.shape[1:]
+        # HDF5 filters need chunked storage; empty arrays have none
+        filters = hdf5_filter_kwargs(self.compression) if chunks is not None else {}
+        return chunks, filters
+
+    def _create(self) -> None:
+        import h5py
+
+        chunks, filters = self._layout()
+        if self.in_container:
+            f = self._file if self._file is not None else self._open_container()
+            self._file = f
+            dcpl = None
+            if not filters:
+                # storage reserved now: writing blocks then changes no HDF5 metadata, so a
+                # kill while blocks are written cannot touch the file's structure
+                dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+                dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+                dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)   # every block is written
+            self._ds = f.create_dataset(partial_dataset(self.address.dataset),
+                                        shape=self.shape, dtype=self.dtype, chunks=chunks,
+                                        dcpl=dcpl, **filters)
+            self._ds.attrs["complete"] = False      # `logmm info` lists it as incomplete
+            f.flush()
+            return
+        # No chunk cache: blocks are whole chunks, so caching gains nothing, and a dirty
+        # cached chunk that cannot be flushed (disk full) makes HDF5 fail the close and
+        # crash when it frees the file at exit.
+        self._file = h5py.File(self.tmp_path, "w", rdcc_nbytes=0)
+        self._ds = self._file.create_dataset(
+            self.address.dataset, shape=self.shape, dtype=self.dtype, chunks=chunks,
+            **filters,
+        )
+
+    def _open_container(self) -> Any:
+        """The existing output file, opened for writing; this process's readers of it are
+        moved onto the same handle (HDF5 refuses a second, writable open of a file that
+        is open read-only) and back to their own read-only handles at close."""
+        import h5py
+
+        readers = release_hdf5_readers(self.path)
+        try:
+            f = h5py.File(self.path, "r+", rdcc_nbytes=0)
+        except OSError as exc:
+            for reader in readers:
+                reader.rebind(None)
+            raise _container_unwritable(self.path, exc) from None
+        for reader in readers:
+            reader.rebind(f)
+        self._shared_readers = readers
+        return f
+
+    def _partial_exists(self) -> bool:
+        if not self.in_container:
+            return super()._partial_exists()
+        return container_holds(self.address, partial_dataset(self.address.dataset))
+
+    def _discard_partial(self) -> None:
+        if not self.in_container:
+            super()._discard_partial()
+            return
+        if self._file is None:
+            self._file = self._open_container()
+        hidden = partial_dataset(self.address.dataset)
+        if hidden in self._file:
+            del self._file[hidden]
+            self._file.flush()
+
+    def _output_exists(self) -> bool:
+        if not self.in_container:
+            return super()._output_exists()
+        if self._file is not None:
+            return self.address.dataset in self._file
+        return container_holds(self.address, self.address.dataset)
+
+    def _reopen(self) -> None:
+        import h5py
+
+        if self.in_container:
+            self._file = self._open_container()
+            self._ds = self._file[partial_dataset(self.address.dataset)]
+        else:
+            self._file = h5py.File(self.tmp_path, "r+", rdcc_nbytes=0)
+            self._ds = self._file[self.address.dataset]
+        self._check_reopened(self._ds.shape, self._ds.dtype)
+
+    def _write(self, key: Any, block: np.ndarray) -> None:
+        self._ds[key] = block
+
+    def _flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def _store_attrs(self, attrs: dict[str, Any]) -> None:
+        for key, value in attrs.items():
+            if value is not None:  # HDF5 has no null attribute
+                self._ds.attrs[key] = value
+
+    def _publish(self, attrs: dict[str, Any]) -> None:
+        if not self.in_container:
+            super()._publish(attrs)
+            return
+        import h5py
+
+        f, final = self._file, self.address.dataset
+        if final in f:                      # --overwrite (checked by commit)
+            if not isinstance(f[final], h5py.Dataset):
+                raise OutputExistsError(f"{self.address} became a group while logmm ran; "
+                                        "a group is never replaced")
+            del f[final]
+        f.move(partial_dataset(final), final)
+        f.flush()
+        self._close()
+
+    def _close(self) -> None:
+        f, self._file = self._file, None
+        try:
+            if f is not None:
+                f.close()
+        finally:
+            readers, self._shared_readers = self._shared_readers, []
+            for reader in readers:
+                try:
+                    reader.rebind(None)
+                except Exception:  # noqa: S110 - its file is gone or busy: it reads no more
+                    pass
+
+    def abort(self) -> None:
+        # After a failed write (disk full) HDF5 2.0 still holds dirty metadata; closing
+        # the file then fails, and the library crashes (SIGSEGV) when it frees the file
+        # at exit. The partial output is being discarded anyway: empty it first, and the
+        # close's last writes land in freed space and succeed. (Never inside an existing
+        # file: there the hidden dataset is deleted and the file kept.)
+        if (self._file is not None and not self.committed and not self.in_container
+                and not self.suspended):
+            try:
+                os.truncate(self.tmp_path, 0)
+            except OSError:
+                pass
+        super().abort()
+
+
+def _container_unwritable(path: Path, exc: BaseException) -> LogmmError:
+    """One line for an existing HDF5 file that cannot be opened for writing."""
+    text = str(exc)
+    if "lock" in text or "errno = 11" in text:
+        return LogmmError(f"cannot write into {path}: another process has it open (HDF5 "
+                          "allows one writer per file, and no reader while it writes); "
+                          "retry when it is done")
+    if "already open for read-only" in text:
+        return LogmmError(f"cannot write into {path}: this run also reads it in a way that "
+                          "keeps it open read-only; write the output to another file")
+    return LogmmError(f"cannot write into {path}: {os_error_reason(exc)}")
+
+
+def dataset_names(group: Any) -> list[str]:
+    """Dataset paths under an h5py group, relative to it, in visit order."""
+    import h5py
+
+    names: list[str] = []
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset):
+            names.append(name)
+
+    group.visititems(visit)
+    return names
+
+
+def members(group: Any) -> dict[str, Any]:
+    """Direct children of an h5py group that are datasets, by name."""
+    import h5py
+
+    members = {}
+    for name in group:
+        try:
+            node = group.get(name)
+        except Exception:  # a broken link
+            continue
+        if isinstance(node, h5py.Dataset):
+            members[name] = node
+    return members
+
+
+def refuse_locked(path: Path) -> None:
+    """Raise if HDF5's own file lock keeps ``path`` from being read: another process is
+    writing it, and nothing can be said about what it holds."""
+    import h5py
+
+    try:
+        h5py.File(path, "r").close()
+    except OSError as exc:
+        if "lock" not in str(exc).lower():
+            return
+        lock = lock_file(path)                                # logmm.io.resume.lock_path
+        try:
+            who = f"another logmm run (pid {int(lock.read_text(encoding='ascii'))})"
+        except (OSError, ValueError):
+            who = "another process"
+        raise LogmmError(f"{who} is writing into {path} (HDF5 allows one writer per file, "
+                         "and no reader meanwhile); wait for it") from None
+
+
+def _refuse_newest_format(path: Path) -> None:
+    """Refuse writing into an HDF5 file with a version-3 superblock (see module notes)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            version = f.id.get_create_plist().get_version()[0]
+    except OSError:
+        return                   # the writer's own open reports what is wrong
+    if version >= 3:
+        raise LogmmError(
+            f"cannot add a dataset to {path}: it uses HDF5's newest file format (superblock "
+            f"v{version}), which a killed run would leave unopenable until 'h5clear -s'; "
+            "write the output to a new file")
+
+
+def track_reader(reader: Any) -> None:
+    """Note an open reader of an HDF5 file (``address``, ``release_handle``, ``rebind``),
+    for :func:`release_hdf5_readers`."""
+    _OPEN_HDF5.add(reader)
+
+
+def list_arrays(path: Path) -> list[str]:
+    """``["/g/a", ...]``: the datasets of the HDF5 file ``path``, in visit order."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return ["/" + n for n in dataset_names(f)]
+    except OSError as exc:
+        raise hdf5_open_error(path, exc) from None
+
+
+# ----------------------------------------------------------------------------- containers
+
+#: HDF5 files this process adds a dataset to (see :func:`writes_into`)
+_WRITTEN_CONTAINERS: set[Path] = set()
+
+
+def writes_into(path: str | Path) -> bool:
+    """Whether this process adds a dataset to the existing HDF5 file ``path`` (checked by
+    :func:`check_container`): the file's size and modification time then change under the
+    run's own writes, so a resume record must identify inputs in it otherwise."""
+    try:
+        return Path(path).resolve() in _WRITTEN_CONTAINERS
+    except OSError:
+        return False
+
+
+def check_container(addr: ArrayAddress, compression: str | None) -> None:
+    """Refuse adding ``addr`` to its existing file when that cannot be made kill-safe
+    (newest file format; a compressed dataset); else note that this process writes into
+    it (:func:`writes_into`)."""
+    path = addr.path
+    _refuse_newest_format(path)
+    if compression not in (None, "none"):
+        # A compressed dataset allocates file space chunk by chunk as blocks land;
+        # a kill -9 inside a flush then left HDF5's space records behind its chunk
+        # index, and --resume failed with "addr overflow" (seen under load in CI).
+        # Uncompressed storage is allocated whole at creation: block writes touch
+        # no metadata, so only those are added to a file that holds other data.
+        raise UsageError(
+            f"{addr}: --compression {compression} cannot add to an existing HDF5 "
+            "file (compressed chunks change the file's space records while blocks "
+            "are written, which a killed run can leave inconsistent); add it "
+            "uncompressed, or write a new compressed file")
+    _WRITTEN_CONTAINERS.add(path.resolve())
+
+
+def dataset_identity(path: Path, dataset: str) -> dict[str, Any]:
+    """An input inside the HDF5 file the run adds its output to: that file's size and
+    modification time change under the run's own writes, so the dataset is identified by
+    where it lives in the file instead (object header, data offset, stored bytes). A
+    dataset replaced since moves; one rewritten in place is not noticed."""
+    import h5py
+
+    def identity(node: Any) -> dict[str, Any]:
+        found: dict[str, Any] = {"object": int(h5py.h5o.get_info(node.id).addr)}
+        if isinstance(node, h5py.Dataset):
+            found.update(offset=node.id.get_offset(), size=int(node.id.get_storage_size()))
+        else:                                 # a sparse matrix: its data, indices, indptr
+            found["members"] = {name: identity(child) for name, child in node.items()
+                                if isinstance(child, h5py.Dataset)}
+        return found
+
+    with h5py.File(path, "r") as f:
+        return identity(f[dataset])
+
+
+def container_node(addr: ArrayAddress) -> tuple[str | None, str | None]:
+    """What the existing file ``addr.path`` has at ``addr.dataset`` (see
+    :func:`logmm.io.writers.container_output`): ``("array", name)``, ``("group",
+    name)``, ``("inside-array", ancestor)``, or ``(None, None)``."""
+    import h5py
+
+    parts = (addr.dataset or "").split("/")
+    try:
+        with h5py.File(addr.path, "r") as f:
+            node: Any = f
+            for i, part in enumerate(parts):
+                name = "/".join(parts[:i + 1])
+                if part not in node:
+                    return None, None
+                node = node[part]
+                if isinstance(node, h5py.Dataset):
+                    return ("array", name) if i == len(parts) - 1 else ("inside-array", name)
+            return "group", addr.dataset
+    except (OSError, KeyError, ValueError):   # unreadable, or a broken link: the writer says
+        return None, None
+
+
+def container_holds(addr: ArrayAddress, dataset: str | None) -> bool:
+    """Whether the existing file ``addr.path`` has a node named ``dataset``."""
+    if not dataset:
+        return False
+    import h5py
+
+    try:
+        with h5py.File(addr.path, "r") as f:
+            return dataset in f
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+# ----------------------------------------------------------------------------- shard files
+
+
+def shard_files(path: Path) -> dict[int, dict[int, Path]]:
+    """``{count: {index: path}}`` of the ``--shard`` files beside the output ``path``: the
+    complete file, or else the hidden partial file of an unfinished shard."""
+    found: dict[int, dict[int, Path]] = {}
+    try:
+        names = sorted(os.listdir(path.parent))
+    except OSError:
+        return found
+    for name in names:
+        parsed = parse_shard_file(path, name)
+        if parsed is None:
+            continue
+        index, count, partial = parsed
+        shards = found.setdefault(count, {})
+        if not partial or index not in shards:
+            shards[index] = path.parent / name
+    return found
+
+
+def read_attrs(path: str | Path, dataset: str) -> dict[str, Any]:
+    """The attributes of ``dataset`` in the HDF5 file ``path``, as JSON values."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return {k: jsonable(v) for k, v in f[dataset].attrs.items()}
+
+
+def merge_virtual(out: ArrayAddress, sources: list[tuple[str, int, int]],
+                  shape: tuple[int, ...], attrs: dict[str, Any], *, overwrite: bool) -> None:
+    """Write ``out`` as a virtual dataset of ``shape`` whose rows ``r0:r1`` are the dataset
+    of the same name in each ``(file, r0, r1)`` of ``sources`` (named relative to the
+    output's directory, so the directory can move with them), with ``attrs``; under the
+    partial name, then renamed into place.
+
+    Raises
+    ------
+    OutputExistsError
+        ``out`` appeared meanwhile and ``overwrite`` is false.
+    """
+    import h5py
+
+    with h5py.File(sources[0][0], "r") as f:
+        dtype = f[out.dataset].dtype
+    layout = h5py.VirtualLayout(shape=shape, dtype=dtype)
+    for where, r0, r1 in sources:
+        if r1 > r0:
+            source = h5py.VirtualSource(os.path.relpath(where, out.path.parent),
+                                        out.dataset, shape=(r1 - r0, *shape[1:]))
+            layout[r0:r1] = source
+    tmp = partial_path(out.path)
+    remove_path(tmp)
+    try:
+        with h5py.File(tmp, "w") as f:
+            ds = f.create_virtual_dataset(out.dataset, layout, fillvalue=np.nan)
+            for key, value in attrs.items():
+                if value is not None:
+                    ds.attrs[key] = jsonable(value)
+        if not overwrite and os.path.lexists(out.path):
+            raise OutputExistsError(f"output exists: {out.path} (use --overwrite to replace it)")
+        replace_path(tmp, out.path)
+    except BaseException:
+        remove_path(tmp)
+        raise
