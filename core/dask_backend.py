@@ -12,7 +12,7 @@ for bit the local one).
   ``.npy`` outputs are written here, from the values the tasks return (HDF5 allows one
   writing process per file).
 - **Inputs travel as addresses**: a reader pickles to its (absolute) address and a worker
-  reopens it, once per process (:func:`reopen_reader`); a task reads B (or its panels)
+  reopens it, once per process (:func:`logmm.io.base.reopen_reader`); a task reads B (or its panels)
   from the file, nothing is scattered, so a task can run again anywhere. Workers need the
   input files at the same paths (a shared filesystem on a cluster).
 - **Tasks in flight follow the cluster**: twice the worker threads present *now*, looked
@@ -42,10 +42,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from .errors import LogmmError, UsageError, install_hint
-from .io.addresses import ArrayAddress
 
 __all__ = ["RETRIES", "SCHEDULERS", "TaskError", "WORKER_WAIT", "check_scheduler", "connect",
-           "import_distributed", "reopen_reader", "run_dask", "task_slots"]
+           "import_distributed", "run_dask", "task_slots"]
 
 #: the values of ``--scheduler``
 SCHEDULERS = ("local", "dask")
@@ -53,7 +52,6 @@ _INSTALL_HINT = install_hint("dask")
 _IN_FLIGHT_PER_WORKER = 2
 #: a worker process's own memory (interpreter, numpy, h5py, zarr, dask) beside its budget
 _INTERPRETER = 256 << 20
-_READERS: dict[tuple[str, str, bool, int, int], Any] = {}
 
 
 def import_distributed() -> Any:
@@ -88,22 +86,6 @@ def check_scheduler(scheduler: Any, address: str | None) -> Any:
         if scheduler == "dask":
             import_distributed()
     return scheduler
-
-
-def reopen_reader(address: ArrayAddress, sparse: bool) -> Any:
-    """The reader of ``address`` in this process, opened once (keyed by the file's size and
-    modification time, so a rewritten file is reopened). Readers unpickle through this."""
-    from .io.readers import open_array
-
-    try:
-        stat = os.stat(address.path)
-        key = (str(address), address.format, sparse, stat.st_mtime_ns, stat.st_size)
-    except OSError:
-        key = (str(address), address.format, sparse, 0, 0)
-    reader = _READERS.get(key)
-    if reader is None:
-        reader = _READERS[key] = open_array(address, sparse=sparse)
-    return reader
 
 
 #: retries of a task after a transient error (a lost worker, a failed read)

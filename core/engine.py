@@ -547,7 +547,8 @@ def open_output(job: Job) -> OpenOutput:
             stack, out, job.shape, job.dtype, fingerprint=fingerprint, resume=resume,
             make_plan=lambda: job.make_plan(options), load_plan=job.load_plan,
             overwrite=opts.overwrite,
-            compression=opts.compression, contiguous=opts.contiguous, shard=options.shard)
+            compression=opts.compression, contiguous=opts.contiguous, shard=options.shard,
+            refuse_existing=refuse_or_skip_existing)
         pending = [b for b in shard_blocks if b[0] not in shard_record.done]
         return OpenOutput(writer=shard_writer, record=shard_record, plan=shard_plan,
                           pending=pending, resumed_blocks=len(shard_blocks) - len(pending),

@@ -302,7 +302,7 @@ class _BlockProduct:
 
     def _resident_b(self) -> np.ndarray:
         """B, read once per process: a dask worker gets a fresh copy of this object with
-        every task, but the same reader (:func:`logmm.dask_backend.reopen_reader`), so B
+        every task, but the same reader (:func:`logmm.io.base.reopen_reader`), so B
         is kept with the reader for the worker's later tasks."""
         if self.B is None:
             cached = _RESIDENT_B.get(self.b)

@@ -214,11 +214,14 @@ def open_shard_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...
                       dtype: np.dtype, *, fingerprint: dict[str, Any], resume: bool,
                       make_plan: Callable[[], Any], load_plan: Callable[[dict[str, Any]], Any],
                       overwrite: bool, compression: str | None, contiguous: bool,
-                      shard: Shard) -> tuple[ArrayWriter, ResumeRecord, Any,
-                                             list[tuple[int, int, int]]]:
+                      shard: Shard,
+                      refuse_existing: Callable[[ArrayAddress, str, str], None]
+                      ) -> tuple[ArrayWriter, ResumeRecord, Any, list[tuple[int, int, int]]]:
     """What :func:`logmm.engine.open_output` does for one shard: ``(writer, record, plan,
     blocks of the shard)``; see the module docstring. The writer takes rows by their
-    place in the whole output."""
+    place in the whole output. ``refuse_existing(output, fingerprint digest, name)``
+    meets a finished shard (or store) under ``resume``
+    (:func:`logmm.inspect.refuse_or_skip_existing`)."""
     if out.format not in ("zarr", "hdf5"):
         raise UsageError(f"--shard needs a .zarr or .h5 output, not {out.path.name}: shards "
                          "share one Zarr store, or write HDF5 files that 'logmm merge' joins")
@@ -226,13 +229,11 @@ def open_shard_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...
     unit = shard_path(out.path, shard)
     whole = digest(fingerprint)
     if resume and not overwrite:        # a rerun of a finished shard (or whole store)
-        from .inspect import refuse_or_skip_existing
-
         shard_file = out.__class__(unit, out.format).with_dataset(out.dataset)
         if out.format == "zarr" and os.path.lexists(out.path):
-            refuse_or_skip_existing(out, whole, f"{out} (all {shard.count} shards)")
+            refuse_existing(out, whole, f"{out} (all {shard.count} shards)")
         elif out.format == "hdf5" and os.path.lexists(unit):
-            refuse_or_skip_existing(shard_file, whole, f"shard {shard} of {out}")
+            refuse_existing(shard_file, whole, f"shard {shard} of {out}")
     stack.enter_context(OutputLock(unit))
     record_fp = dict(fingerprint, shard=str(shard))
     record = ResumeRecord.load(record_path(unit)) if resume else None

@@ -45,6 +45,7 @@ __all__ = [
     "missing_message",
     "one_line",
     "only_array",
+    "reopen_reader",
     "os_error_reason",
     "remove_path",
     "replace_path",
@@ -176,13 +177,11 @@ class ArrayReader:
         return self
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """Pickle as the absolute address: another process (a dask worker) reopens the file
-        there, once (see :func:`logmm.dask_backend.reopen_reader`)."""
-        from ..dask_backend import reopen_reader
-
+        """Pickle as the reader's class and absolute address: another process (a dask
+        worker) reopens the file there, once (see :func:`reopen_reader`)."""
         addr = self.address
         absolute = ArrayAddress(Path(addr.path).resolve(), addr.format, addr.dataset)
-        return reopen_reader, (absolute, self.is_sparse)
+        return reopen_reader, (type(self), absolute)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -506,6 +505,26 @@ class DetachedWriter:
         array[start - offset:start - offset + len(block)] = block
 
 
+
+
+#: readers reopened in this process (a dask worker), by class, address, size and mtime
+_REOPENED: dict[tuple[str, str, int, int], ArrayReader] = {}
+
+
+def reopen_reader(cls: type[ArrayReader], address: ArrayAddress) -> ArrayReader:
+    """The ``cls`` reader of ``address`` in this process, opened once (keyed by the
+    file's size and modification time, so a rewritten file is reopened): readers
+    unpickle through this, so that a dask worker opens each input once, not per task."""
+    try:
+        stat = os.stat(address.path)
+        key = (f"{cls.__module__}.{cls.__qualname__}", str(address), stat.st_mtime_ns,
+               stat.st_size)
+    except OSError:
+        key = (f"{cls.__module__}.{cls.__qualname__}", str(address), 0, 0)
+    reader = _REOPENED.get(key)
+    if reader is None:
+        reader = _REOPENED[key] = cls(address)
+    return reader
 
 
 # ----------------------------------------------------------------------------- helpers
