@@ -226,7 +226,7 @@ def _named_logeinsum(subscripts: str, operands: Sequence[np.ndarray],
 def _row_label(subscripts: str, readers: Sequence[ArrayReader]) -> tuple[list[str], str, int]:
     """``(terms, output, n)``: the parsed subscripts and the size of the first output label,
     which streaming splits; a :class:`UsageError` when it cannot be split."""
-    from .einsum import _parse
+    from .einsum import parse_subscripts as _parse
 
     stand_ins = tuple(np.broadcast_to(np.zeros((), r.dtype), r.shape) for r in readers)
     terms, output = _parse(subscripts, stand_ins)

@@ -31,6 +31,7 @@ import numpy as np
 from .errors import InputError
 from .lazy import LazyModule
 from .logmatmul import check_no_posinf, compute_dtype, logmatmulexp
+from .typing import KronSemiring
 
 sp = LazyModule("scipy.sparse")   # imported on first use: the CLI starts faster
 if TYPE_CHECKING:                 # for annotations only (scipy ships no types: Any to mypy)
@@ -64,7 +65,7 @@ Factor = np.ndarray | Identity
 
 
 def block_project(X: np.ndarray | spmatrix, W: np.ndarray, blocks: int, *,
-                  semiring: str = "real") -> np.ndarray:
+                  semiring: KronSemiring = "real") -> np.ndarray:
     """Rows of ``X`` times ``(I_blocks ⊗ W)ᵀ``: each row, viewed as (blocks, d), times Wᵀ.
 
     Parameters
@@ -107,7 +108,7 @@ def block_project(X: np.ndarray | spmatrix, W: np.ndarray, blocks: int, *,
 
 
 def kron_matvec(factors: Sequence[Factor], X: np.ndarray | spmatrix, *,
-                semiring: str = "real") -> np.ndarray:
+                semiring: KronSemiring = "real") -> np.ndarray:
     """Rows of ``X`` times ``(F1 ⊗ F2 ⊗ …)ᵀ``, by successive mode products.
 
     Parameters
