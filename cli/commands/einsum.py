@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import click
 
-from logmm.einsum_files import EINSUM_SEMIRINGS, einsum_files
+from logmm.typing import Semiring
 
 from ..options import (
     ADDRESS,
+    chain_summary_line,
     command_line,
     dtype_option,
+    explain_option,
     method_option,
     output_option,
     overwrite_option,
@@ -21,7 +23,6 @@ from ..options import (
     row_streaming_options,
     storage_options,
 )
-from .chain import explain_option, summary_line
 
 __all__ = ["einsum"]
 
@@ -54,7 +55,7 @@ once per operand): operands with that label first are then read block by block.
 @click.argument("subscripts", metavar="SUBSCRIPTS")
 @click.argument("operands", metavar="OP...", nargs=-1, required=True, type=ADDRESS)
 @output_option
-@click.option("--semiring", type=click.Choice(EINSUM_SEMIRINGS), default="log",
+@click.option("--semiring", type=click.Choice(get_args(Semiring)), default="log",
               show_default=True,
               help="log: operands are log-values, sums are stable log-sum-exps; max: max "
                    "of sums; real: ordinary sums.")
@@ -72,6 +73,8 @@ def einsum(ctx: click.Context, subscripts: str, operands: tuple[str, ...], outpu
            scheduler: str, dask_address: str | None, compression: str | None,
            chunk_rows: int | None, quiet: bool, progress: bool | None) -> None:
     """einsum over arrays in files: log-sum-exp (default), max or ordinary sums."""
+    from logmm.einsum_files import einsum_files
+
     result = einsum_files(
         subscripts, operands, output, semiring=semiring, method=method, dtype=dtype,
         overwrite=overwrite, compression=compression, chunk_rows=chunk_rows,
@@ -80,4 +83,4 @@ def einsum(ctx: click.Context, subscripts: str, operands: tuple[str, ...], outpu
         memory=memory, block_rows=block_rows, resume=resume, shard=shard,
         scheduler=scheduler, dask_address=dask_address,
     )
-    report_result(result, summary_line, quiet)
+    report_result(result, chain_summary_line, quiet)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import click
 
-from logmm.gaussian import REDUCTIONS
-from logmm.loglik import LoglikResult
-from logmm.loglik import loglik as run_loglik
+from logmm.typing import Reduce
 
 from ..options import (
     ADDRESS,
@@ -21,6 +19,9 @@ from ..options import (
     row_streaming_options,
     storage_options,
 )
+
+if TYPE_CHECKING:
+    from logmm.loglik import LoglikResult
 
 __all__ = ["loglik"]
 
@@ -45,7 +46,7 @@ computed without overflow. X is read in row blocks (--memory, --block-rows, --re
               help="Standard deviation (> 0): a number or an array address.")
 @click.option("--rho", default=None, metavar="R", type=ADDRESS,
               help="sigma = softplus(rho): a number or an array address.")
-@click.option("--reduce", type=click.Choice(REDUCTIONS), default="none", show_default=True,
+@click.option("--reduce", type=click.Choice(get_args(Reduce)), default="none", show_default=True,
               help="none: elementwise; row: one value per row; sum: the total, printed on "
                    "stdout (and written when -o is given).")
 @click.option("-o", "--output", default=None, metavar="ADDR",
@@ -63,6 +64,8 @@ def loglik(ctx: click.Context, x: str, mu: str, sigma: str | None, rho: str | No
            compression: str | None, chunk_rows: int | None, quiet: bool,
            progress: bool | None) -> None:
     """log N(X; MU, diag(S²)) elementwise, per row, or in total."""
+    from logmm.loglik import loglik as run_loglik
+
     result = run_loglik(
         x, output, mu=mu, sigma=sigma, rho=rho, reduce=reduce, dtype=dtype,
         block_rows=block_rows, memory=memory, overwrite=overwrite, compression=compression,

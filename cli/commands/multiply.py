@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-
-from logmm.multiply import MultiplyResult
-from logmm.multiply import multiply as run_multiply
 
 from ..options import (
     ADDRESS,
@@ -22,6 +19,9 @@ from ..options import (
     row_streaming_options,
     storage_options,
 )
+
+if TYPE_CHECKING:
+    from logmm.multiply import MultiplyResult
 
 __all__ = ["multiply", "summary_line"]
 
@@ -55,6 +55,8 @@ def multiply(ctx: click.Context, a: str, b: str, output: str, overwrite: bool, m
              dask_address: str | None, compression: str | None, chunk_rows: int | None,
              quiet: bool, progress: bool | None) -> None:
     """C = log(exp(A) @ exp(B)), stable, for A (n×k) and B (k×m) in files."""
+    from logmm.multiply import multiply as run_multiply
+
     result = run_multiply(
         a, b, output, method=method, dtype=dtype, block_rows=block_rows, overwrite=overwrite,
         compression=compression, chunk_rows=chunk_rows, memory=memory, resume=resume,

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import click
 
 from logmm.errors import UsageError
-from logmm.kron import SEMIRINGS, Identity
-from logmm.project import ProjectResult
-from logmm.project import project as run_project
+from logmm.typing import KronSemiring
 
 from ..options import (
     ADDRESS,
@@ -24,6 +22,10 @@ from ..options import (
     row_streaming_options,
     storage_options,
 )
+
+if TYPE_CHECKING:
+    from logmm.kron import Identity
+    from logmm.project import ProjectResult
 
 __all__ = ["factor_specs", "project", "summary_line"]
 
@@ -82,6 +84,8 @@ def factor_specs(factors: tuple[str, ...], identities: tuple[int, ...],
     ``order`` lists ``"factor"`` and ``"identity"`` per occurrence; without it (or when
     it does not match the counts) identities follow the factors.
     """
+    from logmm.kron import Identity
+
     specs: list[str | Identity] = []
     for text in factors:
         match = _IDENTITY_RE.match(text.strip())
@@ -112,7 +116,8 @@ def factor_specs(factors: tuple[str, ...], identities: tuple[int, ...],
 @click.option("--identity", "identity", type=click.IntRange(min=1), multiple=True,
               metavar="N", help="An identity factor of size N, at this position among the "
                                 "--factor options (repeatable; skipped, never multiplied).")
-@click.option("--semiring", type=click.Choice(SEMIRINGS), default="real", show_default=True,
+@click.option("--semiring", type=click.Choice(get_args(KronSemiring)), default="real",
+              show_default=True,
               help="real: ordinary sums; log: inputs are log-values, sums are stable "
                    "log-sum-exps.")
 @output_option
@@ -130,6 +135,8 @@ def project(ctx: click.Context, x: str, w: str | None, blocks: int | None,
             quiet: bool, progress: bool | None) -> None:
     """Rows of X times (I_K ⊗ W)ᵀ, or times (F1 ⊗ F2 ⊗ …)ᵀ, without forming the product."""
     factors = factor_specs(factor, identity, ctx.meta.get(ORDER_KEY))
+    from logmm.project import project as run_project
+
     result = run_project(
         x, output, w_address=w, blocks=blocks, factors=factors, semiring=semiring,
         dtype=dtype, block_rows=block_rows, memory=memory, overwrite=overwrite,
