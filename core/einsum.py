@@ -31,7 +31,8 @@ from .typing import Method, Semiring
 
 opt_einsum = LazyModule("opt_einsum")   # imported on first use: the CLI starts faster
 
-__all__ = ["SEMIRINGS", "contraction_info", "logeinsum"]
+__all__ = ["SEMIRINGS", "contraction_info", "log_operands", "log_result_dtype", "logeinsum",
+           "parse_subscripts"]
 
 SEMIRINGS = ("log", "max", "real")
 _MAXPLUS_TILE_ELEMENTS = 1 << 20

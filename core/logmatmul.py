@@ -5,7 +5,7 @@ Tiers of ``method="auto"`` (see :func:`logmatmulexp` for the error argument):
 1. *fast*: the row/column-shifted GEMM. ``ma_i = max_k A[i,k]``, ``mb_j = max_k B[k,j]``,
    ``S = exp(A - ma) @ exp(B - mb)``, ``C = ma + mb + log(S)``. Every factor lies in
    [0, 1], so ``S`` is as accurate as a GEMM except where underflow has eaten it: an entry
-   is vouched for when ``S_ij >= tau`` (``tau = 32 tiny / eps``, see ``_log_tau``).
+   is vouched for when ``S_ij >= tau`` (``tau = 32 tiny / eps``, see ``log_tau``).
 2. *rebalanced*: untrusted rows and columns, sorted by where their maxima sit, are cut
    into tiles; each tile gets one GEMM of ``A - e`` and ``B + e`` (every term unchanged,
    maxima lined up), with the same trust test.
@@ -43,11 +43,15 @@ if TYPE_CHECKING:
 __all__ = [
     "METHODS",
     "ProductReport",
+    "as_log_operand",
     "check_no_posinf",
     "compute_dtype",
+    "log_tau",
     "logmatmulexp",
     "logmatmulexp_report",
+    "matmul_operands",
     "result_dtype",
+    "shape_str",
 ]
 
 METHODS = ("auto", "fast", "exact")
@@ -112,7 +116,7 @@ class ProductReport:
         return out
 
 
-def _log_tau(dtype: np.dtype) -> float:
+def log_tau(dtype: np.dtype) -> float:
     """log of the fast-path trust threshold tau = 32 * tiny / eps for ``dtype``.
 
     float64: about -668.9; float32: about -68.0. Each term of a shifted sum is off by at
@@ -489,12 +493,12 @@ def _exp_floor(dtype: np.dtype) -> float:
 def _trust_threshold(dtype: np.dtype, terms: int) -> float:
     """The smallest shifted sum of ``terms`` terms the error argument vouches for.
 
-    ``tau = 32 tiny / eps`` (see :func:`_log_tau`), raised to ``64 K tiny`` when K is so
+    ``tau = 32 tiny / eps`` (see :func:`log_tau`), raised to ``64 K tiny`` when K is so
     large (float32 beyond about 4e6 terms) that K clamped floors alone, ``(2e + 1) tiny``
     each, could come near tau: then their total stays below a tenth of any trusted sum.
     """
     tiny = float(np.finfo(dtype).tiny)
-    return max(math.exp(_log_tau(dtype)), 64.0 * terms * tiny)
+    return max(math.exp(log_tau(dtype)), 64.0 * terms * tiny)
 
 
 def _restore_neg_inf(C: np.ndarray, dead_rows: np.ndarray, dead_cols: np.ndarray) -> None:

@@ -54,6 +54,8 @@ from typing import Any
 
 import numpy as np
 
+__all__ = ["SEED", "main", "write_sample_data"]
+
 SEED = 20240611
 
 
