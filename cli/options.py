@@ -111,6 +111,7 @@ class ByteSize(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> int:
+        """Bytes from ``"4GiB"`` (an int passes through); a usage error otherwise."""
         if isinstance(value, int):
             return value
         try:

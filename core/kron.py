@@ -58,6 +58,7 @@ class Identity:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(n, n)``, as for a dense factor."""
         return (self.n, self.n)
 
 

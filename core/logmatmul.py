@@ -111,6 +111,7 @@ class ProductReport:
         return self
 
     def as_dict(self) -> dict[str, int]:
+        """Every count by name, ``repaired`` included (for provenance and ``-v``)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["repaired"] = self.repaired
         return out
