@@ -135,9 +135,21 @@ def _fail(ctx: click.Context, exc: BaseException, code: int, message: str) -> No
     raise click.exceptions.Exit(code)
 
 
+def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """``logmm, version X``, as click's version option prints it, from ``logmm.__version__``
+    (read on first use: the installed metadata, or ``0+unknown`` in a bare source tree)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from logmm import __version__
+
+    click.echo(f"logmm, version {__version__}")
+    ctx.exit()
+
+
 @click.group(cls=LogmmGroup, epilog=EPILOG,
              context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(None, "-V", "--version", package_name="logmm", prog_name="logmm")
+@click.option("-V", "--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_show_version, help="Show the version and exit.")
 @quiet_option
 @verbose_option
 @debug_option

@@ -10,29 +10,43 @@ import re
 import shlex
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 import click
 
-from logmm.io.writers import COMPRESSIONS
-from logmm.logmatmul import METHODS
+# the choices come from logmm.typing (tests/test_typing.py keeps them equal to the tuples
+# the engines check), so that defining an option imports no engine, numpy or h5py
+from logmm.typing import Compression, Method, Scheduler
+
+if TYPE_CHECKING:
+    from logmm.chain_files import ChainResult
 
 __all__ = [
     "ADDRESS",
+    "PLANNED_KEY",
+    "PLAN_KEY",
+    "job_options",
+    "planning",
+    "run_job",
     "storage_options",
     "threads_option",
     "ARGV_KEY",
+    "COMPRESSION_ENV",
+    "MEMORY_ENV",
+    "THREADS_ENV",
     "DEBUG_KEY",
     "QUIET_KEY",
     "VERBOSE_KEY",
     "ByteSize",
     "block_rows_option",
+    "chain_summary_line",
     "chunk_rows_option",
     "command_line",
     "is_quiet",
     "compression_option",
     "debug_option",
     "dtype_option",
+    "explain_option",
     "memory_option",
     "method_option",
     "output_option",
@@ -41,11 +55,14 @@ __all__ = [
     "progress_option",
     "quiet_option",
     "verbose_option",
+    "report_result",
     "reporting_options",
     "resolve_progress",
     "resume_option",
+    "row_streaming_options",
     "scheduler_options",
     "shard_option",
+    "sibling_command",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -99,6 +116,7 @@ class ByteSize(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> int:
+        """Bytes from ``"4GiB"`` (an int passes through); a usage error otherwise."""
         if isinstance(value, int):
             return value
         try:
@@ -134,7 +152,7 @@ def overwrite_option(f: F) -> F:
 
 def method_option(f: F) -> F:
     """``--method auto|fast|exact``."""
-    return click.option("--method", type=click.Choice(METHODS), default="auto",
+    return click.option("--method", type=click.Choice(get_args(Method)), default="auto",
                         show_default=True,
                         help="auto: fast path plus exact repair of untrusted entries; "
                              "fast: fast path only (possibly inexact); exact: blocked exact "
@@ -198,7 +216,7 @@ def scheduler_options(f: F) -> F:
     f = click.option("--dask-address", default=None, metavar="ADDR",
                      help="Dask scheduler to run on (tcp://HOST:PORT); implies --scheduler "
                           "dask  [default: a LocalCluster sized to this machine]")(f)
-    return click.option("--scheduler", type=click.Choice(["local", "dask"]), default="local",
+    return click.option("--scheduler", type=click.Choice(get_args(Scheduler)), default="local",
                         show_default=True,
                         help="local: this process (read ahead, compute, write behind); dask: "
                              "one task per row block on a dask.distributed cluster (pip "
@@ -213,7 +231,7 @@ def block_rows_option(f: F) -> F:
 
 def compression_option(f: F) -> F:
     """``--compression gzip|lzf|zstd|blosc|none``."""
-    return click.option("--compression", type=click.Choice(COMPRESSIONS), default=None,
+    return click.option("--compression", type=click.Choice(get_args(Compression)), default=None,
                         envvar=COMPRESSION_ENV, show_envvar=True,
                         help="Output compression: HDF5 gzip/lzf/zstd/blosc/none (default "
                              "none; zstd and blosc need 'pip install logmm[hdf5plugin]'); "
@@ -403,3 +421,36 @@ def command_line(ctx: click.Context) -> str:
     if argv is None:
         argv = sys.argv[1:]
     return shlex.join(["logmm", *argv])
+
+
+def sibling_command(ctx: click.Context, name: str) -> click.Command | None:
+    """The command ``name`` of the group ``ctx``'s command belongs to (``logmm plan`` runs
+    ``multiply``), found through the context rather than by importing ``cli.main``."""
+    parent = ctx.parent
+    if parent is None or not isinstance(parent.command, click.Group):
+        return None
+    return parent.command.get_command(parent, name)
+
+
+def explain_option(help_text: str) -> Callable[[F], F]:
+    """``--explain``: print the contraction order and its cost on stderr."""
+    return click.option("--explain", is_flag=True, help=help_text)
+
+
+def chain_summary_line(result: ChainResult) -> str:
+    """``wrote c.h5:/data (40×5 float64; (M1 (M2 M3)), method auto, 0 entries repaired)
+    in 0.01 s`` for chain, power and einsum results."""
+    shape = "×".join(str(s) for s in result.shape) or "scalar"
+    detail = [result.order] if result.order else []
+    if result.operation == "einsum":
+        detail.append(f"{result.attrs.get('semiring', 'log')} semiring")
+    detail.append(f"method {result.method}")
+    if result.report is not None and result.products:
+        if result.method == "exact":
+            detail.append("every entry by exact logsumexp")
+        else:
+            count, what = ((result.report.unchecked, "unchecked") if result.method == "fast"
+                           else (result.report.repaired, "repaired"))
+            detail.append(f"{count} {'entry' if count == 1 else 'entries'} {what}")
+    return (f"wrote {result.output} ({shape} {result.dtype}; {', '.join(detail)}) in "
+            f"{result.seconds:.2f} s")

@@ -12,35 +12,55 @@ kernel; ``logmm.torch`` wraps both as autograd functions, imported only on reque
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from .chain import log_chain, log_identity, log_power
-from .einsum import contraction_info, logeinsum
-from .errors import (
-    FormatError,
-    InputError,
-    LogmmError,
-    MissingInputError,
-    OutputExistsError,
-    UsageError,
-)
-from .gaussian import diag_gaussian_logpdf, softplus
-from .grad import logeinsum_vjp, logmatmulexp_vjp
-from .kron import Identity, block_project, kron_matvec
-from .logmatmul import ProductReport, logmatmulexp, logmatmulexp_report
+if TYPE_CHECKING:       # what the lazy table below gives, spelled out for type checkers
+    from ._version import __version__
+    from .chain import log_chain, log_identity, log_power
+    from .einsum import contraction_info, logeinsum
+    from .errors import (
+        FormatError,
+        InputError,
+        LogmmError,
+        MissingInputError,
+        OutputExistsError,
+        UsageError,
+    )
+    from .gaussian import diag_gaussian_logpdf, softplus
+    from .grad import logeinsum_vjp, logmatmulexp_vjp
+    from .kron import Identity, block_project, kron_matvec
+    from .logmatmul import ProductReport, logmatmulexp, logmatmulexp_report
+
+#: public name -> the submodule that defines it. Imported on first use, so that
+#: ``import logmm.cli.main`` (every ``logmm`` command line) loads neither numpy nor the
+#: kernels before a command needs them, and ``__version__`` (importlib.metadata, about
+#: 50 ms) only when asked for.
+_LAZY = {
+    "__version__": "_version",
+    "log_chain": "chain", "log_identity": "chain", "log_power": "chain",
+    "contraction_info": "einsum", "logeinsum": "einsum",
+    "FormatError": "errors", "InputError": "errors", "LogmmError": "errors",
+    "MissingInputError": "errors", "OutputExistsError": "errors", "UsageError": "errors",
+    "diag_gaussian_logpdf": "gaussian", "softplus": "gaussian",
+    "logeinsum_vjp": "grad", "logmatmulexp_vjp": "grad",
+    "Identity": "kron", "block_project": "kron", "kron_matvec": "kron",
+    "ProductReport": "logmatmul", "logmatmulexp": "logmatmul", "logmatmulexp_report": "logmatmul",
+}
 
 
 def __getattr__(name: str) -> Any:
-    """``__version__`` on first use: importlib.metadata costs about 50 ms at start-up."""
-    if name == "__version__":
-        from importlib.metadata import PackageNotFoundError, version
-        try:
-            value = version("logmm")
-        except PackageNotFoundError:  # running from a source tree that is not installed
-            value = "0+unknown"
-        globals()["__version__"] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """A public name on first use: its submodule is imported then (see ``_LAZY``)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .logmatmul import _log_tau
+from .logmatmul import log_tau
 
 __all__ = [
     "FAMILIES",
@@ -62,7 +62,7 @@ def banded(n: int, k: int, m: int, fraction: float = 0.1, dtype: type = np.float
     """
     rng = np.random.default_rng(seed)
     t_cut = k * (1.0 - math.sqrt(fraction))      # P(|p - q| > t_cut) = fraction
-    c = 2.0 * -_log_tau(np.dtype(dtype)) / max(t_cut, 1.0) ** 2
+    c = 2.0 * -log_tau(np.dtype(dtype)) / max(t_cut, 1.0) ** 2
     p = rng.uniform(0, k, size=n)
     q = rng.uniform(0, k, size=m)
     t = np.arange(k, dtype=np.float64)
@@ -82,7 +82,7 @@ def scale_drift(n: int, k: int, m: int, drift: float | None = None,
     """
     rng = np.random.default_rng(seed)
     if drift is None:
-        drift = 1.5 * -_log_tau(np.dtype(dtype)) / max(k - 1, 1)
+        drift = 1.5 * -log_tau(np.dtype(dtype)) / max(k - 1, 1)
     t = np.arange(k, dtype=np.float64)
     A = drift * t[None, :] + rng.normal(size=(n, k))
     B = -drift * t[:, None] + rng.normal(size=(k, m))

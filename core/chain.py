@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, UsageError
-from .logmatmul import ProductReport, check_no_posinf, compute_dtype, logmatmulexp_report
+from .logmatmul import ProductReport, check_no_posinf, compute_dtype, logmatmulexp_report, shape_str
 from .policy import check_method, resolve_dtypes
+from .typing import Method
 
 __all__ = [
     "chain_dims",
@@ -71,7 +72,7 @@ def chain_dims(shapes: Sequence[Sequence[int]], names: Sequence[str] | None = No
     names = list(names) if names is not None else [f"M{i + 1}" for i in range(len(shapes))]
     for name, shape in zip(names, shapes, strict=True):
         if len(shape) != 2:
-            raise InputError(f"{name} is {len(shape)}-D with shape {_shape_str(shape)}; "
+            raise InputError(f"{name} is {len(shape)}-D with shape {shape_str(tuple(shape))}; "
                              "a chain needs 2-D matrices")
     for i in range(len(shapes) - 1):
         (r, c), (r2, c2) = shapes[i], shapes[i + 1]
@@ -83,6 +84,7 @@ def chain_dims(shapes: Sequence[Sequence[int]], names: Sequence[str] | None = No
 
 
 def parenthesize(split: list[list[int]], i: int, j: int, names: Sequence[str]) -> str:
+    """``(M1 (M2 M3))``: the order :func:`chain_table`'s ``split`` gives factors i..j."""
     if i == j:
         return names[i]
     s = split[i][j]
@@ -164,6 +166,7 @@ def schedule_summary(steps: int) -> str:
 
 
 def check_steps(steps: Any) -> int:
+    """``steps`` as an int, or a :class:`UsageError` unless a non-negative integer."""
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
         raise UsageError(f"steps must be a non-negative integer, got {steps!r}")
     if steps < 0:
@@ -198,7 +201,7 @@ def _operand(x: Any, name: str, dtype: np.dtype | None) -> np.ndarray:
 class _CountedProducts:
     """``logmatmulexp`` that sums the tiers' reports and ticks a progress step per product."""
 
-    def __init__(self, method: str, dtype: np.dtype,
+    def __init__(self, method: Method, dtype: np.dtype,
                  step: Callable[[], None] | None = None) -> None:
         self.method, self.dtype, self.step = method, dtype, step
         self.report = ProductReport()
@@ -211,7 +214,7 @@ class _CountedProducts:
         return C
 
 
-def log_chain_report(matrices: Sequence[np.ndarray], names: Sequence[str], method: str,
+def log_chain_report(matrices: Sequence[np.ndarray], names: Sequence[str], method: Method,
                       dtype: Any, step: Callable[[], None] | None = None
                       ) -> tuple[np.ndarray, ProductReport, int, str]:
     """:func:`log_chain` with the tiers' report, the order's cost and its string."""
@@ -236,7 +239,7 @@ def log_chain_report(matrices: Sequence[np.ndarray], names: Sequence[str], metho
     return result, mul.report, cost, order
 
 
-def log_chain(matrices: Sequence[np.ndarray], *, method: str = "auto",
+def log_chain(matrices: Sequence[np.ndarray], *, method: Method = "auto",
               dtype: np.dtype | type | str | None = None) -> np.ndarray:
     """Stable ``log(exp(M1) @ exp(M2) @ … @ exp(Mn))`` in the cheapest order.
 
@@ -283,13 +286,15 @@ def log_identity(n: int, dtype: np.dtype | type | str = np.float64) -> np.ndarra
     return eye
 
 
-def log_power_report(P: np.ndarray, steps: int, name: str, method: str, dtype: Any,
+def log_power_report(P: np.ndarray, steps: int, name: str, method: Method, dtype: Any,
                       step: Callable[[], None] | None = None) -> tuple[np.ndarray, ProductReport]:
+    """:func:`log_power` and the kernel's tier counts; ``name`` names P in messages and
+    ``step()`` runs after each product."""
     check_method(method)
     steps = check_steps(steps)
     P = np.asarray(P)
     if P.ndim != 2 or P.shape[0] != P.shape[1]:
-        raise InputError(f"{name} has shape {_shape_str(P.shape)}; a matrix power needs a "
+        raise InputError(f"{name} has shape {shape_str(P.shape)}; a matrix power needs a "
                          "square 2-D matrix")
     out_dtype = resolve_dtypes([P.dtype], dtype)
     P = _operand(P, name, out_dtype)
@@ -310,7 +315,7 @@ def log_power_report(P: np.ndarray, steps: int, name: str, method: str, dtype: A
     return (result.copy() if result is P else result), mul.report
 
 
-def log_power(P: np.ndarray, steps: int, *, method: str = "auto",
+def log_power(P: np.ndarray, steps: int, *, method: Method = "auto",
               dtype: np.dtype | type | str | None = None) -> np.ndarray:
     """Stable ``log(exp(P) ^ steps)`` (matrix power) by repeated squaring.
 
@@ -353,7 +358,3 @@ def log_power(P: np.ndarray, steps: int, *, method: str = "auto",
            [0.   , 1.   ]])
     """
     return log_power_report(P, steps, "P", method, dtype)[0]
-
-
-def _shape_str(shape: Sequence[int]) -> str:
-    return "×".join(str(int(s)) for s in shape) if len(shape) else "() (a scalar)"

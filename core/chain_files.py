@@ -40,6 +40,7 @@ from .io.writers import check_output, temporary_path, write_failure
 from .logmatmul import ProductReport
 from .policy import check_at_least_one, check_method, resolve_dtypes
 from .resources import accepts_threads
+from .typing import Method
 
 __all__ = ["ChainResult", "chain_files", "explain_chain", "explain_power", "open_inputs",
            "power_file", "prepare_chain", "prepare_power", "read_whole", "report_attrs",
@@ -50,8 +51,9 @@ Address = str | Path | ArrayAddress
 
 @dataclass(kw_only=True)
 class ChainResult(RunResult):
-    """What :func:`chain_files`, :func:`power_file` or :func:`logmm.einsum_files.einsum_files`
-    wrote (the fields of :class:`logmm.engine.RunResult`, and:)
+    """What :func:`chain_files`, :func:`power_file` or ``einsum_files`` wrote.
+
+    The fields of :class:`logmm.engine.RunResult`, and the following.
 
     Attributes
     ----------
@@ -70,7 +72,7 @@ class ChainResult(RunResult):
     """
 
     operation: str
-    method: str
+    method: Method
     order: str = ""
     cost: int = 0
     products: int = 0
@@ -107,14 +109,14 @@ def shapes_json(shapes: Sequence[Sequence[int]]) -> str:
     return json.dumps([[int(s) for s in shape] for shape in shapes])
 
 
-def _whole_header(header: dict[str, Any], operation: str, method: str, dtype: np.dtype,
+def _whole_header(header: dict[str, Any], operation: str, method: Method, dtype: np.dtype,
                   shape: tuple[int, ...]) -> dict[str, Any]:
     """The attributes every whole-array engine stores after the common header."""
     return {**header, "operation": operation, "method": method, "dtype": str(dtype),
             "shape": list(shape)}
 
 
-def _options(method: str, dtype: Any, output: OutputOptions) -> None:
+def _options(method: Method, dtype: Any, output: OutputOptions) -> None:
     """Validate options before any file is opened (:class:`UsageError`)."""
     check_method(method)
     check_at_least_one(chunk_rows=output.chunk_rows)
@@ -126,7 +128,7 @@ def _options(method: str, dtype: Any, output: OutputOptions) -> None:
 
 
 @accepts_threads
-def chain_files(addresses: Sequence[Address], out_address: Address, *, method: str = "auto",
+def chain_files(addresses: Sequence[Address], out_address: Address, *, method: Method = "auto",
                 dtype: np.dtype | type | str | None = None, overwrite: bool = False,
                 compression: str | None = None, chunk_rows: int | None = None,
                 memory: int | None = None, block_rows: int | None = None,
@@ -186,7 +188,7 @@ def chain_files(addresses: Sequence[Address], out_address: Address, *, method: s
 
 
 def prepare_chain(addresses: Sequence[Address], out_address: Address, *,
-                  method: str = "auto", dtype: np.dtype | type | str | None = None,
+                  method: Method = "auto", dtype: np.dtype | type | str | None = None,
                   output: OutputOptions | None = None, options: RunOptions | None = None,
                   explain: Callable[[str], None] | None = None) -> Job[ChainResult] | ChainResult:
     """The :class:`logmm.engine.Job` of :func:`chain_files`; a chain streaming its first
@@ -249,7 +251,7 @@ def prepare_chain(addresses: Sequence[Address], out_address: Address, *,
 
 
 def _chain_streaming_first(readers: Sequence[ArrayReader], names: Sequence[str],
-                           out: ArrayAddress, out_dtype: np.dtype, method: str, order: str,
+                           out: ArrayAddress, out_dtype: np.dtype, method: Method, order: str,
                            cost: int, output: OutputOptions, options: RunOptions,
                            started: float) -> ChainResult:
     """``M1 @ (M2 … Mn)`` with M1 streamed by rows through the multiply engine."""
@@ -323,7 +325,7 @@ def explain_power(n: int, steps: int) -> str:
 
 
 @accepts_threads
-def power_file(address: Address, steps: int, out_address: Address, *, method: str = "auto",
+def power_file(address: Address, steps: int, out_address: Address, *, method: Method = "auto",
                dtype: np.dtype | type | str | None = None, overwrite: bool = False,
                compression: str | None = None, chunk_rows: int | None = None,
                progress: bool = False, command: str = "",
@@ -344,7 +346,7 @@ def power_file(address: Address, steps: int, out_address: Address, *, method: st
 
 
 def prepare_power(address: Address, steps: int, out_address: Address, *,
-                  method: str = "auto", dtype: np.dtype | type | str | None = None,
+                  method: Method = "auto", dtype: np.dtype | type | str | None = None,
                   output: OutputOptions | None = None, options: RunOptions | None = None,
                   explain: Callable[[str], None] | None = None) -> Job[ChainResult]:
     """The :class:`logmm.engine.Job` of :func:`power_file`."""

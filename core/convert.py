@@ -45,7 +45,7 @@ _REWRITTEN = ("complete", "logmm_version", "command", "converted_from", "fingerp
 
 @dataclass(kw_only=True)
 class ConvertResult(RunResult):
-    """What :func:`convert` wrote (the fields of :class:`logmm.engine.RunResult`, and:)
+    """What :func:`convert` wrote: the fields of :class:`logmm.engine.RunResult`, and these.
 
     Attributes
     ----------

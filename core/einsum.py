@@ -27,17 +27,19 @@ from .accumulate import logsumexp
 from .errors import InputError, UsageError
 from .lazy import LazyModule
 from .logmatmul import check_no_posinf, compute_dtype, logmatmulexp
+from .typing import Method, Semiring
 
 opt_einsum = LazyModule("opt_einsum")   # imported on first use: the CLI starts faster
 
-__all__ = ["SEMIRINGS", "contraction_info", "logeinsum"]
+__all__ = ["SEMIRINGS", "contraction_info", "log_operands", "log_result_dtype", "logeinsum",
+           "parse_subscripts"]
 
 SEMIRINGS = ("log", "max", "real")
 _MAXPLUS_TILE_ELEMENTS = 1 << 20
 
 
-def logeinsum(subscripts: str, *operands: np.ndarray, semiring: str = "log",
-              method: str = "auto") -> np.ndarray:
+def logeinsum(subscripts: str, *operands: np.ndarray, semiring: Semiring = "log",
+              method: Method = "auto") -> np.ndarray:
     """Einsum with sums replaced by log-sum-exp (``"log"``) or max (``"max"``).
 
     Parameters
@@ -74,14 +76,14 @@ def logeinsum(subscripts: str, *operands: np.ndarray, semiring: str = "log",
     if semiring not in SEMIRINGS:
         raise UsageError(f"unknown semiring {semiring!r}; choose one of {', '.join(SEMIRINGS)}")
     operands = tuple(np.asarray(op) for op in operands)
-    inputs, output = _parse(subscripts, operands)
+    inputs, output = parse_subscripts(subscripts, operands)
     if semiring == "real":
         try:
             with np.errstate(invalid="ignore", over="ignore", under="ignore", divide="ignore"):
                 return np.asarray(opt_einsum.contract(subscripts, *operands))  # inf*0: NaN
         except ValueError as exc:
             raise InputError(f"einsum {subscripts!r}: {exc}") from None
-    arrays = _log_operands(inputs, operands)
+    arrays = log_operands(inputs, operands)
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         terms = list(inputs)
@@ -124,7 +126,15 @@ def contraction_info(subscripts: str, *operands_or_shapes: np.ndarray | Sequence
 
 # --------------------------------------------------------------------------- parsing
 
-def _parse(subscripts: str, operands: tuple[np.ndarray, ...]) -> tuple[list[str], str]:
+def parse_subscripts(subscripts: str, operands: tuple[np.ndarray, ...]
+                     ) -> tuple[list[str], str]:
+    """``(terms, output)``: one label string per operand and the output's labels.
+
+    ``operands`` need only ``ndim`` (and what opt_einsum's parser reads: shapes), so
+    zero-stride stand-ins of the real arrays do. Raises :class:`UsageError` for malformed
+    subscripts or a wrong operand count, :class:`InputError` when an operand's dimensions
+    do not match its term.
+    """
     if not isinstance(subscripts, str) or not subscripts.strip():
         raise UsageError("einsum needs subscripts such as 'ij,jk->ik'")
     if not operands:
@@ -157,7 +167,7 @@ def log_result_dtype(dtypes: Sequence[np.dtype]) -> np.dtype:
     return np.result_type(*(compute_dtype(dt) for dt in dtypes))
 
 
-def _log_operands(terms: list[str], operands: Sequence[np.ndarray]) -> list[np.ndarray]:
+def log_operands(terms: list[str], operands: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Log/max-semiring operands checked (no +inf), in their common float dtype, with
     size-1 dimensions broadcast to their label's size."""
     dtype = log_result_dtype([op.dtype for op in operands])
@@ -189,7 +199,7 @@ def _broadcast_labels(terms: list[str], arrays: list[np.ndarray]) -> list[np.nda
 
 # --------------------------------------------------------------------------- contraction
 
-def _reduce(array: np.ndarray, axes: tuple[int, ...], semiring: str) -> np.ndarray:
+def _reduce(array: np.ndarray, axes: tuple[int, ...], semiring: Semiring) -> np.ndarray:
     if not axes:
         return array
     if semiring == "log":
@@ -197,7 +207,7 @@ def _reduce(array: np.ndarray, axes: tuple[int, ...], semiring: str) -> np.ndarr
     return np.max(array, axis=axes, initial=-np.inf)
 
 
-def _prepare(term: str, array: np.ndarray, keep: set[str], semiring: str
+def _prepare(term: str, array: np.ndarray, keep: set[str], semiring: Semiring
              ) -> tuple[str, np.ndarray]:
     """Take diagonals of repeated labels, then reduce labels not in ``keep``."""
     if len(set(term)) != len(term):
@@ -218,7 +228,7 @@ def _ascii(labels: str, reference: str | None = None) -> str:
 
 
 def _contract_pair(ta: str, a: np.ndarray, tb: str, b: np.ndarray, needed: set[str],
-                   semiring: str, method: str) -> tuple[str, np.ndarray]:
+                   semiring: Semiring, method: Method) -> tuple[str, np.ndarray]:
     """Contract two operands, keeping the labels in ``needed`` (and batch labels)."""
     shared = set(ta) & set(tb)
     ta, a = _prepare(ta, a, needed | set(tb), semiring)

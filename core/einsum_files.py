@@ -39,6 +39,7 @@ from .plan import RowPlan, plan_rows
 from .policy import check_at_least_one, check_choice, check_method, checked_cast, resolve_dtypes
 from .resources import accepts_threads
 from .shards import Shard
+from .typing import Method, Semiring
 
 Address = Any
 
@@ -58,7 +59,7 @@ def _check_operand(reader: ArrayReader, index: int) -> None:
 
 @accepts_threads
 def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Address, *,
-                 semiring: str = "log", method: str = "auto",
+                 semiring: Semiring = "log", method: Method = "auto",
                  dtype: np.dtype | type | str | None = None, overwrite: bool = False,
                  compression: str | None = None, chunk_rows: int | None = None,
                  progress: bool = False, command: str = "",
@@ -131,7 +132,7 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
 
 
 def prepare_einsum(subscripts: str, addresses: Sequence[Address], out_address: Address, *,
-                   semiring: str = "log", method: str = "auto",
+                   semiring: Semiring = "log", method: Method = "auto",
                    dtype: np.dtype | type | str | None = None,
                    output: OutputOptions | None = None, options: RunOptions | None = None,
                    explain: Callable[[str], None] | None = None,
@@ -211,7 +212,7 @@ def prepare_einsum(subscripts: str, addresses: Sequence[Address], out_address: A
 
 
 def _named_logeinsum(subscripts: str, operands: Sequence[np.ndarray],
-                     readers: Sequence[ArrayReader], semiring: str, method: str, *,
+                     readers: Sequence[ArrayReader], semiring: Semiring, method: Method, *,
                      rows: tuple[int, int] | None = None,
                      split: Sequence[bool] = ()) -> np.ndarray:
     """``logeinsum`` whose errors name the operands' files ("operand 2 contains +inf" →
@@ -236,7 +237,7 @@ def _named_logeinsum(subscripts: str, operands: Sequence[np.ndarray],
 def _row_label(subscripts: str, readers: Sequence[ArrayReader]) -> tuple[list[str], str, int]:
     """``(terms, output, n)``: the parsed subscripts and the size of the first output label,
     which streaming splits; a :class:`UsageError` when it cannot be split."""
-    from .einsum import _parse
+    from .einsum import parse_subscripts as _parse
 
     stand_ins = tuple(np.broadcast_to(np.zeros((), r.dtype), r.shape) for r in readers)
     terms, output = _parse(subscripts, stand_ins)
@@ -251,7 +252,7 @@ def _row_label(subscripts: str, readers: Sequence[ArrayReader]) -> tuple[list[st
 
 
 def _streamed_job(stack: ExitStack, subscripts: str, readers: list[ArrayReader], out: Any,
-                  *, semiring: str, method: str, out_dtype: np.dtype | None,
+                  *, semiring: Semiring, method: Method, out_dtype: np.dtype | None,
                   output: OutputOptions, options: RunOptions,
                   explain: Callable[[str], None] | None) -> Job[ChainResult]:
     """The einsum by row blocks of its first output label, through :mod:`logmm.engine`."""

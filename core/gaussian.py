@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import InputError, UsageError
 from .logmatmul import compute_dtype
+from .typing import Reduce
 
 __all__ = ["REDUCTIONS", "diag_gaussian_logpdf", "log_softplus", "softplus"]
 
@@ -48,7 +49,7 @@ def log_softplus(rho: np.ndarray) -> np.ndarray:
 def diag_gaussian_logpdf(x: np.ndarray, mu: np.ndarray | float, *,
                          sigma: np.ndarray | float | None = None,
                          rho: np.ndarray | float | None = None,
-                         reduce: str = "none", out: np.ndarray | None = None
+                         reduce: Reduce = "none", out: np.ndarray | None = None
                          ) -> np.ndarray | float:
     """``log N(x; mu, diag(sigma²))`` for arrays of any rank, without Python loops.
 

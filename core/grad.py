@@ -29,22 +29,23 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .einsum import _log_operands, _parse, logeinsum
+from .einsum import log_operands, logeinsum, parse_subscripts
 from .errors import InputError
 from .logmatmul import (
-    _as_log_operand,
-    _shape_str,
+    as_log_operand,
     check_no_posinf,
     compute_dtype,
     logmatmulexp,
     matmul_operands,
+    shape_str,
 )
+from .typing import Method
 
 __all__ = ["logeinsum_vjp", "logmatmulexp_vjp"]
 
 
 def logmatmulexp_vjp(A: np.ndarray, B: np.ndarray, C: np.ndarray, G: np.ndarray, *,
-                     method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+                     method: Method = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Gradients of ``C = logmatmulexp(A, B)``: ``(dA, dB)`` given ``G = dL/dC``.
 
     Parameters
@@ -103,7 +104,7 @@ def logmatmulexp_vjp(A: np.ndarray, B: np.ndarray, C: np.ndarray, G: np.ndarray,
     >>> dA.round(12).tolist(), dB.round(12).tolist()   # the two equal terms share 1/2 each
     ([[0.5, 0.5]], [[0.5], [0.5]])
     """
-    A, B = _as_log_operand(A, "A"), _as_log_operand(B, "B")
+    A, B = as_log_operand(A, "A"), as_log_operand(B, "B")
     a_dtype, b_dtype = A.dtype, B.dtype                 # the gradients' dtypes
     A, B, batch, squeeze_a, squeeze_b = matmul_operands(A, B)
     dtype = A.dtype
@@ -138,7 +139,7 @@ def logmatmulexp_vjp(A: np.ndarray, B: np.ndarray, C: np.ndarray, G: np.ndarray,
 
 
 def logeinsum_vjp(subscripts: str, operands: Sequence[np.ndarray], C: np.ndarray,
-                  G: np.ndarray, *, method: str = "auto") -> tuple[np.ndarray, ...]:
+                  G: np.ndarray, *, method: Method = "auto") -> tuple[np.ndarray, ...]:
     """Gradients of ``C = logeinsum(subscripts, *operands)`` (log semiring) given ``G``.
 
     For operand ``p`` with subscripts ``t_p``, the gradient is
@@ -188,9 +189,9 @@ def logeinsum_vjp(subscripts: str, operands: Sequence[np.ndarray], C: np.ndarray
     [[0.25, 0.75]]
     """
     operands = [np.asarray(op) for op in operands]
-    inputs, output = _parse(subscripts, tuple(operands))
+    inputs, output = parse_subscripts(subscripts, tuple(operands))
     dtypes = [compute_dtype(op.dtype) for op in operands]     # the gradients' dtypes
-    full = _log_operands(inputs, operands)
+    full = log_operands(inputs, operands)
     dtype = full[0].dtype
     sizes = {c: n for term, a in zip(inputs, full, strict=True)
              for c, n in zip(term, a.shape, strict=True)}
@@ -255,8 +256,8 @@ def _as_result(X: np.ndarray, name: str, shape: tuple[int, ...], dtype: np.dtype
                      if not (squeeze_a and i == len(shape) - 2)
                      and not (squeeze_b and i == len(shape) - 1))
     if X.shape != expected:
-        raise InputError(f"{name} has shape {_shape_str(X.shape)}; the product is "
-                         f"{_shape_str(expected)}")
+        raise InputError(f"{name} has shape {shape_str(X.shape)}; the product is "
+                         f"{shape_str(expected)}")
     X = X.astype(dtype, copy=False)
     if squeeze_b:
         X = X[..., np.newaxis]

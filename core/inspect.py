@@ -517,7 +517,7 @@ def _record_progress(record: Path) -> tuple[int | None, int | None]:
         done = len(data["done"])
     except (OSError, ValueError, KeyError, TypeError):
         return None, None
-    plan = data.get("plan") if isinstance(data, dict) else None
+    plan: Any = data.get("plan") if isinstance(data, dict) else None
     try:
         n, rows = int(plan["n"]), int(plan["block_rows"])
         total = -(-n // rows) if rows > 0 else None

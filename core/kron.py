@@ -24,14 +24,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from .errors import InputError
 from .lazy import LazyModule
 from .logmatmul import check_no_posinf, compute_dtype, logmatmulexp
+from .typing import KronSemiring
 
 sp = LazyModule("scipy.sparse")   # imported on first use: the CLI starts faster
+if TYPE_CHECKING:                 # for annotations only (scipy ships no types: Any to mypy)
+    from scipy.sparse import csr_matrix, spmatrix
 
 __all__ = ["DENSIFY_ABOVE", "SEMIRINGS", "Identity", "block_project", "kron_matvec"]
 
@@ -54,14 +58,15 @@ class Identity:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(n, n)``, as for a dense factor."""
         return (self.n, self.n)
 
 
 Factor = np.ndarray | Identity
 
 
-def block_project(X: np.ndarray | sp.spmatrix, W: np.ndarray, blocks: int, *,
-                  semiring: str = "real") -> np.ndarray:
+def block_project(X: np.ndarray | spmatrix, W: np.ndarray, blocks: int, *,
+                  semiring: KronSemiring = "real") -> np.ndarray:
     """Rows of ``X`` times ``(I_blocks ⊗ W)ᵀ``: each row, viewed as (blocks, d), times Wᵀ.
 
     Parameters
@@ -103,8 +108,8 @@ def block_project(X: np.ndarray | sp.spmatrix, W: np.ndarray, blocks: int, *,
     return kron_matvec([Identity(blocks), W], X, semiring=semiring)
 
 
-def kron_matvec(factors: Sequence[Factor], X: np.ndarray | sp.spmatrix, *,
-                semiring: str = "real") -> np.ndarray:
+def kron_matvec(factors: Sequence[Factor], X: np.ndarray | spmatrix, *,
+                semiring: KronSemiring = "real") -> np.ndarray:
     """Rows of ``X`` times ``(F1 ⊗ F2 ⊗ …)ᵀ``, by successive mode products.
 
     Parameters
@@ -150,8 +155,9 @@ def kron_matvec(factors: Sequence[Factor], X: np.ndarray | sp.spmatrix, *,
         return _kron_matvec(factors, widths, X, semiring)   # inf * 0 is NaN, quietly
 
 
-def _kron_matvec(factors: list[Factor], widths: list[int], X: np.ndarray | sp.spmatrix,
+def _kron_matvec(factors: list[Factor], widths: list[int], X: Any,
                  semiring: str) -> np.ndarray:
+    # X: ndarray or scipy.sparse matrix (Any: ``sp.issparse`` narrows nothing for mypy)
     dtype = _result_dtype(X, factors, semiring)
     r = X.shape[0]
     heights = [f.shape[0] for f in factors]
@@ -173,8 +179,8 @@ def _kron_matvec(factors: list[Factor], widths: list[int], X: np.ndarray | sp.sp
         X = X.toarray()     # this dense, BLAS beats the sparse product (crossover ~10%)
     if sp.issparse(X):
         first = live[-1]                           # the sparse mode product goes first
-        T = _sparse_mode_product(sp.csr_matrix(X), factors[first], widths, first, semiring,
-                                 dtype)
+        T = _sparse_mode_product(sp.csr_matrix(X), cast(np.ndarray, factors[first]), widths,
+                                 first, semiring, dtype)       # live: no Identity
         shape = [r, *widths[:first], heights[first], *widths[first + 1:]]
         live = live[:-1]
         T = T.reshape(shape)
@@ -185,7 +191,7 @@ def _kron_matvec(factors: list[Factor], widths: list[int], X: np.ndarray | sp.sp
     return np.ascontiguousarray(T).reshape(r, math.prod(heights))
 
 
-def _log_canonical(X: sp.spmatrix, dtype: np.dtype) -> sp.csr_matrix:
+def _log_canonical(X: spmatrix, dtype: np.dtype) -> csr_matrix:
     """Canonical CSR of log-values: duplicate (row, column) entries log-added, +inf refused.
 
     A non-canonical matrix (COO, or CSR with repeated column indices in a row) stores one
@@ -212,7 +218,7 @@ def _log_canonical(X: sp.spmatrix, dtype: np.dtype) -> sp.csr_matrix:
     return out
 
 
-def _result_dtype(X: np.ndarray | sp.spmatrix, factors: list[Factor],
+def _result_dtype(X: np.ndarray | spmatrix, factors: list[Factor],
                   semiring: str) -> np.dtype:
     dtypes = [compute_dtype(X.dtype)] + [compute_dtype(f.dtype) for f in factors
                                          if not isinstance(f, Identity)]
@@ -234,7 +240,7 @@ def _mode_product(T: np.ndarray, F: np.ndarray, axis: int, semiring: str) -> np.
     return out.reshape(*shape[:axis], m, *shape[axis + 1:])
 
 
-def _sparse_mode_product(X: sp.csr_matrix, F: np.ndarray, widths: list[int], axis: int,
+def _sparse_mode_product(X: csr_matrix, F: np.ndarray, widths: list[int], axis: int,
                          semiring: str, dtype: np.dtype) -> np.ndarray:
     """Mode product along factor ``axis`` (0-based among the factors) of sparse rows.
 

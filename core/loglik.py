@@ -15,7 +15,7 @@ import math
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -30,17 +30,20 @@ from .plan import RowPlan, plan_rows
 from .policy import check_choice
 from .resources import accepts_threads
 from .shards import Shard
+from .typing import Reduce
 
 __all__ = ["LoglikResult", "loglik", "prepare_loglik"]
 
-Param = str | Path | ArrayAddress | float | int
+Address = str | Path | ArrayAddress
+Param = Address | float | int
 _OVERHEAD = 16 << 20
 
 
 @dataclass(kw_only=True)
 class LoglikResult(RunResult):
-    """What :func:`loglik` computed (the fields of :class:`logmm.engine.RunResult`: the
-    output, None for a sum without one; and:)
+    """What :func:`loglik` computed: the fields of :class:`logmm.engine.RunResult`, and these.
+
+    ``output`` is None for a sum without one.
 
     Attributes
     ----------
@@ -49,7 +52,7 @@ class LoglikResult(RunResult):
         The sum, for ``reduce="sum"``.
     """
 
-    reduce: str
+    reduce: Reduce
     total: float | None = None
 
 
@@ -63,8 +66,8 @@ def _number(value: Param) -> float | None:
 
 
 @accepts_threads
-def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
-           sigma: Param | None = None, rho: Param | None = None, reduce: str = "none",
+def loglik(x_address: Address, out_address: Address | None, *, mu: Param,
+           sigma: Param | None = None, rho: Param | None = None, reduce: Reduce = "none",
            dtype: Any = None, block_rows: int | None = None, memory: int | None = None,
            overwrite: bool = False, compression: str | None = None,
            chunk_rows: int | None = None, resume: bool = False, progress: bool = False,
@@ -110,9 +113,9 @@ def loglik(x_address: Param, out_address: Param | None, *, mu: Param,
                               options=options))
 
 
-def prepare_loglik(x_address: Param, out_address: Param | None, *, mu: Param,
+def prepare_loglik(x_address: Address, out_address: Address | None, *, mu: Param,
                    sigma: Param | None = None, rho: Param | None = None,
-                   reduce: str = "none", dtype: Any = None,
+                   reduce: Reduce = "none", dtype: Any = None,
                    output: OutputOptions | None = None,
                    options: RunOptions | None = None) -> Job[LoglikResult]:
     """The :class:`logmm.engine.Job` of :func:`loglik` (same parameters, grouped); with
@@ -127,6 +130,7 @@ def prepare_loglik(x_address: Param, out_address: Param | None, *, mu: Param,
     if out_address is None and reduce != "sum":
         raise UsageError("an output (-o) is needed unless --reduce sum")
     scale_name, scale = ("sigma", sigma) if sigma is not None else ("rho", rho)
+    assert scale is not None
     stack = ExitStack()
     try:
         x = stack.enter_context(open_array(x_address))
@@ -139,7 +143,7 @@ def prepare_loglik(x_address: Param, out_address: Param | None, *, mu: Param,
             if number is not None:
                 params[name] = (number, None, None, None)
                 continue
-            reader = stack.enter_context(open_array(value))
+            reader = stack.enter_context(open_array(cast(Address, value)))
             shape = reader.shape
             if shape in ((width,), (1, width)):
                 params[name] = (None, None, reader.read_all().reshape(width), reader)
@@ -148,8 +152,8 @@ def prepare_loglik(x_address: Param, out_address: Param | None, *, mu: Param,
             else:
                 raise InputError(f"{name} ({reader.address}) has shape {shape}; it must be "
                                  f"a number, ({width},), (1, {width}) or ({n}, {width})")
-        typed = [x.dtype] + [p[1].dtype if p[1] is not None else p[2].dtype
-                             for p in params.values() if p[0] is None]
+        typed = [x.dtype] + [source.dtype for number, _, _, source in params.values()
+                             if number is None and source is not None]
         out_dtype = np.dtype(dtype) if dtype is not None else np.result_type(
             *(np.float64 if t.kind in "biu" else t for t in typed))
         out_shape = {"none": (n, width), "row": (n,), "sum": (1,)}[reduce]
@@ -180,9 +184,9 @@ def prepare_loglik(x_address: Param, out_address: Param | None, *, mu: Param,
     block = _BlockLoglik(x, params, scale_name, reduce, out_dtype)
     fingerprint = None if reduce == "sum" else {
         "operation": "loglik", "x": input_fingerprint(x.address, x.shape, x.dtype),
-        "params": {k: v[0] if v[0] is not None else
-                   input_fingerprint(v[3].address, v[3].shape, v[3].dtype)
-                   for k, v in params.items()},
+        "params": {k: number if source is None else
+                   input_fingerprint(source.address, source.shape, source.dtype)
+                   for k, (number, _, _, source) in params.items()},
         "reduce": reduce, "dtype": str(out_dtype), "output": str(out),
         "compression": output.compression,
     }
@@ -209,7 +213,7 @@ class _BlockLoglik:
     ``compute`` writes their log-likelihood into the block's output rows, or returns the
     block's sum. Picklable (a dask task): readers travel as their addresses."""
 
-    def __init__(self, x: ArrayReader, params: dict, scale_name: str, reduce: str,
+    def __init__(self, x: ArrayReader, params: dict, scale_name: str, reduce: Reduce,
                  dtype: np.dtype) -> None:
         self.x, self.params, self.scale_name = x, params, scale_name
         self.reduce, self.dtype = reduce, dtype
@@ -257,7 +261,7 @@ def _sources(params: dict) -> str:
 
 
 def _attrs(header: dict[str, Any], x: ArrayReader, params: dict, scale_name: str,
-           reduce: str, dtype: np.dtype, shape: tuple[int, ...]) -> dict[str, Any]:
+           reduce: Reduce, dtype: np.dtype, shape: tuple[int, ...]) -> dict[str, Any]:
     described = {name: (number if number is not None else str(source.address))
                  for name, (number, _, _, source) in params.items()}
     return {**header,

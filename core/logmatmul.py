@@ -5,7 +5,7 @@ Tiers of ``method="auto"`` (see :func:`logmatmulexp` for the error argument):
 1. *fast*: the row/column-shifted GEMM. ``ma_i = max_k A[i,k]``, ``mb_j = max_k B[k,j]``,
    ``S = exp(A - ma) @ exp(B - mb)``, ``C = ma + mb + log(S)``. Every factor lies in
    [0, 1], so ``S`` is as accurate as a GEMM except where underflow has eaten it: an entry
-   is vouched for when ``S_ij >= tau`` (``tau = 32 tiny / eps``, see ``_log_tau``).
+   is vouched for when ``S_ij >= tau`` (``tau = 32 tiny / eps``, see ``log_tau``).
 2. *rebalanced*: untrusted rows and columns, sorted by where their maxima sit, are cut
    into tiles; each tile gets one GEMM of ``A - e`` and ``B + e`` (every term unchanged,
    maxima lined up), with the same trust test.
@@ -35,6 +35,7 @@ import numpy as np
 from .accumulate import clamped_exp, exp_floor, finite_or_zero, logsumexp
 from .errors import InputError
 from .resources import thread_limit
+from .typing import Method
 
 if TYPE_CHECKING:
     from threadpoolctl import ThreadpoolController
@@ -42,11 +43,15 @@ if TYPE_CHECKING:
 __all__ = [
     "METHODS",
     "ProductReport",
+    "as_log_operand",
     "check_no_posinf",
     "compute_dtype",
+    "log_tau",
     "logmatmulexp",
     "logmatmulexp_report",
+    "matmul_operands",
     "result_dtype",
+    "shape_str",
 ]
 
 METHODS = ("auto", "fast", "exact")
@@ -106,12 +111,13 @@ class ProductReport:
         return self
 
     def as_dict(self) -> dict[str, int]:
+        """Every count by name, ``repaired`` included (for provenance and ``-v``)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["repaired"] = self.repaired
         return out
 
 
-def _log_tau(dtype: np.dtype) -> float:
+def log_tau(dtype: np.dtype) -> float:
     """log of the fast-path trust threshold tau = 32 * tiny / eps for ``dtype``.
 
     float64: about -668.9; float32: about -68.0. Each term of a shifted sum is off by at
@@ -176,8 +182,11 @@ def check_no_posinf(x: np.ndarray, name: str) -> None:
         _raise_on_posinf(np.fmax.reduce(x, axis=None, keepdims=True), name)
 
 
-def _as_log_operand(x: np.ndarray, name: str) -> np.ndarray:
-    """Validate a log-space operand: real floating (ints/bools become float64)."""
+def as_log_operand(x: np.ndarray, name: str) -> np.ndarray:
+    """Validate a log-space operand: real floating (ints/bools become float64).
+
+    Raises :class:`InputError` naming ``name`` for a complex/object dtype or a scalar.
+    """
     x = np.asarray(x)
     try:
         x = x.astype(compute_dtype(x.dtype), copy=False)
@@ -256,7 +265,7 @@ def _map_parallel(fn: Callable[[_T], _R], items: Iterable[_T], work: int) -> lis
         return list(pool.map(quiet, items))
 
 
-def logmatmulexp(A: np.ndarray, B: np.ndarray, *, method: str = "auto",
+def logmatmulexp(A: np.ndarray, B: np.ndarray, *, method: Method = "auto",
                  dtype: np.dtype | type | str | None = None) -> np.ndarray:
     """Stable ``log(exp(A) @ exp(B))``.
 
@@ -324,7 +333,7 @@ def logmatmulexp(A: np.ndarray, B: np.ndarray, *, method: str = "auto",
     return logmatmulexp_report(A, B, method=method, dtype=dtype)[0]
 
 
-def logmatmulexp_report(A: np.ndarray, B: np.ndarray, *, method: str = "auto",
+def logmatmulexp_report(A: np.ndarray, B: np.ndarray, *, method: Method = "auto",
                         dtype: np.dtype | type | str | None = None,
                         out: np.ndarray | None = None) -> tuple[np.ndarray, ProductReport]:
     """:func:`logmatmulexp`, also returning a :class:`ProductReport` of the tiers used.
@@ -340,8 +349,8 @@ def logmatmulexp_report(A: np.ndarray, B: np.ndarray, *, method: str = "auto",
     n, k, m = A.shape[-2], A.shape[-1], B.shape[-1]
     if out is not None:
         if squeeze_a or squeeze_b or out.shape != batch + (n, m) or out.dtype != out_dtype:
-            raise InputError(f"out has shape {_shape_str(out.shape)} and dtype {out.dtype}; "
-                             f"the result is {_shape_str(batch + (n, m))} {out_dtype}")
+            raise InputError(f"out has shape {shape_str(out.shape)} and dtype {out.dtype}; "
+                             f"the result is {shape_str(batch + (n, m))} {out_dtype}")
         C = out
     else:
         C = np.empty(batch + (n, m), dtype=out_dtype)
@@ -395,8 +404,8 @@ def matmul_operands(A: np.ndarray, B: np.ndarray, dtype: np.dtype | type | str |
             and A.ndim == B.ndim >= 2 and A.shape[-1] == B.shape[-2]
             and A.shape[:-2] == B.shape[:-2]):
         return A, B, A.shape[:-2], False, False   # already valid: skip the general checks
-    A = _as_log_operand(A, "A")
-    B = _as_log_operand(B, "B")
+    A = as_log_operand(A, "A")
+    B = as_log_operand(B, "B")
     out_dtype = result_dtype(A.dtype, B.dtype, dtype)
     A = _cast_checked(A, out_dtype, "A")
     B = _cast_checked(B, out_dtype, "B")
@@ -407,20 +416,21 @@ def matmul_operands(A: np.ndarray, B: np.ndarray, dtype: np.dtype | type | str |
         B = B[:, np.newaxis]
     if A.shape[-1] != B.shape[-2]:
         raise InputError(
-            f"shape mismatch: A is {_shape_str(A.shape)} and B is {_shape_str(B.shape)}; "
+            f"shape mismatch: A is {shape_str(A.shape)} and B is {shape_str(B.shape)}; "
             f"A's last dimension ({A.shape[-1]}) must equal B's second-to-last ({B.shape[-2]})"
         )
     try:
         batch = np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
     except ValueError:
         raise InputError(
-            f"batch dimensions of A {_shape_str(A.shape)} and B {_shape_str(B.shape)} "
+            f"batch dimensions of A {shape_str(A.shape)} and B {shape_str(B.shape)} "
             "do not broadcast"
         ) from None
     return A, B, batch, squeeze_a, squeeze_b
 
 
-def _shape_str(shape: tuple[int, ...]) -> str:
+def shape_str(shape: tuple[int, ...]) -> str:
+    """``(2, 3)`` for a shape (``(5)`` for one dimension, not Python's ``(5,)``): messages."""
     return "(" + ", ".join(str(s) for s in shape) + ")"
 
 
@@ -484,12 +494,12 @@ def _exp_floor(dtype: np.dtype) -> float:
 def _trust_threshold(dtype: np.dtype, terms: int) -> float:
     """The smallest shifted sum of ``terms`` terms the error argument vouches for.
 
-    ``tau = 32 tiny / eps`` (see :func:`_log_tau`), raised to ``64 K tiny`` when K is so
+    ``tau = 32 tiny / eps`` (see :func:`log_tau`), raised to ``64 K tiny`` when K is so
     large (float32 beyond about 4e6 terms) that K clamped floors alone, ``(2e + 1) tiny``
     each, could come near tau: then their total stays below a tenth of any trusted sum.
     """
     tiny = float(np.finfo(dtype).tiny)
-    return max(math.exp(_log_tau(dtype)), 64.0 * terms * tiny)
+    return max(math.exp(log_tau(dtype)), 64.0 * terms * tiny)
 
 
 def _restore_neg_inf(C: np.ndarray, dead_rows: np.ndarray, dead_cols: np.ndarray) -> None:

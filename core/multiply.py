@@ -36,6 +36,7 @@ from .plan import ProductPlan, plan_product
 from .policy import check_at_least_one, check_method, resolve_dtype
 from .resources import accepts_threads
 from .shards import Shard
+from .typing import Method
 
 __all__ = ["MultiplyResult", "multiply", "prepare_multiply", "resolve_dtype"]
 
@@ -44,7 +45,7 @@ Address = str | Path | ArrayAddress
 
 @dataclass(kw_only=True)
 class MultiplyResult(RunResult):
-    """What :func:`multiply` wrote (the fields of :class:`logmm.engine.RunResult`, and:)
+    """What :func:`multiply` wrote: the fields of :class:`logmm.engine.RunResult`, and these.
 
     Attributes
     ----------
@@ -57,13 +58,13 @@ class MultiplyResult(RunResult):
         Blocks, panels and contraction chunks used.
     """
 
-    method: str
+    method: Method
     report: ProductReport
 
 
 @accepts_threads
 def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | ArrayAddress,
-             out_address: str | Path | ArrayAddress, *, method: str = "auto",
+             out_address: str | Path | ArrayAddress, *, method: Method = "auto",
              dtype: np.dtype | type | str | None = None, block_rows: int | None = None,
              overwrite: bool = False, compression: str | None = None,
              chunk_rows: int | None = None, memory: int | None = None,
@@ -159,7 +160,7 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
 
 
 def prepare_multiply(a_address: Address, b_address: Address, out_address: Address, *,
-                     method: str = "auto", dtype: np.dtype | type | str | None = None,
+                     method: Method = "auto", dtype: np.dtype | type | str | None = None,
                      output: OutputOptions | None = None, options: RunOptions | None = None,
                      provenance: Mapping[str, Any] | None = None) -> Job[MultiplyResult]:
     """The :class:`logmm.engine.Job` of :func:`multiply` (same parameters, grouped):
@@ -244,7 +245,7 @@ class _BlockProduct:
     travel as their addresses.
     """
 
-    def __init__(self, a: ArrayReader, b: ArrayReader, method: str, dtype: np.dtype) -> None:
+    def __init__(self, a: ArrayReader, b: ArrayReader, method: Method, dtype: np.dtype) -> None:
         self.a, self.b, self.method, self.dtype = a, b, method, dtype
         self.plan: ProductPlan | None = None
         self.B: np.ndarray | None = None
@@ -319,7 +320,7 @@ _RESIDENT_B: weakref.WeakKeyDictionary[ArrayReader, np.ndarray] = weakref.WeakKe
 
 
 def _provenance(header: dict[str, Any], a: ArrayAddress, b: ArrayAddress,
-                a_shape: tuple[int, int], b_shape: tuple[int, int], method: str,
+                a_shape: tuple[int, int], b_shape: tuple[int, int], method: Method,
                 dtype: np.dtype, report: ProductReport, plan: ProductPlan) -> dict[str, Any]:
     return {
         **header,
@@ -341,7 +342,7 @@ def _provenance(header: dict[str, Any], a: ArrayAddress, b: ArrayAddress,
     }
 
 
-def _python_call(a: ArrayAddress, b: ArrayAddress, out: ArrayAddress, method: str,
+def _python_call(a: ArrayAddress, b: ArrayAddress, out: ArrayAddress, method: Method,
                  dtype: Any) -> str:
     extra = f", dtype={str(np.dtype(dtype))!r}" if dtype is not None else ""
     return f"logmm.multiply({str(a)!r}, {str(b)!r}, {str(out)!r}, method={method!r}{extra})"

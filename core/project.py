@@ -44,6 +44,7 @@ from .plan import KERNEL_OVERHEAD, RowPlan, plan_rows
 from .policy import check_at_least_one, check_choice, resolve_dtype
 from .resources import accepts_threads
 from .shards import Shard
+from .typing import KronSemiring
 
 __all__ = ["ProjectResult", "prepare_project", "project", "project_row_bytes"]
 
@@ -59,7 +60,7 @@ FactorSpec = Address | Identity
 
 @dataclass(kw_only=True)
 class ProjectResult(RunResult):
-    """What :func:`project` wrote (the fields of :class:`logmm.engine.RunResult`, and:)
+    """What :func:`project` wrote: the fields of :class:`logmm.engine.RunResult`, and these.
 
     Attributes
     ----------
@@ -71,7 +72,7 @@ class ProjectResult(RunResult):
         X was read as a sparse CSR matrix.
     """
 
-    semiring: str
+    semiring: KronSemiring
     operator: str
     sparse: bool
 
@@ -79,7 +80,7 @@ class ProjectResult(RunResult):
 @accepts_threads
 def project(x_address: Address, out_address: Address, *, w_address: Address | None = None,
             blocks: int | None = None, factors: Sequence[FactorSpec] = (),
-            semiring: str = "real", dtype: np.dtype | type | str | None = None,
+            semiring: KronSemiring = "real", dtype: np.dtype | type | str | None = None,
             block_rows: int | None = None, memory: int | None = None, overwrite: bool = False,
             compression: str | None = None, chunk_rows: int | None = None,
             resume: bool = False, progress: bool = False, command: str = "",
@@ -157,7 +158,7 @@ def project(x_address: Address, out_address: Address, *, w_address: Address | No
 
 def prepare_project(x_address: Address, out_address: Address, *,
                     w_address: Address | None = None, blocks: int | None = None,
-                    factors: Sequence[FactorSpec] = (), semiring: str = "real",
+                    factors: Sequence[FactorSpec] = (), semiring: KronSemiring = "real",
                     dtype: np.dtype | type | str | None = None,
                     output: OutputOptions | None = None,
                     options: RunOptions | None = None) -> Job[ProjectResult]:
@@ -189,7 +190,7 @@ def prepare_project(x_address: Address, out_address: Address, *,
                 out_dtype = resolve_dtype(out_dtype, op.dtype)
         out_dtype = resolve_dtype(out_dtype, out_dtype, dtype)
         operands = [op if isinstance(op, Identity)
-                    else _cast_operand(op, out_dtype, semiring, f"{role} ({r.address})")
+                    else _cast_operand(op, out_dtype, semiring, f"{role} ({_file(r).address})")
                     for (role, _), op, r in zip(specs, operands, readers, strict=True)]
         out = check_output(out_address, overwrite=output.overwrite,
                            compression=output.compression,
@@ -198,7 +199,7 @@ def prepare_project(x_address: Address, out_address: Address, *,
     except BaseException:
         stack.close()
         raise
-    names = [str(op) if isinstance(op, Identity) else str(r.address)
+    names = [str(op) if isinstance(op, Identity) else str(_file(r).address)
              for op, r in zip(operands, readers, strict=True)]
     operator = _operator(names, operands, blocks)
     if not options.command:
@@ -207,7 +208,7 @@ def prepare_project(x_address: Address, out_address: Address, *,
     fingerprint = {
         "operation": "project", "x": input_fingerprint(x.address, x.shape, x.dtype),
         "operator": [{"identity": op.n} if isinstance(op, Identity)
-                     else input_fingerprint(r.address, r.shape, r.dtype)
+                     else input_fingerprint(_file(r).address, _file(r).shape, _file(r).dtype)
                      for op, r in zip(operands, readers, strict=True)],
         "blocks": blocks, "semiring": semiring, "dtype": str(out_dtype),
         "output": str(out), "compression": output.compression,
@@ -249,7 +250,7 @@ def prepare_project(x_address: Address, out_address: Address, *,
 
 
 def project_row_bytes(*, width: int, out_width: int, max_width: int, x_itemsize: int,
-                      itemsize: int, semiring: str = "real", read_copies: int = 2,
+                      itemsize: int, semiring: KronSemiring = "real", read_copies: int = 2,
                       nnz_per_row: int | None = None, index_itemsize: int = 4) -> int:
     """Working memory per row of a block of a projection, every copy in flight counted.
 
@@ -279,7 +280,7 @@ def project_row_bytes(*, width: int, out_width: int, max_width: int, x_itemsize:
 
 
 def _check_options(w_address: Address | None, blocks: int | None,
-                   factors: Sequence[FactorSpec], semiring: str, dtype: Any, *,
+                   factors: Sequence[FactorSpec], semiring: KronSemiring, dtype: Any, *,
                    block_rows: int | None, chunk_rows: int | None,
                    memory: int | None) -> list[tuple[str, FactorSpec]]:
     """Validate the options; return ``(role, address or Identity)`` per Kronecker factor."""
@@ -334,7 +335,7 @@ def _check_shapes(x: ArrayReader, specs: list[tuple[str, FactorSpec]],
     return math.prod(op.n if isinstance(op, Identity) else int(op.shape[0]) for op in operands)
 
 
-def _cast_operand(op: np.ndarray, dtype: np.dtype, semiring: str, name: str) -> np.ndarray:
+def _cast_operand(op: np.ndarray, dtype: np.dtype, semiring: KronSemiring, name: str) -> np.ndarray:
     """A factor as ``dtype``; in the log semiring ``+inf`` (before or after the cast) is an
     :class:`InputError`."""
     cast = op.astype(dtype, copy=False)
@@ -343,6 +344,12 @@ def _cast_operand(op: np.ndarray, dtype: np.dtype, semiring: str, name: str) -> 
         if cast is not op and np.isposinf(cast).any():
             raise InputError(f"{name} has values too large for {dtype}")
     return np.ascontiguousarray(cast)
+
+
+def _file(reader: ArrayReader | None) -> ArrayReader:
+    """The reader of a factor that is not an identity (those have one)."""
+    assert reader is not None, "an identity factor has no file"
+    return reader
 
 
 def _max_width(x: ArrayReader, operands: list[Any], blocks: int | None) -> int:
@@ -360,7 +367,7 @@ class _BlockProjection:
     output rows. Picklable (a dask task): the reader travels as its address."""
 
     def __init__(self, x: ArrayReader, operands: list[Any], blocks: int | None,
-                 semiring: str, dtype: np.dtype) -> None:
+                 semiring: KronSemiring, dtype: np.dtype) -> None:
         self.x, self.operands, self.blocks = x, operands, blocks
         self.semiring, self.dtype = semiring, dtype
         self.W = operands[1] if blocks is not None else None
@@ -374,7 +381,7 @@ class _BlockProjection:
         if rows.dtype != self.dtype:
             rows = rows.astype(self.dtype)
         try:
-            if self.W is not None:
+            if self.W is not None and self.blocks is not None:
                 Y = block_project(rows, self.W, self.blocks, semiring=self.semiring)
             else:
                 Y = kron_matvec(self.operands, rows, semiring=self.semiring)
@@ -395,7 +402,7 @@ def _operator(names: list[str], operands: list[Any], blocks: int | None) -> str:
 
 
 def _provenance(header: dict[str, Any], x: ArrayReader, readers: list[ArrayReader | None],
-                operands: list[Any], blocks: int | None, semiring: str, dtype: np.dtype,
+                operands: list[Any], blocks: int | None, semiring: KronSemiring, dtype: np.dtype,
                 operator: str, plan: RowPlan, shape: tuple[int, int]) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         **header,
@@ -416,22 +423,24 @@ def _provenance(header: dict[str, Any], x: ArrayReader, readers: list[ArrayReade
         attrs.update(w=str(w_reader.address), w_shape=list(w_reader.shape), blocks=int(blocks))
     else:
         attrs.update(
-            factors=[f"I:{op.n}" if isinstance(op, Identity) else str(r.address)
+            factors=[f"I:{op.n}" if isinstance(op, Identity) else str(_file(r).address)
                      for op, r in zip(operands, readers, strict=True)],
-            factor_shapes=[[op.n, op.n] if isinstance(op, Identity) else list(r.shape)
+            factor_shapes=[[op.n, op.n] if isinstance(op, Identity) else list(_file(r).shape)
                            for op, r in zip(operands, readers, strict=True)],
         )
     return attrs
 
 
 def _python_call(x: ArrayAddress, out: ArrayAddress, readers: list[ArrayReader | None],
-                 operands: list[Any], blocks: int | None, semiring: str, dtype: Any) -> str:
+                 operands: list[Any], blocks: int | None, semiring: KronSemiring,
+                 dtype: Any) -> str:
     if blocks is not None:
         w = readers[1]
         assert w is not None
         operator = f"w_address={str(w.address)!r}, blocks={blocks}"
     else:
-        parts = [f"Identity({op.n})" if isinstance(op, Identity) else repr(str(r.address))
+        parts = [f"Identity({op.n})" if isinstance(op, Identity)
+                 else repr(str(_file(r).address))
                  for op, r in zip(operands, readers, strict=True)]
         operator = f"factors=[{', '.join(parts)}]"
     extra = f", dtype={str(np.dtype(dtype))!r}" if dtype is not None else ""

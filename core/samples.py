@@ -50,8 +50,11 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+__all__ = ["SEED", "main", "write_sample_data"]
 
 SEED = 20240611
 
@@ -89,7 +92,7 @@ def projection_example(rng: np.random.Generator) -> dict[str, np.ndarray]:
             "f2": rng.standard_normal((4, 4)).astype(np.float32)}
 
 
-def write_csr_group(group: object, matrix: object) -> None:
+def write_csr_group(group: Any, matrix: Any) -> None:
     """Store a CSR matrix in an h5py or zarr group: data, indices, indptr, attrs shape."""
     for name in ("data", "indices", "indptr"):
         arr = getattr(matrix, name)

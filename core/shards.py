@@ -68,12 +68,16 @@ __all__ = [
     "Shard",
     "ShardState",
     "ShardStatus",
+    "describe_plan",
+    "digest",
     "merge",
     "open_shard_output",
     "parse_shard",
+    "planned",
     "shard_blocks",
     "shard_path",
     "shard_status",
+    "shard_summary",
 ]
 
 
@@ -328,7 +332,7 @@ def _discard_if_abandoned(out: ArrayAddress, failed: Shard) -> None:
     counts on the rows it stored). Holding every other shard's lock while looking keeps a
     shard from starting meanwhile (shards lock before they open the store)."""
     store = partial_path(out.path)
-    if zarr_io.read_markers(store / out.dataset):
+    if zarr_io.read_markers(store / out.dataset_name):
         return
     held: list[OutputLock] = []
     try:
@@ -344,7 +348,7 @@ def _discard_if_abandoned(out: ArrayAddress, failed: Shard) -> None:
             except LogmmError:
                 return                      # a shard is running: its rows are in the store
             held.append(lock)
-        if not zarr_io.read_markers(store / out.dataset):
+        if not zarr_io.read_markers(store / out.dataset_name):
             remove_path(store)
     finally:
         for lock in held:
@@ -449,7 +453,7 @@ def _zarr_status(out: ArrayAddress) -> ShardStatus | None:
     store, merged, meta, n_rows = found
     count, fingerprint = int(meta["count"]), meta.get("fingerprint")
     blocks = _plan_blocks(meta["plan"])
-    markers = zarr_io.read_markers(store / out.dataset)
+    markers = zarr_io.read_markers(store / out.dataset_name)
     states, problems = [], []
     for i in range(count):
         rows = shard_rows(blocks, Shard(i, count))
@@ -484,7 +488,7 @@ def _hdf5_status(out: ArrayAddress) -> ShardStatus | None:
         complete = False
         if path is not None and not path.name.startswith("."):
             try:
-                attrs = hdf5.read_attrs(path, out.dataset)
+                attrs = hdf5.read_attrs(path, out.dataset_name)
                 complete = attrs.get("complete") is True
             except Exception:
                 problems.append(f"{path.name} cannot be read")

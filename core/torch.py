@@ -32,6 +32,7 @@ from torch.autograd.function import once_differentiable
 from .einsum import logeinsum as _np_logeinsum
 from .grad import logeinsum_vjp, logmatmulexp_vjp
 from .logmatmul import logmatmulexp as _np_logmatmulexp
+from .typing import Method
 
 __all__ = ["logeinsum", "logmatmulexp"]
 
@@ -59,7 +60,7 @@ def _float_dtype(*tensors: torch.Tensor) -> torch.dtype:
 
 class _LogMatMulExp(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, A: torch.Tensor, B: torch.Tensor, method: str) -> torch.Tensor:
+    def forward(ctx: Any, A: torch.Tensor, B: torch.Tensor, method: Method) -> torch.Tensor:
         C = _np_logmatmulexp(_to_numpy(A), _to_numpy(B), method=method)
         out = _to_tensor(C, A, _float_dtype(A, B))
         ctx.method = method
@@ -81,7 +82,7 @@ class _LogMatMulExp(torch.autograd.Function):
 
 class _LogEinsum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, subscripts: str, method: str, *operands: torch.Tensor
+    def forward(ctx: Any, subscripts: str, method: Method, *operands: torch.Tensor
                 ) -> torch.Tensor:
         C = _np_logeinsum(subscripts, *(_to_numpy(op) for op in operands), method=method)
         out = _to_tensor(C, operands[0], _float_dtype(*operands))
@@ -102,7 +103,7 @@ class _LogEinsum(torch.autograd.Function):
                                     for g, op, w in zip(grads, operands, wanted, strict=True))
 
 
-def logmatmulexp(A: torch.Tensor, B: torch.Tensor, *, method: str = "auto") -> torch.Tensor:
+def logmatmulexp(A: torch.Tensor, B: torch.Tensor, *, method: Method = "auto") -> torch.Tensor:
     """Differentiable ``log(exp(A) @ exp(B))`` for tensors (see :func:`logmm.logmatmulexp`).
 
     Shapes as ``torch.matmul``: A (..., n, k), B (..., k, m) -> (..., n, m). The result
@@ -122,7 +123,7 @@ def logmatmulexp(A: torch.Tensor, B: torch.Tensor, *, method: str = "auto") -> t
     return _LogMatMulExp.apply(A, B, method)
 
 
-def logeinsum(subscripts: str, *operands: torch.Tensor, method: str = "auto") -> torch.Tensor:
+def logeinsum(subscripts: str, *operands: torch.Tensor, method: Method = "auto") -> torch.Tensor:
     """Differentiable log-semiring einsum for tensors (see :func:`logmm.logeinsum`).
 
     The gradient is :func:`logmm.logeinsum_vjp` (one gradient contraction per operand).

@@ -279,11 +279,11 @@ def test_nan_survives_lines_whose_maximum_is_not_finite(A, B, method: str) -> No
 
 
 def test_trust_threshold_grows_with_k_where_clamped_floors_could_add_up() -> None:
-    from logmm.logmatmul import _log_tau, _trust_threshold
+    from logmm.logmatmul import _trust_threshold, log_tau
 
     tiny32 = float(np.finfo(np.float32).tiny)
     assert _trust_threshold(np.dtype(np.float32), 1000) == pytest.approx(
-        math.exp(_log_tau(np.dtype(np.float32))))
+        math.exp(log_tau(np.dtype(np.float32))))
     big_k = 120_000_000
     floors = big_k * (2 * math.e + 1) * tiny32          # every term clamped or underflowed
     assert floors <= _trust_threshold(np.dtype(np.float32), big_k) / 8

@@ -45,7 +45,8 @@ def test_sdist_and_wheel_install_and_run_the_demo(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as whl:
         modules = set(whl.namelist())
     for module in ("logmm/__init__.py", "logmm/__main__.py", "logmm/io/writers.py",
-                   "logmm/cli/main.py", "logmm/cli/commands/multiply.py"):
+                   "logmm/cli/main.py", "logmm/cli/commands/multiply.py",
+                   "logmm/py.typed"):     # PEP 561: type checkers use logmm's annotations
         assert module in modules
 
     venv = tmp_path / "venv"

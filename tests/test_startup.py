@@ -31,6 +31,33 @@ def test_importing_the_cli_imports_no_heavy_module() -> None:
     assert _loaded_after("import logmm.cli.main") == []
 
 
+def test_importing_the_cli_imports_no_engine_and_no_numpy() -> None:
+    # the commands import their engine inside the command function, and logmm's public
+    # names load on first use: defining the CLI needs click, the exceptions and the
+    # Literal choices (logmm.typing), nothing else of logmm, and not numpy
+    code = ("import json, sys\nimport logmm.cli.main\n"
+            "print(json.dumps(sorted(m for m in sys.modules\n"
+            "                        if m.split('.')[0] in ('logmm', 'numpy'))))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    loaded = set(json.loads(proc.stdout.splitlines()[-1]))
+    assert {"logmm.cli.main", "logmm.cli.commands.multiply"} <= loaded   # the probe works
+    core = {m for m in loaded if not m.startswith("logmm.cli")}
+    assert core == {"logmm", "logmm.errors", "logmm.typing"}, sorted(core)
+
+
+def test_lazy_public_names_are_the_documented_ones() -> None:
+    import logmm
+    table = logmm._LAZY
+    assert set(table) == set(logmm.__all__)
+    for name in logmm.__all__:                  # each resolves in the module the table names
+        value = getattr(logmm, name)
+        module = f"logmm.{table[name]}"
+        assert name == "__version__" or value.__module__ == module, (name, value.__module__)
+    assert set(logmm.__all__) <= set(dir(logmm))
+
+
 @pytest.mark.parametrize("argv", [["--version"], ["--help"], ["multiply", "--help"]])
 def test_version_and_help_import_no_heavy_module(argv: list[str]) -> None:
     # the console script's code; click exits through SystemExit after printing

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
-
 import click
 
-from logmm.chain_files import ChainResult, chain_files
 from logmm.errors import UsageError
+from logmm.typing import Method
 
 from ..options import (
     ADDRESS,
     block_rows_option,
+    chain_summary_line,
     command_line,
     dtype_option,
+    explain_option,
     memory_option,
     method_option,
     output_option,
@@ -26,9 +25,7 @@ from ..options import (
     threads_option,
 )
 
-__all__ = ["chain", "explain_option", "summary_line"]
-
-F = TypeVar("F", bound=Callable[..., Any])
+__all__ = ["chain"]
 
 EPILOG = """\b
 Examples:
@@ -50,11 +47,6 @@ attributes (order, cost, input shapes, repaired entries).
 """
 
 
-def explain_option(help_text: str) -> Callable[[F], F]:
-    """``--explain``: print the contraction order and its cost on stderr."""
-    return click.option("--explain", is_flag=True, help=help_text)
-
-
 @click.command(epilog=EPILOG, short_help="Log-space product of a chain, cheapest order.")
 @click.argument("matrices", metavar="M1 M2 ...", nargs=-1, required=True, type=ADDRESS)
 @output_option
@@ -69,35 +61,19 @@ def explain_option(help_text: str) -> Callable[[F], F]:
 @reporting_options
 @click.pass_context
 def chain(ctx: click.Context, matrices: tuple[str, ...], output: str, explain: bool,
-          overwrite: bool, method: str, dtype: str | None, memory: int | None,
+          overwrite: bool, method: Method, dtype: str | None, memory: int | None,
           block_rows: int | None, compression: str | None, chunk_rows: int | None,
           quiet: bool, progress: bool | None) -> None:
     """C = log(exp(M1) @ exp(M2) @ … @ exp(Mn)), parenthesised by the cheapest order."""
     if not matrices:
         raise UsageError("chain needs at least one matrix")
+    from logmm.chain_files import chain_files
+
     result = chain_files(
         matrices, output, method=method, dtype=dtype, overwrite=overwrite,
         compression=compression, chunk_rows=chunk_rows, memory=memory, block_rows=block_rows,
         progress=resolve_progress(progress, quiet), command=command_line(ctx),
         explain=(lambda text: click.echo(text, err=True)) if explain else None,
     )
-    report_result(result, summary_line, quiet)
+    report_result(result, chain_summary_line, quiet)
 
-
-def summary_line(result: ChainResult) -> str:
-    """``wrote c.h5:/data (40×5 float64; (M1 (M2 M3)), method auto, 0 entries repaired)
-    in 0.01 s`` (also for power and einsum results)."""
-    shape = "×".join(str(s) for s in result.shape) or "scalar"
-    detail = [result.order] if result.order else []
-    if result.operation == "einsum":
-        detail.append(f"{result.attrs.get('semiring', 'log')} semiring")
-    detail.append(f"method {result.method}")
-    if result.report is not None and result.products:
-        if result.method == "exact":
-            detail.append("every entry by exact logsumexp")
-        else:
-            count, what = ((result.report.unchecked, "unchecked") if result.method == "fast"
-                           else (result.report.repaired, "repaired"))
-            detail.append(f"{count} {'entry' if count == 1 else 'entries'} {what}")
-    return (f"wrote {result.output} ({shape} {result.dtype}; {', '.join(detail)}) in "
-            f"{result.seconds:.2f} s")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import click
+from typing import TYPE_CHECKING
 
-from logmm.convert import ConvertResult
-from logmm.convert import convert as run_convert
+import click
 
 from ..options import (
     ADDRESS,
@@ -19,6 +18,9 @@ from ..options import (
     resolve_progress,
     storage_options,
 )
+
+if TYPE_CHECKING:
+    from logmm.convert import ConvertResult
 
 __all__ = ["convert", "summary_line"]
 
@@ -56,6 +58,8 @@ def convert(ctx: click.Context, source: str, output: str, overwrite: bool, dtype
             block_rows: int | None, zarr_format: str, quiet: bool,
             progress: bool | None) -> None:
     """Copy the array IN to OUT (format from OUT's extension), streaming row blocks."""
+    from logmm.convert import convert as run_convert
+
     result = run_convert(
         source, output, dtype=dtype, overwrite=overwrite, compression=compression,
         chunk_rows=chunk_rows, memory=memory, block_rows=block_rows,

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import click
 
-from logmm.einsum_files import EINSUM_SEMIRINGS, prepare_einsum
+from logmm.typing import Method, Semiring
 
 from ..options import (
     ADDRESS,
+    chain_summary_line,
     dtype_option,
+    explain_option,
     job_options,
     method_option,
     output_option,
@@ -22,7 +24,6 @@ from ..options import (
     run_job,
     storage_options,
 )
-from .chain import explain_option, summary_line
 
 __all__ = ["einsum"]
 
@@ -55,7 +56,7 @@ once per operand): operands with that label first are then read block by block.
 @click.argument("subscripts", metavar="SUBSCRIPTS")
 @click.argument("operands", metavar="OP...", nargs=-1, required=True, type=ADDRESS)
 @output_option
-@click.option("--semiring", type=click.Choice(EINSUM_SEMIRINGS), default="log",
+@click.option("--semiring", type=click.Choice(get_args(Semiring)), default="log",
               show_default=True,
               help="log: operands are log-values, sums are stable log-sum-exps; max: max "
                    "of sums; real: ordinary sums.")
@@ -68,11 +69,13 @@ once per operand): operands with that label first are then read block by block.
 @reporting_options
 @click.pass_context
 def einsum(ctx: click.Context, subscripts: str, operands: tuple[str, ...], output: str,
-           semiring: str, explain: bool, overwrite: bool, method: str, dtype: str | None,
+           semiring: Semiring, explain: bool, overwrite: bool, method: Method, dtype: str | None,
            memory: int | None, block_rows: int | None, resume: bool, shard: Any,
            scheduler: str, dask_address: str | None, compression: str | None,
            chunk_rows: int | None, quiet: bool, progress: bool | None) -> None:
     """einsum over arrays in files: log-sum-exp (default), max or ordinary sums."""
+    from logmm.einsum_files import prepare_einsum
+
     out_options, run_options = job_options(
         ctx, overwrite=overwrite, compression=compression, chunk_rows=chunk_rows,
         memory=memory, block_rows=block_rows, resume=resume, shard=shard, scheduler=scheduler,
@@ -83,4 +86,4 @@ def einsum(ctx: click.Context, subscripts: str, operands: tuple[str, ...], outpu
         explain=(lambda text: click.echo(text, err=True)) if explain else None,
         stream=True if planning(ctx) else None))
     if result is not None:
-        report_result(result, summary_line, quiet)
+        report_result(result, chain_summary_line, quiet)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from logmm.errors import LogmmError
-from logmm.inspect import ArrayInfo, FileInfo, TemporaryInfo, inspect_file
 
 from ..options import ADDRESS, debug_option
+
+if TYPE_CHECKING:
+    from logmm.inspect import ArrayInfo, FileInfo, TemporaryInfo
 
 __all__ = ["format_info", "info"]
 
@@ -50,6 +52,8 @@ _MAX_VALUE = 160
 @debug_option
 def info(file: str, as_json: bool, check: bool) -> None:
     """Describe the arrays in FILE (.npy, .h5/.hdf5, .zarr), or only DATASET."""
+    from logmm.inspect import inspect_file
+
     result = inspect_file(file)
     if as_json:
         click.echo(json.dumps(result.to_dict() | {"complete": result.complete}, indent=2))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import click
 
-from logmm.gaussian import REDUCTIONS
-from logmm.loglik import LoglikResult, prepare_loglik
+from logmm.typing import Reduce
 
 from ..options import (
     ADDRESS,
@@ -20,6 +19,9 @@ from ..options import (
     run_job,
     storage_options,
 )
+
+if TYPE_CHECKING:
+    from logmm.loglik import LoglikResult
 
 __all__ = ["loglik"]
 
@@ -44,7 +46,7 @@ computed without overflow. X is read in row blocks (--memory, --block-rows, --re
               help="Standard deviation (> 0): a number or an array address.")
 @click.option("--rho", default=None, metavar="R", type=ADDRESS,
               help="sigma = softplus(rho): a number or an array address.")
-@click.option("--reduce", type=click.Choice(REDUCTIONS), default="none", show_default=True,
+@click.option("--reduce", type=click.Choice(get_args(Reduce)), default="none", show_default=True,
               help="none: elementwise; row: one value per row; sum: the total, printed on "
                    "stdout (and written when -o is given).")
 @click.option("-o", "--output", default=None, metavar="ADDR",
@@ -56,12 +58,14 @@ computed without overflow. X is read in row blocks (--memory, --block-rows, --re
 @reporting_options
 @click.pass_context
 def loglik(ctx: click.Context, x: str, mu: str, sigma: str | None, rho: str | None,
-           reduce: str, output: str | None, overwrite: bool, dtype: str | None,
+           reduce: Reduce, output: str | None, overwrite: bool, dtype: str | None,
            memory: int | None, block_rows: int | None, resume: bool, shard: Any, scheduler: str,
            dask_address: str | None,
            compression: str | None, chunk_rows: int | None, quiet: bool,
            progress: bool | None) -> None:
     """log N(X; MU, diag(S²)) elementwise, per row, or in total."""
+    from logmm.loglik import prepare_loglik
+
     out_options, run_options = job_options(
         ctx, overwrite=overwrite, compression=compression, chunk_rows=chunk_rows,
         memory=memory, block_rows=block_rows, resume=resume, shard=shard, scheduler=scheduler,

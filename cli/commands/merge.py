@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from logmm.shards import merge as run_merge
-
 from ..options import ADDRESS, debug_option, is_quiet, overwrite_option, quiet_option
 
 __all__ = ["merge"]
@@ -33,6 +31,8 @@ A missing or incomplete shard is refused (exit 1), naming the shards and their r
 @debug_option
 def merge(output: str, overwrite: bool, quiet: bool) -> None:
     """Join the shards written by --shard I/N runs into OUT (.h5 or .zarr)."""
+    from logmm.shards import merge as run_merge
+
     result = run_merge(output, overwrite=overwrite)
     if not is_quiet(quiet):
         verb = "wrote" if result.wrote else "already complete:"

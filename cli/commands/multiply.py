@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from logmm.multiply import MultiplyResult, prepare_multiply
+from logmm.typing import Method
 
 from ..options import (
     ADDRESS,
@@ -21,6 +21,9 @@ from ..options import (
     run_job,
     storage_options,
 )
+
+if TYPE_CHECKING:
+    from logmm.multiply import MultiplyResult
 
 __all__ = ["multiply", "summary_line"]
 
@@ -48,12 +51,14 @@ attributes (a .npy output gets them in OUT.npy.json).
 @storage_options
 @reporting_options
 @click.pass_context
-def multiply(ctx: click.Context, a: str, b: str, output: str, overwrite: bool, method: str,
+def multiply(ctx: click.Context, a: str, b: str, output: str, overwrite: bool, method: Method,
              dtype: str | None, memory: int | None, block_rows: int | None,
              resume: bool, shard: Any, scheduler: str,
              dask_address: str | None, compression: str | None, chunk_rows: int | None,
              quiet: bool, progress: bool | None) -> None:
     """C = log(exp(A) @ exp(B)), stable, for A (n×k) and B (k×m) in files."""
+    from logmm.multiply import prepare_multiply
+
     out_options, run_options = job_options(
         ctx, overwrite=overwrite, compression=compression, chunk_rows=chunk_rows,
         memory=memory, block_rows=block_rows, resume=resume, shard=shard, scheduler=scheduler,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import click
 
 from logmm.errors import UsageError
-from logmm.shards import describe_plan
 
-from ..options import PLAN_KEY, PLANNED_KEY, debug_option
+from ..options import PLAN_KEY, PLANNED_KEY, debug_option, sibling_command
 
 __all__ = ["plan"]
 
@@ -37,7 +36,7 @@ computed; the inputs' metadata is read.
 @click.pass_context
 def plan(ctx: click.Context, shards: int | None, command: tuple[str, ...]) -> None:
     """Print how COMMAND (multiply, project, loglik, einsum) would cut its rows."""
-    from ..main import cli
+    from logmm.shards import describe_plan
 
     name, *args = command
     if name not in ("multiply", "project", "loglik", "einsum"):
@@ -47,7 +46,7 @@ def plan(ctx: click.Context, shards: int | None, command: tuple[str, ...]) -> No
     if shards is not None:
         args += ["--shard", f"0/{shards}"]
     ctx.meta[PLAN_KEY] = True               # the command plans its job (cli/options.run_job)
-    sub = cli.get_command(ctx, name)
+    sub = sibling_command(ctx, name)
     assert sub is not None
     with sub.make_context(name, list(args), parent=ctx) as sub_ctx:
         sub.invoke(sub_ctx)

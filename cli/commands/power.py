@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import click
 
-from logmm.chain_files import power_file
+from logmm.typing import Method
 
 from ..options import (
     ADDRESS,
+    chain_summary_line,
     command_line,
     dtype_option,
+    explain_option,
     method_option,
     output_option,
     overwrite_option,
@@ -19,7 +21,6 @@ from ..options import (
     storage_options,
     threads_option,
 )
-from .chain import explain_option, summary_line
 
 __all__ = ["power"]
 
@@ -54,13 +55,15 @@ when complete, with provenance attributes (steps, schedule, repaired entries).
 @reporting_options
 @click.pass_context
 def power(ctx: click.Context, p: str, steps: int, output: str, explain: bool, overwrite: bool,
-          method: str, dtype: str | None, compression: str | None, chunk_rows: int | None,
+          method: Method, dtype: str | None, compression: str | None, chunk_rows: int | None,
           quiet: bool, progress: bool | None) -> None:
     """C = log(exp(P)^STEPS) for a square log-valued P, by repeated squaring."""
+    from logmm.chain_files import power_file
+
     result = power_file(
         p, steps, output, method=method, dtype=dtype, overwrite=overwrite,
         compression=compression, chunk_rows=chunk_rows,
         progress=resolve_progress(progress, quiet), command=command_line(ctx),
         explain=(lambda text: click.echo(text, err=True)) if explain else None,
     )
-    report_result(result, summary_line, quiet)
+    report_result(result, chain_summary_line, quiet)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import click
 
 from logmm.errors import UsageError
-from logmm.kron import SEMIRINGS, Identity
-from logmm.project import ProjectResult, prepare_project
+from logmm.typing import KronSemiring
 
 from ..options import (
     ADDRESS,
@@ -23,6 +22,10 @@ from ..options import (
     run_job,
     storage_options,
 )
+
+if TYPE_CHECKING:
+    from logmm.kron import Identity
+    from logmm.project import ProjectResult
 
 __all__ = ["factor_specs", "project", "summary_line"]
 
@@ -81,6 +84,8 @@ def factor_specs(factors: tuple[str, ...], identities: tuple[int, ...],
     ``order`` lists ``"factor"`` and ``"identity"`` per occurrence; without it (or when
     it does not match the counts) identities follow the factors.
     """
+    from logmm.kron import Identity
+
     specs: list[str | Identity] = []
     for text in factors:
         match = _IDENTITY_RE.match(text.strip())
@@ -111,7 +116,8 @@ def factor_specs(factors: tuple[str, ...], identities: tuple[int, ...],
 @click.option("--identity", "identity", type=click.IntRange(min=1), multiple=True,
               metavar="N", help="An identity factor of size N, at this position among the "
                                 "--factor options (repeatable; skipped, never multiplied).")
-@click.option("--semiring", type=click.Choice(SEMIRINGS), default="real", show_default=True,
+@click.option("--semiring", type=click.Choice(get_args(KronSemiring)), default="real",
+              show_default=True,
               help="real: ordinary sums; log: inputs are log-values, sums are stable "
                    "log-sum-exps.")
 @output_option
@@ -122,13 +128,15 @@ def factor_specs(factors: tuple[str, ...], identities: tuple[int, ...],
 @reporting_options
 @click.pass_context
 def project(ctx: click.Context, x: str, w: str | None, blocks: int | None,
-            factor: tuple[str, ...], identity: tuple[int, ...], semiring: str, output: str,
+            factor: tuple[str, ...], identity: tuple[int, ...], semiring: KronSemiring, output: str,
             overwrite: bool, dtype: str | None, memory: int | None, block_rows: int | None,
             resume: bool, shard: Any, scheduler: str,
             dask_address: str | None, compression: str | None, chunk_rows: int | None,
             quiet: bool, progress: bool | None) -> None:
     """Rows of X times (I_K ⊗ W)ᵀ, or times (F1 ⊗ F2 ⊗ …)ᵀ, without forming the product."""
     factors = factor_specs(factor, identity, ctx.meta.get(ORDER_KEY))
+    from logmm.project import prepare_project
+
     out_options, run_options = job_options(
         ctx, overwrite=overwrite, compression=compression, chunk_rows=chunk_rows,
         memory=memory, block_rows=block_rows, resume=resume, shard=shard, scheduler=scheduler,

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-from logmm.samples import write_sample_data
-
 from ..options import debug_option, is_quiet, quiet_option
 
 __all__ = ["sample_data"]
@@ -26,6 +24,8 @@ Examples:
 @debug_option
 def sample_data(directory: Path, quiet: bool) -> None:
     """Write logmm's seeded sample inputs into DIR (created if needed; files replaced)."""
+    from logmm.samples import write_sample_data
+
     paths = write_sample_data(directory)
     if not is_quiet(quiet):
         click.echo(f"wrote {len(paths)} sample files into {directory}", err=True)

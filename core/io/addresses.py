@@ -80,6 +80,14 @@ class ArrayAddress:
     format: str
     dataset: str | None = None
 
+    @property
+    def dataset_name(self) -> str:
+        """The dataset part, for an address known to have one (an output's, filled in by
+        :func:`logmm.io.writers.output_address`); ValueError otherwise."""
+        if self.dataset is None:
+            raise ValueError(f"{self} names no dataset")
+        return self.dataset
+
     def with_dataset(self, dataset: str | None) -> ArrayAddress:
         """The same file with another dataset part."""
         return ArrayAddress(self.path, self.format, _normalise_dataset(dataset))

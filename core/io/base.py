@@ -103,6 +103,11 @@ class ArrayReader:
         return False
 
     @property
+    def nnz(self) -> int:
+        """Stored entries: every entry of a dense array (a sparse reader counts its own)."""
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
     def nbytes(self) -> int:
         """Size of the whole array in memory, in bytes."""
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
@@ -511,7 +516,7 @@ class DetachedWriter:
 _REOPENED: dict[tuple[str, str, int, int], ArrayReader] = {}
 
 
-def reopen_reader(cls: type[ArrayReader], address: ArrayAddress) -> ArrayReader:
+def reopen_reader(cls: Any, address: ArrayAddress) -> ArrayReader:
     """The ``cls`` reader of ``address`` in this process, opened once (keyed by the
     file's size and modification time, so a rewritten file is reopened): readers
     unpickle through this, so that a dask worker opens each input once, not per task."""
@@ -551,11 +556,13 @@ def jsonable(value: Any) -> Any:
 
 
 def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (its type's name when it has none)."""
     text = " ".join(str(exc).split())
     return text if text else type(exc).__name__
 
 
 def holds(names: list[str], prefix: str = "it holds: ") -> str:
+    """``it holds: a, b, c (and 4 more)``: what a file holds, for messages."""
     if not names:
         return prefix + "no arrays"
     shown = ", ".join(names[:MAX_LISTED])
@@ -564,12 +571,15 @@ def holds(names: list[str], prefix: str = "it holds: ") -> str:
 
 
 def missing_message(address: ArrayAddress, names: list[str], lead: str) -> str:
+    """``no dataset /x in f.h5; it holds: /a, /b``: a named dataset that is not there."""
     return f"no dataset {lead}{address.dataset} in {address.path}; " + holds(
         [lead + n for n in names]
     )
 
 
 def only_array(address: ArrayAddress, names: list[str], lead: str) -> str:
+    """The one array of a file whose address names none, or a
+    :class:`MissingInputError` listing what it holds."""
     if len(names) == 1:
         return names[0]
     if not names:
@@ -581,6 +591,7 @@ def only_array(address: ArrayAddress, names: list[str], lead: str) -> str:
 
 
 def dtype_name(dtype: np.dtype) -> str:
+    """A dtype as messages name it (``object (e.g. strings)``, ``complex128 (complex)``)."""
     if dtype.kind == "O":
         return "object (e.g. strings)"
     if dtype.kind in "SUa":
@@ -593,6 +604,7 @@ def dtype_name(dtype: np.dtype) -> str:
 
 
 def shape_text(shape: tuple[int, ...]) -> str:
+    """``200×32`` (``()`` for a scalar)."""
     return "×".join(str(s) for s in shape) if shape else "()"
 
 

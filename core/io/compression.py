@@ -164,7 +164,7 @@ def describe_hdf5_filters(dataset: Any) -> tuple[str, list[dict[str, Any]]]:
 
     Only metadata is read; no plugin is needed to describe a filter.
     """
-    codecs = []
+    codecs: list[dict[str, Any]] = []
     for code, options, label in _hdf5_pipeline(dataset):
         name = HDF5_FILTER_NAMES.get(code, label or f"filter-{code}")
         codecs.append({"name": name, "configuration": {"id": code, "options": options}})

@@ -172,7 +172,7 @@ class HDF5Reader(ArrayReader):
         path = address.path
         self._closed = False
         try:
-            self._file: Any = h5py.File(path, "r")
+            self._file = h5py.File(path, "r")
         except OSError as exc:
             raise hdf5_open_error(path, exc) from None
         try:
@@ -262,7 +262,7 @@ class HDF5Writer(ArrayWriter):
                 dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
                 dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
                 dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)   # every block is written
-            self._ds = f.create_dataset(partial_dataset(self.address.dataset),
+            self._ds = f.create_dataset(partial_dataset(self.address.dataset_name),
                                         shape=self.shape, dtype=self.dtype, chunks=chunks,
                                         dcpl=dcpl, **filters)
             self._ds.attrs["complete"] = False      # `logmm info` lists it as incomplete
@@ -298,7 +298,7 @@ class HDF5Writer(ArrayWriter):
     def _partial_exists(self) -> bool:
         if not self.in_container:
             return super()._partial_exists()
-        return container_holds(self.address, partial_dataset(self.address.dataset))
+        return container_holds(self.address, partial_dataset(self.address.dataset_name))
 
     def _discard_partial(self) -> None:
         if not self.in_container:
@@ -306,7 +306,7 @@ class HDF5Writer(ArrayWriter):
             return
         if self._file is None:
             self._file = self._open_container()
-        hidden = partial_dataset(self.address.dataset)
+        hidden = partial_dataset(self.address.dataset_name)
         if hidden in self._file:
             del self._file[hidden]
             self._file.flush()
@@ -323,7 +323,7 @@ class HDF5Writer(ArrayWriter):
 
         if self.in_container:
             self._file = self._open_container()
-            self._ds = self._file[partial_dataset(self.address.dataset)]
+            self._ds = self._file[partial_dataset(self.address.dataset_name)]
         else:
             self._file = h5py.File(self.tmp_path, "r+", rdcc_nbytes=0)
             self._ds = self._file[self.address.dataset]
@@ -347,7 +347,7 @@ class HDF5Writer(ArrayWriter):
             return
         import h5py
 
-        f, final = self._file, self.address.dataset
+        f, final = self._file, self.address.dataset_name
         if final in f:                      # --overwrite (checked by commit)
             if not isinstance(f[final], h5py.Dataset):
                 raise OutputExistsError(f"{self.address} became a group while logmm ran; "

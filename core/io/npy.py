@@ -54,7 +54,7 @@ class NpyReader(ArrayReader):
         if arr is None or mm is None or not arr.flags.c_contiguous or stop <= start:
             return None
         row_bytes = arr.strides[0]
-        first = arr.offset + start * row_bytes
+        first = arr.offset + start * row_bytes  # type: ignore[attr-defined]  # a memmap
         page = mmap.PAGESIZE
         begin = first - first % page
         try:

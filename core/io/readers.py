@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 #: the dense reader of each format (``.npz`` holds sparse matrices only)
-_READERS: dict[str, type[ArrayReader]] = {
+_READERS: dict[str, Callable[[ArrayAddress], ArrayReader]] = {
     "npy": NpyReader,
     "hdf5": HDF5Reader,
     "zarr": ZarrReader,

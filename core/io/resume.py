@@ -181,11 +181,13 @@ class OutputLock:
 
     def __init__(self, output: str | Path | ArrayAddress) -> None:
         self.path = lock_path(output)
-        inside = isinstance(output, ArrayAddress) and container_output(output)
         #: what the lock guards, as messages name it: the file, or the array in a store
-        self.output: Path | ArrayAddress = (
-            output if inside and output.format == "zarr"    # type: ignore[union-attr]
-            else output.path if isinstance(output, ArrayAddress) else Path(output))
+        self.output: Path | ArrayAddress
+        if isinstance(output, ArrayAddress):
+            inside = container_output(output) and output.format == "zarr"
+            self.output = output if inside else output.path
+        else:
+            self.output = Path(output)
         #: one HDF5 file that runs add datasets to: the lock is the file's
         self.per_file = inside and output.format == "hdf5"  # type: ignore[union-attr]
         self.held = False

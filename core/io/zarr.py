@@ -180,7 +180,7 @@ class ZarrWriter(ArrayWriter):
             group = zarr.open_group(str(self.path), mode="r+")
             if group.metadata.zarr_format == 2:     # the array joins in its store's format
                 compressors = _zarr_v2_compressor(self.compression)
-            head, _, name = partial_dataset(self.address.dataset).rpartition("/")
+            head, _, name = partial_dataset(self.address.dataset_name).rpartition("/")
             for part in head.split("/") if head else ():
                 group = group.require_group(part)
             self._arr = group.create_array(name, shape=self.shape, dtype=self.dtype,
@@ -189,14 +189,15 @@ class ZarrWriter(ArrayWriter):
             return
         if self.zarr_format == 2:
             compressors = _zarr_v2_compressor(self.compression)
-        group = zarr.open_group(str(self.tmp_path), mode="w", zarr_format=self.zarr_format)
+        group = zarr.open_group(str(self.tmp_path), mode="w",
+                                zarr_format=self.zarr_format)  # type: ignore[arg-type]
         self._arr = group.create_array(
-            self.address.dataset, shape=self.shape, dtype=self.dtype, chunks=chunks,
+            self.address.dataset_name, shape=self.shape, dtype=self.dtype, chunks=chunks,
             compressors=compressors,
         )
 
     def _hidden_dir(self) -> Path:
-        return self.path / partial_dataset(self.address.dataset)
+        return self.path / partial_dataset(self.address.dataset_name)
 
     def _partial_exists(self) -> bool:
         if not self.in_container:
@@ -219,9 +220,9 @@ class ZarrWriter(ArrayWriter):
 
         if self.in_container:
             self._arr = zarr.open_array(str(self.path),
-                                        path=partial_dataset(self.address.dataset), mode="r+")
+                                        path=partial_dataset(self.address.dataset_name), mode="r+")
         else:
-            self._arr = zarr.open_array(str(self.tmp_path), path=self.address.dataset,
+            self._arr = zarr.open_array(str(self.tmp_path), path=self.address.dataset_name,
                                         mode="r+")
         self._check_reopened(self._arr.shape, self._arr.dtype)
 
@@ -240,7 +241,7 @@ class ZarrWriter(ArrayWriter):
             super()._publish(attrs)
             return
         self._close()
-        final = self.path / self.address.dataset
+        final = self.path / self.address.dataset_name
         if node_kind(final) == "group":
             raise OutputExistsError(f"{self.address} became a group while logmm ran; a group "
                                     "is never replaced")
@@ -357,7 +358,7 @@ class SharedZarrWriter(ArrayWriter):
         """Leave this shard's marker; finish the store if it was the last one missing."""
         if self.committed:
             return self.path
-        marker = marker_path(partial_path(self.path) / self.address.dataset,
+        marker = marker_path(partial_path(self.path) / self.address.dataset_name,
                              self.shard.index, self.shard.count)
         marker.parent.mkdir(parents=True, exist_ok=True)
         tmp = temporary_path(marker)
@@ -457,7 +458,7 @@ def ensure_shared_store(out: ArrayAddress, shape: tuple[int, ...], dtype: np.dty
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         chunks = (max(1, min(chunk_rows, shape[0] if shape else 1)),) + tuple(
             max(1, s) for s in shape[1:])
-        arr = group.create_array(out.dataset, shape=shape, dtype=dtype, chunks=chunks,
+        arr = group.create_array(out.dataset_name, shape=shape, dtype=dtype, chunks=chunks,
                                  compressors=zarr_compressors(compression))
         arr.attrs.update({"complete": False, SHARED_STORE_KEY: meta})
         try:
@@ -481,8 +482,8 @@ def open_shared_array(out: ArrayAddress) -> tuple[Any, dict[str, Any]]:
 
     store = partial_path(out.path)
     try:
-        arr = zarr.open_array(str(store), path=out.dataset, mode="r+")
-        meta = dict(arr.attrs.get(SHARED_STORE_KEY) or {})
+        arr = zarr.open_array(str(store), path=out.dataset_name, mode="r+")
+        meta: dict[str, Any] = dict(arr.attrs.get(SHARED_STORE_KEY) or {})  # type: ignore[arg-type]
     except Exception as exc:
         raise FormatError(f"{store} is not a logmm shard store ({exc}); delete it") from None
     return arr, meta
@@ -498,11 +499,11 @@ def read_shared_store(out: ArrayAddress) -> tuple[Path, bool, dict[str, Any], in
     partial = partial_path(out.path)
     merged = not partial.exists() and out.path.exists()
     store = out.path if merged else partial
-    if not (store / out.dataset).is_dir():
+    if not (store / out.dataset_name).is_dir():
         return None
     try:
-        arr = zarr.open_array(str(store), path=out.dataset, mode="r")
-        meta = dict(arr.attrs.get(SHARED_STORE_KEY) or {})
+        arr = zarr.open_array(str(store), path=out.dataset_name, mode="r")
+        meta: dict[str, Any] = dict(arr.attrs.get(SHARED_STORE_KEY) or {})  # type: ignore[arg-type]
     except Exception:
         return None
     if not meta:
@@ -546,7 +547,7 @@ def finish_shared_store(out: ArrayAddress, attrs: dict[str, Any], *, overwrite: 
     store = partial_path(out.path)
     if not store.exists():
         return out.path.exists()
-    arr = zarr.open_array(str(store), path=out.dataset, mode="r+")
+    arr = zarr.open_array(str(store), path=out.dataset_name, mode="r+")
     arr.attrs.update({k: v for k, v in attrs.items() if v is not None})
     if not overwrite and os.path.lexists(out.path):
         raise OutputExistsError(f"output exists: {out.path} (created while the shards "
