@@ -78,14 +78,18 @@ class Plan(Protocol):
     :class:`logmm.plan.RowPlan`, :class:`WholePlan`)."""
 
     @property
-    def chunk_rows(self) -> int: ...
+    def chunk_rows(self) -> int:
+        """Rows per output storage chunk."""
 
     @property
-    def block_rows(self) -> int: ...
+    def block_rows(self) -> int:
+        """Rows per block."""
 
-    def row_blocks(self) -> list[tuple[int, int]]: ...
+    def row_blocks(self) -> list[tuple[int, int]]:
+        """``[(start, stop), ...]``: the row blocks."""
 
-    def as_dict(self) -> dict[str, Any]: ...
+    def as_dict(self) -> dict[str, Any]:
+        """The plan as JSON-ready numbers (a resume record keeps it)."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,7 @@ class WholePlan:
         return [(0, 1)]
 
     def as_dict(self) -> dict[str, Any]:
+        """The plan as JSON-ready numbers."""
         return {"chunk_rows": self.chunk_rows}
 
 
@@ -647,6 +652,7 @@ class BlockTask:
         self.load, self.compute = load, compute
 
     def __call__(self, block: Block) -> Any:
+        """Load and compute one block."""
         return self.compute(block, self.load(block))
 
 

@@ -86,6 +86,7 @@ class ProductPlan:
         return row_ranges(self.k, self.k_chunk)
 
     def as_dict(self) -> dict[str, int]:
+        """The plan as JSON-ready numbers (a resume record keeps it)."""
         return asdict(self)
 
 
@@ -250,6 +251,7 @@ class RowPlan:
         return row_ranges(self.n, self.block_rows)
 
     def as_dict(self) -> dict[str, int]:
+        """The plan as JSON-ready numbers (a resume record keeps it)."""
         return asdict(self)
 
 

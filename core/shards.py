@@ -397,10 +397,12 @@ class ShardStatus:
 
     @property
     def missing(self) -> list[ShardState]:
+        """The shards not finished yet."""
         return [s for s in self.shards if not s.complete]
 
     @property
     def complete(self) -> bool:
+        """Every shard is finished."""
         return not self.missing and not self.problems
 
     def describe_missing(self) -> str:
@@ -428,6 +430,7 @@ class ShardStatus:
         return text
 
     def to_dict(self) -> dict[str, Any]:
+        """The status as JSON (``logmm info --json``)."""
         return {"format": self.format, "count": self.count, "n_rows": self.n_rows,
                 "merged": self.merged, "complete": self.complete,
                 "problems": list(self.problems), "summary": self.summary(),

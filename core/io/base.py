@@ -502,6 +502,7 @@ class DetachedWriter:
         self.writes_in_task = target is not None
 
     def region_view(self, row: int, col: int, shape: tuple[int, int]) -> None:
+        """None: another process has no view of the output to compute into."""
         return None
 
     def write_rows(self, start: int, block: np.ndarray) -> None:

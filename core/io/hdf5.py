@@ -209,9 +209,11 @@ class HDF5Reader(ArrayReader):
 
     @property
     def decodes_chunks(self) -> bool:
+        """Filtered (compressed) datasets decode whole chunks per read."""
         return self._ds.id.get_create_plist().get_nfilters() > 0
 
     def close(self) -> None:
+        """Close the file (unless it is a writer's, shared with this reader)."""
         self._closed = True
         _OPEN_HDF5.discard(self)
         f = getattr(self, "_file", None)
@@ -237,6 +239,7 @@ class HDF5Writer(ArrayWriter):
 
     @property
     def shares_file_with_inputs(self) -> bool:
+        """Inputs of this run are read through this writer's open file."""
         return bool(self._shared_readers)
 
     def _layout(self) -> tuple[tuple[int, ...] | None, dict[str, Any]]:
@@ -371,6 +374,7 @@ class HDF5Writer(ArrayWriter):
                     pass
 
     def abort(self) -> None:
+        """Remove the partial dataset or file (see :meth:`ArrayWriter.abort`)."""
         # After a failed write (disk full) HDF5 2.0 still holds dirty metadata; closing
         # the file then fails, and the library crashes (SIGSEGV) when it frees the file
         # at exit. The partial output is being discarded anyway: empty it first, and the

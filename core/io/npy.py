@@ -67,6 +67,7 @@ class NpyReader(ArrayReader):
         return view
 
     def close(self) -> None:
+        """Release the memory map."""
         arr, self._arr = self._arr, None
         mm = getattr(arr, "_mmap", None)
         # numpy's views keep the mmap object alive but not open: closing it under a view
@@ -105,6 +106,7 @@ class NpyWriter(ArrayWriter):
         self._mm[key] = block
 
     def region_view(self, row: int, col: int, shape: tuple[int, int]) -> np.ndarray | None:
+        """A writable view of the memory map (results computed in place)."""
         if self._mm is None or self._mm.ndim != 2 or self.committed or self.aborted:
             return None
         row -= self.row_offset
@@ -137,6 +139,7 @@ class NpyWriter(ArrayWriter):
         return super()._output_exists() or sidecar_exists(self.address)
 
     def abort(self) -> None:
+        """Remove the partial ``.npy`` and its sidecar (see :meth:`ArrayWriter.abort`)."""
         super().abort()
         remove_path(temporary_path(sidecar_path(self.path)))
 

@@ -132,10 +132,12 @@ class ResumeRecord:
             raise write_failure(self.path, exc) from exc
 
     def mark_done(self, index: int) -> None:
+        """Note block ``index`` as stored (flushed to disk before this returns)."""
         self.done.add(int(index))
         self.save()
 
     def remove(self) -> None:
+        """Delete the record (the run committed, or failed)."""
         try:
             self.path.unlink()
         except FileNotFoundError:
@@ -242,6 +244,7 @@ class OutputLock:
                           f"{self.path} if it is gone")
 
     def release(self) -> None:
+        """Release the lock and remove its file."""
         if self.held:
             self.path.unlink(missing_ok=True)     # before unlocking: see acquire's check
             if self._fd is not None:

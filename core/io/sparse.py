@@ -154,6 +154,7 @@ class SparseReader(ArrayReader):
     # -- interface
     @property
     def is_sparse(self) -> bool:
+        """True: ``read_rows`` returns CSR row blocks."""
         return True
 
     @property
@@ -169,6 +170,7 @@ class SparseReader(ArrayReader):
 
     @property
     def decodes_chunks(self) -> bool:
+        """Reads decode HDF5/Zarr chunks of the CSR arrays."""
         return self._decodes
 
     def read_rows(self, start: int, stop: int, *, allow_view: bool = False) -> Any:
@@ -218,6 +220,7 @@ class SparseReader(ArrayReader):
         return self.read_rows(0, self.shape[0])
 
     def close(self) -> None:
+        """Close the file holding the CSR arrays."""
         self._closed = True
         f, self._file = self._file, None
         if f is not None:

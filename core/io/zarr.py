@@ -152,6 +152,7 @@ class ZarrReader(ArrayReader):
 
     @property
     def decodes_chunks(self) -> bool:
+        """True: every read decodes whole Zarr chunks."""
         return True
 
 
