@@ -369,3 +369,23 @@ def test_local_cluster_from_address_product_to_zarr(stored, tmp_path) -> None:
     assert got.chunks == (24, 10)
     ref = tiled_reference(stored["A"], stored["B"], (24, 24, 12), (16, 16, 16), (10, 10))
     assert got[...].tobytes() == ref.tobytes()
+
+
+def test_scaling_doc_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    import zarr
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "scaling.md").read_text("utf-8")
+    section = doc[doc.index("## `logmm.dask`: lazy graphs"):]
+    block = re.search(r"```python\n(.*?)```", section, re.S)[1]
+    monkeypatch.chdir(tmp_path)
+    with dask.config.set(scheduler="threads"):
+        exec(compile(block, "docs/scaling.md", "exec"), {})
+    assert capsys.readouterr().out.startswith("(2000, 40) float64 ")
+    with logmm.io.open_array("a.h5:/a") as reader:
+        A = reader.read_all()
+    B = np.load("b.npy")
+    ref = tiled_reference(A, B, (500,) * 4, (100,) * 3, (40,))
+    assert zarr.open_array("c.zarr", mode="r")[...].tobytes() == ref.tobytes()
