@@ -112,15 +112,16 @@ def logmatmulexp(A: Any, B: Any, *, method: str = "auto",
     out_dtype = result_dtype(A.dtype, B.dtype, dtype)
     _, (A, B) = da.core.unify_chunks(A, "ik", B, "kj")
     meta = np.empty((0, 0), dtype=out_dtype)
+    token = tokenize(A.name, B.name, method, out_dtype)
+    name, fold = f"logmatmulexp-{token}", f"logmatmulexp-fold-{token}"
     if A.numblocks[1] <= 1:
         return da.blockwise(_tile, "ij", A, "ik", B, "kj", concatenate=True, dtype=out_dtype,
-                            meta=meta, method=method, out_dtype=out_dtype)
+                            meta=meta, name=name, method=method, out_dtype=out_dtype)
     nk = A.numblocks[1]
     partials = da.blockwise(_partial, "ijk", A, "ik", B, "kj", dtype=out_dtype,
                             adjust_chunks={"k": (1,) * nk}, meta=np.empty((0, 0, 0), out_dtype),
-                            method=method, out_dtype=out_dtype)
-    token = tokenize(partials.name, out_dtype)
-    name, fold = f"logmatmulexp-{token}", f"logmatmulexp-fold-{token}"
+                            name=f"logmatmulexp-partial-{token}", method=method,
+                            out_dtype=out_dtype)
     dsk: dict[Any, Any] = {}
     for i in range(A.numblocks[0]):
         for j in range(B.numblocks[1]):
@@ -202,15 +203,12 @@ def from_address(address: str | Path | ArrayAddress,
     """
     addr = parse_address(address)
     addr = ArrayAddress(Path(addr.path).resolve(), addr.format, addr.dataset)
-    try:
-        with open_array(addr) as reader:
-            shape, dtype, storage = reader.shape, reader.dtype, reader.chunks
-            addr = reader.address                        # the dataset resolved
-    except InputError as exc:
-        if "sparse" not in str(exc):
-            raise
-        raise InputError(f"{addr} holds a sparse matrix; logmm.dask.from_address reads dense "
-                         "arrays (logmm project streams sparse rows)") from None
+    with open_array(addr, sparse=True) as reader:
+        if reader.is_sparse:
+            raise InputError(f"{reader.address} holds a sparse matrix; logmm.dask.from_address "
+                             "reads dense arrays (logmm project streams sparse rows)")
+        shape, dtype, storage = reader.shape, reader.dtype, reader.chunks
+        addr = reader.address                        # the dataset resolved
     if not shape:
         raise InputError(f"{addr} is a scalar; from_address needs at least one dimension")
     spec = chunks if chunks is not None else ("auto",) + (-1,) * (len(shape) - 1)
