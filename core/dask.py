@@ -88,9 +88,11 @@ def logmatmulexp(A: Any, B: Any, *, method: str = "auto",
     Error bound
     -----------
     Each partial product is within the kernel's bound ``u (2 k_t + 9M + 3 log k_t + 8)``
-    (``k_t`` its chunk's width, ``u`` of the result dtype); the float64 fold adds a
-    relative ``(nk + 2) u64`` per entry and the final rounding ``u``. Summed over chunks,
-    ``|C - C_exact| <= u (2K + 9M + 3 log K + 8) + u`` to first order.
+    (``k_t`` its chunk's width, ``u`` half the result dtype's eps, ``M = max|A| +
+    max|B|``), and a log-sum of terms with absolute errors ``d_t`` is off by at most
+    ``max d_t``. The float64 fold adds about ``(nk + 2) u64`` and the final rounding
+    ``u |C|``: ``|C - C_exact| <= u (2K + 9M + 3 log K + 8 + |C|) + (nk + 2) u64`` to
+    first order (``nk`` k chunks). The tests check the kernel's ``4 u (K + M)``.
 
     Raises
     ------
