@@ -291,7 +291,7 @@ def diag_gaussian_logpdf(x: Any, mu: Any, *, sigma: Any = None, rho: Any = None,
     chunk.
 
     ``mu`` and ``sigma``/``rho`` are scalars, per-feature vectors (literals of the graph),
-    or arrays of ``x``'s shape (dask or numpy; aligned with ``x``'s row chunks). ``x`` is
+    or arrays of ``x``'s shape or (r, 1) (dask or numpy; aligned with ``x``'s row chunks). ``x`` is
     rechunked to one column chunk if needed.
 
     Returns
@@ -332,7 +332,7 @@ def diag_gaussian_logpdf(x: Any, mu: Any, *, sigma: Any = None, rho: Any = None,
         none_dtype = _gaussian.diag_gaussian_logpdf(
             np.zeros((1, x.shape[1]), x.dtype), _probe_operand(mu, x),
             **{scale_name: _probe_operand(scale, x, one=True)}).dtype
-        return da.blockwise(_gaussian_block, "ij", *pieces, dtype=none_dtype,
+        return da.blockwise(_gaussian_block, "ij", *pieces, dtype=none_dtype, concatenate=True,
                             meta=np.empty((0, 0), none_dtype), **kwargs)
     if reduce == "row":
         return da.blockwise(_gaussian_block, "i", *pieces, dtype=row_dtype, concatenate=True,
@@ -357,12 +357,15 @@ def _gaussian_block(x: np.ndarray, mu: Any, scale: Any, *, scale_name: str,
 
 
 def _aligned(value: Any, x: da.Array) -> list[Any]:
-    """``[value, index]`` for blockwise: a full (r, d) array follows x's blocks, anything
-    smaller (scalar, (d,), (1, d)) is a literal broadcast against every block."""
+    """``[value, index]`` for blockwise: a full (r, d) or per-row (r, 1) array follows x's
+    row blocks, anything smaller (scalar, (d,), (1, d)) is a literal broadcast against
+    every block."""
     if isinstance(value, da.Array) or (np.ndim(value) == 2 and np.shape(value)[0] != 1):
         arr = _as_dask(value, "mu/sigma/rho")
         if arr.ndim == 2 and arr.shape == x.shape:
             return [arr.rechunk(x.chunks), "ij"]
+        if arr.ndim == 2 and arr.shape == (x.shape[0], 1):      # one value per row
+            return [arr.rechunk((x.chunks[0], 1)), "iz"]
         if arr.ndim <= 1 or arr.shape[0] == 1:
             return [np.asarray(arr.compute()), None]
         raise InputError(f"shapes do not broadcast: x {x.shape}, parameter {arr.shape}")

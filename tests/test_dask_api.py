@@ -331,6 +331,10 @@ def test_diag_gaussian_logpdf_per_row_chunk(reduce: str) -> None:
     ref = np.concatenate([logmm.diag_gaussian_logpdf(x[a:b], mu, rho=rho[a:b], reduce=reduce)
                           for a, b in bounds(rows)])
     assert got.dtype == np.float32 and got.tobytes() == ref.tobytes()
+    per_row = np.linspace(0.5, 3.0, 50).astype(np.float32)[:, None]      # (r, 1) sigma
+    got = compute(ld.diag_gaussian_logpdf(xd, mu, sigma=per_row, reduce=reduce))
+    assert got.tobytes() == np.concatenate([logmm.diag_gaussian_logpdf(
+        x[a:b], mu, sigma=per_row[a:b], reduce=reduce) for a, b in bounds(rows)]).tobytes()
     scalar = compute(ld.diag_gaussian_logpdf(xd, 0.5, sigma=2.0, reduce=reduce))
     assert scalar.dtype == np.float32
     assert scalar.tobytes() == np.concatenate([logmm.diag_gaussian_logpdf(
