@@ -168,8 +168,8 @@ def _fold_result(state: tuple[np.ndarray, np.ndarray], out_dtype: np.dtype) -> n
 
 # ------------------------------------------------------------------------- from_address
 
-def from_address(address: str | Path | ArrayAddress,
-                 chunks: Any = None) -> da.Array:
+def from_address(address: str | Path | ArrayAddress, chunks: Any = None, *,
+                 sparse: bool = False) -> da.Array:
     """A lazy dask array over the array at ``address``, read through logmm's readers.
 
     Parameters
@@ -183,32 +183,39 @@ def from_address(address: str | Path | ArrayAddress,
         contiguous storage, dask's ``"auto"`` rows. Anything ``dask.array`` accepts
         (``1000``, ``(1000, -1)``, ``{0: 4096}``) is normalised with the storage chunks
         as ``previous_chunks``.
+    sparse : bool
+        Also accept a sparse CSR matrix (scipy ``.npz``, HDF5/Zarr CSR group): its blocks
+        are then :class:`scipy.sparse.csr_matrix` row blocks (whole rows; the rows per
+        block sized as for a dense array of its shape), which :func:`block_project` and
+        :func:`kron_matvec` take as the in-memory kernels do (in the log semiring an
+        absent entry is log 0). A dense file gives a dense array either way. Every task
+        of a ``.npz`` reads the whole archive (a zip has no partial reads): for large
+        matrices use an HDF5 or Zarr CSR group, whose tasks read only their rows.
 
     Returns
     -------
     dask.array.Array of the stored dtype. Each task opens the file by its absolute path,
     reads its region (``read_region``; ``read_rows`` for 1-D and N-D arrays, which may be
-    chunked along rows only) and closes it: the graph holds addresses, never an open
-    h5py or zarr handle, so it pickles and runs on any worker that sees the file at the
-    same path. The graph's name includes the file's size and modification time, so a
-    rewritten file is not served from an old result.
+    chunked along rows only, and for sparse rows) and closes it: the graph holds
+    addresses, never an open h5py or zarr handle, so it pickles and runs on any worker
+    that sees the file at the same path. The graph's name includes the file's size and
+    modification time, so a rewritten file is not served from an old result.
 
     Raises
     ------
     MissingInputError, FormatError
         As :func:`logmm.io.open_array`.
     InputError
-        A sparse matrix (CSR group or ``.npz``): logmm's dense readers refuse it, and
-        densifying would need the semiring's fill (0 or ``-inf``); use ``logmm project``
-        (which streams sparse rows) or read it with scipy. A 0-D array; column chunks of
-        an array that is not 2-D.
+        A sparse matrix without ``sparse=True`` (densifying needs the semiring's fill, 0
+        or ``-inf``); a 0-D array; column chunks of an array that is not 2-D or is sparse.
     """
     addr = parse_address(address)
     addr = ArrayAddress(Path(addr.path).resolve(), addr.format, addr.dataset)
     with open_array(addr, sparse=True) as reader:
-        if reader.is_sparse:
-            raise InputError(f"{reader.address} holds a sparse matrix; logmm.dask.from_address "
-                             "reads dense arrays (logmm project streams sparse rows)")
+        is_sparse = reader.is_sparse
+        if is_sparse and not sparse:
+            raise InputError(f"{reader.address} holds a sparse matrix; give "
+                             "logmm.dask.from_address(..., sparse=True) for CSR row blocks")
         shape, dtype, storage = reader.shape, reader.dtype, reader.chunks
         addr = reader.address                        # the dataset resolved
     if not shape:
@@ -216,26 +223,34 @@ def from_address(address: str | Path | ArrayAddress,
     spec = chunks if chunks is not None else ("auto",) + (-1,) * (len(shape) - 1)
     previous = storage if storage else None
     normal = da.core.normalize_chunks(spec, shape, dtype=dtype, previous_chunks=previous)
-    if len(shape) != 2 and any(len(c) > 1 for c in normal[1:]):
-        raise InputError(f"{addr} is {len(shape)}-D; from_address chunks such arrays by "
-                         "rows only (give chunks=(rows, -1, ...))")
+    if (len(shape) != 2 or is_sparse) and any(len(c) > 1 for c in normal[1:]):
+        kind = "sparse" if is_sparse else f"{len(shape)}-D"
+        raise InputError(f"{addr} is {kind}; from_address chunks such arrays by rows only "
+                         "(give chunks=(rows, -1))")
     stat = os.stat(addr.path)
     name = "from-address-" + tokenize(str(addr), addr.format, stat.st_mtime_ns, stat.st_size,
-                                      normal, str(dtype))
+                                      normal, str(dtype), is_sparse)
     starts = [np.cumsum((0,) + c) for c in normal]
     dsk: dict[Any, Any] = {}
     for index in np.ndindex(*(len(c) for c in normal)):
         bounds = tuple((int(s[i]), int(s[i + 1])) for s, i in zip(starts, index, strict=True))
-        dsk[(name, *index)] = (_read_block, addr, bounds)
+        dsk[(name, *index)] = (_read_block, addr, bounds, is_sparse)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
-    return da.Array(graph, name, chunks=normal, meta=np.empty((0,) * len(shape), dtype))
+    if is_sparse:
+        import scipy.sparse
+
+        meta = scipy.sparse.csr_matrix((0, 0), dtype=dtype)
+    else:
+        meta = np.empty((0,) * len(shape), dtype)
+    return da.Array(graph, name, chunks=normal, meta=meta)
 
 
-def _read_block(address: ArrayAddress, bounds: tuple[tuple[int, int], ...]) -> np.ndarray:
+def _read_block(address: ArrayAddress, bounds: tuple[tuple[int, int], ...],
+                sparse: bool = False) -> Any:
     """One block, read by a reader opened for it (and closed after)."""
-    with open_array(address) as reader:
+    with open_array(address, sparse=sparse) as reader:
         (r0, r1), *rest = bounds
-        if len(bounds) == 2:
+        if len(bounds) == 2 and not sparse:
             (c0, c1), = rest
             return reader.read_region(r0, r1, c0, c1)
         return reader.read_rows(r0, r1)

@@ -264,9 +264,12 @@ def test_from_address_refusals(stored, tmp_path) -> None:
     import scipy.sparse as sp
 
     sp.save_npz(tmp_path / "x.npz", sp.random(5, 4, density=0.5, format="csr", random_state=0))
-    with pytest.raises(logmm.InputError, match="holds a sparse matrix; logmm.dask.from_address "
-                                               "reads dense arrays"):
+    with pytest.raises(logmm.InputError, match=r"holds a sparse matrix; give "
+                                               r"logmm.dask.from_address\(..., sparse=True\)"):
         ld.from_address(tmp_path / "x.npz")
+    with pytest.raises(logmm.InputError, match="is sparse; from_address chunks such arrays by "
+                                               "rows only"):
+        ld.from_address(tmp_path / "x.npz", chunks=(2, 2), sparse=True)
     with pytest.raises(logmm.MissingInputError, match="no such file"):
         ld.from_address(tmp_path / "nope.h5:/a")
     np.save(tmp_path / "t.npy", np.zeros((4, 3, 2)))
@@ -274,6 +277,29 @@ def test_from_address_refusals(stored, tmp_path) -> None:
         ld.from_address(tmp_path / "t.npy", chunks=(2, 1, 2))
     t = ld.from_address(tmp_path / "t.npy", chunks=(2, -1, -1))
     assert compute(t).shape == (4, 3, 2)
+
+
+@pytest.mark.parametrize("name", ["x_sparse.h5", "x_sparse.zarr", "x_sparse.npz"])
+@pytest.mark.parametrize("semiring", ["real", "log"])
+def test_from_address_sparse_rows_feed_block_project(tmp_path: Path, name: str,
+                                                     semiring: str) -> None:
+    from logmm.io.readers import open_array
+    from logmm.samples import write_sample_data
+
+    write_sample_data(tmp_path)
+    X = ld.from_address(tmp_path / name, chunks=(7, -1), sparse=True)
+    assert X.chunks == ((7,) * 8 + (4,), (48,))
+    with open_array(tmp_path / name, sparse=True) as reader:
+        Xs = reader.read_all()
+    assert (compute(X) != Xs).nnz == 0                  # CSR blocks, joined by dask
+    W = np.load(tmp_path / "w.npy")
+    P = ld.block_project(X, W, 6, semiring=semiring)
+    ref = row_blocks(lambda x: logmm.block_project(x, W, 6, semiring=semiring), Xs, X.chunks[0])
+    got = compute(P)
+    assert got.dtype == ref.dtype == P.dtype and got.tobytes() == ref.tobytes()
+    # a dense file with sparse=True is an ordinary dense array
+    dense = ld.from_address(tmp_path / "a.npy", sparse=True)
+    assert isinstance(dense._meta, np.ndarray)
 
 
 # ------------------------------------------------------------- row-blockwise kernels
