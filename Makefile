@@ -80,6 +80,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_loglik.py
 	$(BIN)/python benchmarks/bench_grad.py
 	$(BIN)/python benchmarks/bench_scaling.py
+	$(BIN)/python benchmarks/bench_dask_api.py
 
 bench-plots: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench_plots.py --out docs/img

@@ -123,3 +123,19 @@ def test_bench_latency_plot_draws_the_size_sweep(tmp_path: Path,
     out = capsys.readouterr().out
     assert [line.split(":")[0] for line in out.splitlines() if line.startswith("n=")] == \
         [f"n={n}" for n in (1, 2, 4, 8, 16, 32, 64)]
+
+
+def test_bench_dask_api_quick_prints_the_ratio_table(capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("distributed", reason="dask (logmm[dask]) is not installed")
+    script = BENCH.parent / "bench_dask_api.py"
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    spec = importlib.util.spec_from_file_location("bench_dask_api", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--quick", "--rows", "9000", "--k", "32"]) == 0
+    out = capsys.readouterr().out
+    # the graph gave multiply's bytes on both schedulers, and each run has its ratio
+    assert "bytes identical to multiply: {'dask-threads': True, 'dask-2procs': True}" in out
+    for run in ("multiply", "dask-threads", "dask-2procs"):
+        assert re.search(rf"^{run}\s+\d+\.\d+\s+\d+\.\d\s+\d+\.\d\dx$", out, re.MULTILINE), run

@@ -205,6 +205,37 @@ def test_jobqueue_example_on_a_local_cluster(tmp_path: Path) -> None:
     assert read(tmp_path / "c.h5").tobytes() == read(tmp_path / "whole.h5").tobytes()
 
 
+def test_jobqueue_example_graph_path_with_late_workers(tmp_path: Path) -> None:
+    """--graph: the run waits for its workers (none at first, two join a second later),
+    the workers write the Zarr chunks, and the store appears only when complete."""
+    import threading
+
+    distributed = pytest.importorskip("distributed")
+    example = load_jobqueue_example()
+    data = tmp_path / "data"
+    write_sample_data(data)
+    a, b = f"{data}/a.h5:/a", f"{data}/b.h5:/b"
+    A, B = read(a), read(b)
+    with distributed.LocalCluster(n_workers=0, processes=True, threads_per_worker=1,
+                                  dashboard_address=None, silence_logs=40) as cluster:
+        late = threading.Timer(1.0, cluster.scale, args=(2,))
+        late.start()
+        try:
+            status = example.run_graph(a, b, str(tmp_path / "c.zarr"), cluster, chunks=(25, -1),
+                                       min_workers=2, timeout=120)
+        finally:
+            late.cancel()
+    assert status == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.zarr", "data"]
+    ref = np.concatenate([logmatmulexp(A[r:r + 25], B) for r in range(0, A.shape[0], 25)])
+    assert read(f"{tmp_path}/c.zarr").tobytes() == ref.tobytes()
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None,
+                                  silence_logs=40) as cluster:
+        assert example.run_graph(a, b, str(tmp_path / "d.zarr"), cluster, timeout=1) == 1
+        assert example.run_graph(a, b, str(tmp_path / "c.zarr"), cluster, timeout=1) == 1
+    assert not (tmp_path / "d.zarr").exists()
+
+
 def test_jobqueue_example_without_arguments_prints_usage() -> None:
     run = subprocess.run([sys.executable, str(EXAMPLES / "jobqueue_cluster.py")],
                          capture_output=True, text=True, timeout=60)

@@ -185,13 +185,13 @@ class OutputLock:
         self.path = lock_path(output)
         #: what the lock guards, as messages name it: the file, or the array in a store
         self.output: Path | ArrayAddress
+        inside = isinstance(output, ArrayAddress) and container_output(output)
         if isinstance(output, ArrayAddress):
-            inside = container_output(output) and output.format == "zarr"
-            self.output = output if inside else output.path
+            self.output = output if inside and output.format == "zarr" else output.path
         else:
             self.output = Path(output)
         #: one HDF5 file that runs add datasets to: the lock is the file's
-        self.per_file = inside and output.format == "hdf5"  # type: ignore[union-attr]
+        self.per_file = isinstance(output, ArrayAddress) and inside and output.format == "hdf5"
         self.held = False
         self._fd: int | None = None
 
