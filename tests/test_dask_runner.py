@@ -421,6 +421,49 @@ def test_in_process_run_interrupted_keeps_partial_output(tmp_path: Path, many_bl
     assert same_bits(read(out), read(many_blocks["local"]))
 
 
+class FailOnce(distributed.WorkerPlugin):
+    """The first attempt of every block task raises OSError (a marker file per block, so
+    exactly once across the workers): a transient read error."""
+
+    name = "logmm-fail-once"
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def setup(self, worker) -> None:
+        from logmm import dask_backend
+
+        original = getattr(dask_backend._apply, "original", dask_backend._apply)
+        directory = Path(self.directory)
+
+        def flaky(task, block):
+            try:
+                (directory / f"{block[0]}").touch(exist_ok=False)
+            except FileExistsError:
+                return original(task, block)
+            raise OSError(f"transient failure of block {block[0]}")
+
+        flaky.original = original
+        dask_backend._apply = flaky
+
+    def teardown(self, worker) -> None:
+        from logmm import dask_backend
+
+        dask_backend._apply = getattr(dask_backend._apply, "original", dask_backend._apply)
+
+
+def test_transient_errors_are_retried(tmp_path: Path, many_blocks, client) -> None:
+    (tmp_path / "attempts").mkdir()
+    client.register_plugin(FailOnce(str(tmp_path / "attempts")))
+    try:
+        a, b = many_blocks["args"][1:3]
+        multiply(a, b, tmp_path / "dask.zarr", block_rows=40, scheduler=client)
+    finally:
+        client.unregister_worker_plugin(FailOnce.name)
+    assert len(list((tmp_path / "attempts").iterdir())) == 30     # every block failed once
+    assert same_bits(read(tmp_path / "dask.zarr"), read(many_blocks["local"]))
+
+
 # ----------------------------------------------------------------------------- 4. joining
 
 
