@@ -1,14 +1,21 @@
-"""Scale-out figures: 1 process vs a 2-worker Dask LocalCluster, per-block costs, and an
-estimate for 1 TB on 64 nodes built from them (docs/scaling.md quotes its output).
+"""Scale-out figures: 1 process vs a 2-worker Dask LocalCluster, bytes through the
+client, per-block costs, and an estimate for 1 TB on 64 nodes built from them
+(docs/scaling.md quotes its output).
 
 A (rows x K float64, HDF5, chunked by the block) times B (K x M) with ``logmm.multiply``
-on the same block plan three ways, interleaved and shuffled (benchmarks/timing.py):
+on the same block plan, into a Zarr output (dask workers write their own chunks) and an
+HDF5 output (the calling process writes what the tasks return), each of these ways,
+interleaved and shuffled (benchmarks/timing.py):
 
-- ``local``: one process, the read-ahead / compute / write-behind pipeline, BLAS on all
-  cores;
-- ``local-1thread``: the same with BLAS limited to one thread (the per-core rate);
-- ``dask-2``: a LocalCluster of 2 single-threaded worker processes (its start-up is
-  timed separately and excluded: a cluster is started once per pipeline, not per call).
+- ``local-2``: one process, the read-ahead / compute / write-behind pipeline,
+  ``--threads 2``;
+- ``local-1``: the same with ``--threads 1`` (the per-core rate);
+- ``dask-2``: a LocalCluster of 2 single-threaded worker processes (processes=True; its
+  start-up is timed separately and excluded: a cluster is started once per pipeline).
+
+For the dask runs it also counts the result bytes that reach the calling process
+(``dask.sizeof`` of what each task returns) and the bytes the workers sent
+(``transfer_outgoing_bytes_total``), as % of nbytes(C).
 
 Then, for the estimate, one block's parts are timed alone: reading it from HDF5 on disk
 (its pages evicted from the page cache first, this file only), the kernel on one thread,
@@ -16,7 +23,7 @@ writing the result block to HDF5 and fsync-ing it. The whole-run timings above r
 and write through the page cache (the machine has room for the files).
 
     python benchmarks/bench_scaling.py            # A 262144 x 256 (512 MiB), 5 repeats
-    python benchmarks/bench_scaling.py --quick    # A 32768 x 256 (64 MiB), 2 repeats
+    python benchmarks/bench_scaling.py --quick    # A 16384 x 256 (32 MiB), 1 repeat
     python benchmarks/bench_scaling.py --k 1024 --rows 65536 --repeats 3   # compute-heavy
 """
 
@@ -93,74 +100,145 @@ def block_parts(directory: Path, a: str, b: str, repeats: int) -> dict[str, floa
             "write": statistics.median(writes)}
 
 
+def _spy_on_results(counts: dict[str, int]):
+    """Wrap :func:`logmm.dask_backend.run_dask` so that ``counts["results"]`` adds up the
+    bytes of what every task returns to this process; returns the undo function."""
+    from dask.sizeof import sizeof
+
+    from logmm import dask_backend
+
+    real = dask_backend.run_dask
+
+    def spy(pending, task, store, on_stored, *, client):
+        def counting(block, result):
+            counts["results"] += sizeof(result)
+            store(block, result)
+        return real(pending, task, counting, on_stored, client=client)
+
+    dask_backend.run_dask = spy
+    return lambda: setattr(dask_backend, "run_dask", real)
+
+
+def _sent(client) -> int:
+    """Bytes the cluster's workers have sent so far (to this process or each other)."""
+    return sum(client.run(lambda dask_worker: dask_worker.transfer_outgoing_bytes_total)
+               .values())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--k", type=int, default=256, help="K = M (default 256)")
+    parser.add_argument("--fs-gbps", type=float, default=10.0,
+                        help="aggregate filesystem bandwidth each way assumed for the "
+                             "estimate, GB/s (default 10)")
     args = parser.parse_args(argv)
     global K, M
     K = M = args.k
-    rows = args.rows or (32768 if args.quick else 262144)
-    repeats = args.repeats or (2 if args.quick else 5)
+    rows = args.rows or (16384 if args.quick else 262144)
+    repeats = args.repeats or (1 if args.quick else 5)
     try:
         import distributed
     except ImportError:
         distributed = None
-        print("dask is not installed (pip install 'logmm[dask]'): the dask-2 run is skipped\n")
+        print("dask is not installed (pip install 'logmm[dask]'): the dask-2 runs are "
+              "skipped\n")
+    from logmm.resources import use_threads
 
     with tempfile.TemporaryDirectory(prefix="logmm-bench-scaling-") as tmp:
         directory = Path(tmp)
         a, b = write_inputs(directory, rows)
         in_mib = rows * K * 8 / MiB
+        c_bytes = rows * M * 8
         t0 = time.perf_counter()
-        runs: dict[str, dict] = {"local": {}, "local-1thread": {"threads": 1}}
+        ways: dict[str, dict] = {"local-2": {"threads": 2}, "local-1": {"threads": 1}}
         cluster = client = None
         if distributed is not None:
             cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1,
-                                               dashboard_address=None, silence_logs=40,
+                                               processes=True, dashboard_address=None,
+                                               silence_logs=40,
                                                scheduler_kwargs={"dashboard_address": ":0"})
             client = distributed.Client(cluster)
-            runs["dask-2"] = {"scheduler": client}
+            ways["dask-2"] = {"scheduler": client}
         startup = time.perf_counter() - t0
+        counts = {"results": 0, "runs": 0, "sent": 0}
 
-        def run(name: str):
-            extra = dict(runs[name])
+        def run(way: str, ext: str):
+            extra = dict(ways[way])
             threads = extra.pop("threads", None)
 
             def go() -> None:
-                out = directory / f"c-{name}.h5"
-                with threadpool_limits(threads):
+                out = directory / f"c-{way}.{ext}"
+                before = _sent(client) if "scheduler" in extra else 0
+                with use_threads(threads):
                     multiply(a, b, out, block_rows=BLOCK, overwrite=True, **extra)
+                if "scheduler" in extra:
+                    counts["sent"] += _sent(client) - before
+                    counts["runs"] += 1
             return go
 
+        undo = _spy_on_results(counts) if client is not None else lambda: None
+        medians: dict[str, dict[str, float]] = {}
+        through: dict[str, tuple[float, float]] = {}
         try:
-            medians = timed({name: run(name) for name in runs}, repeats)
+            for ext in ("zarr", "h5"):
+                counts.update(results=0, runs=0, sent=0)
+                medians[ext] = timed({way: run(way, ext) for way in ways}, repeats)
+                if counts["runs"]:
+                    through[ext] = (100 * counts["results"] / counts["runs"] / c_bytes,
+                                    100 * counts["sent"] / counts["runs"] / c_bytes)
         finally:
+            undo()
             if client is not None:
                 client.close()
                 cluster.close()
-        same = all(_read(directory / f"c-{n}.h5").tobytes()
-                   == _read(directory / "c-local.h5").tobytes() for n in runs)
+        reference = _read(directory / "c-local-1.h5").tobytes()
+        same = all(_read(directory / f"c-{way}.{ext}").tobytes() == reference
+                   for way in ways for ext in ("zarr", "h5"))
         parts = block_parts(directory, a, b, max(3, repeats))
 
     load = os.getloadavg()[0]
     print(f"## logmm multiply, A {rows}x{K} float64 HDF5 ({in_mib:.0f} MiB) times B {K}x{M}, "
           f"blocks of {BLOCK} rows, {os.cpu_count()} cores, load average {load:.1f}")
-    print(f"results identical across schedulers: {same}; dask LocalCluster start-up "
+    print(f"results identical across ways and formats: {same}; dask LocalCluster start-up "
           f"{startup:.2f} s (excluded)\n")
-    print(f"{'run':<16}{'seconds':>10}{'MiB/s in':>12}{'rows/s':>14}{'vs local':>10}")
-    for name, sec in medians.items():
-        print(f"{name:<16}{sec:>10.3f}{in_mib / sec:>12.1f}{rows / sec:>14.0f}"
-              f"{medians['local'] / sec:>10.2f}")
+    print(f"{'output':<8}{'run':<10}{'seconds':>10}{'MiB/s in':>12}{'vs local-2':>12}"
+          f"{'vs local-1':>12}{'client %C':>11}{'sent %C':>9}")
+    for ext, runs in medians.items():
+        for way, sec in runs.items():
+            shares = through.get(ext, (0.0, 0.0)) if way == "dask-2" else None
+            share = f"{shares[0]:>11.3f}{shares[1]:>9.3f}" if shares else f"{'':>11}{'':>9}"
+            print(f"{ext:<8}{way:<10}{sec:>10.3f}{in_mib / sec:>12.1f}"
+                  f"{runs['local-2'] / sec:>12.2f}{runs['local-1'] / sec:>12.2f}{share}")
     block_mib = BLOCK * K * 8 / MiB
     print(f"\n## one block of {BLOCK} rows ({block_mib:.0f} MiB in, {block_mib:.0f} MiB out)")
     for part, sec in parts.items():
         print(f"{part:<16}{sec * 1e3:>10.1f} ms{block_mib / sec:>12.1f} MiB/s")
     for cores in (2, 32):      # nodes like this machine, and typical cluster nodes
         estimate(parts, block_mib, cores=cores)
+    if "dask-2" in medians.get("zarr", {}):
+        node = in_mib / medians["zarr"]["dask-2"]
+        dask_estimate(node, fs_gbps=args.fs_gbps)
     return 0
+
+
+def dask_estimate(node_mib_s: float, fs_gbps: float, nodes: int = 64,
+                  total_tb: float = 1.0) -> None:
+    """1 TB of A through ``--scheduler dask`` with workers writing Zarr chunks on
+    ``nodes`` nodes, each as fast as this one's ``dask-2`` run, the filesystem carrying
+    at most ``fs_gbps`` GB/s each way."""
+    total = total_tb * 1e12
+    compute = total / (nodes * node_mib_s * MiB)
+    filesystem = total / (fs_gbps * 1e9)
+    print(f"\n## estimate, --scheduler dask: {total_tb:g} TB of A (and as much C, Zarr "
+          f"written by the workers) on {nodes} nodes")
+    print(f"nodes: {nodes} x {node_mib_s:.0f} MiB/s (dask-2 here) = "
+          f"{nodes * node_mib_s / 1024:.1f} GiB/s -> {compute:.0f} s; filesystem "
+          f"{fs_gbps:g} GB/s each way -> {filesystem:.0f} s to read A, as long to write C")
+    print(f"the run takes about max = {max(compute, filesystem):.0f} s; bytes through the "
+          "client: the tasks' summaries only (a few hundred bytes per block)")
 
 
 def estimate(parts: dict[str, float], block_mib: float, nodes: int = 64,
@@ -184,8 +262,10 @@ def estimate(parts: dict[str, float], block_mib: float, nodes: int = 64,
 
 
 def _read(path: Path) -> np.ndarray:
-    with h5py.File(path, "r") as f:
-        return f["data"][...]
+    from logmm.io.readers import open_array
+
+    with open_array(path) as reader:
+        return reader.read_all()
 
 
 if __name__ == "__main__":

@@ -143,6 +143,30 @@ def connect(scheduler: Any, address: str | None, memory: int | None) -> Iterator
     if not isinstance(scheduler, str):
         yield scheduler
         return
+    with _quiet_distributed():
+        yield from _connect(distributed, address, memory)
+
+
+@contextmanager
+def _quiet_distributed() -> Iterator[None]:
+    """Silence distributed's own log lines (``Couldn't gather 1 keys, rescheduling``, a
+    worker's death) on a cluster logmm connects to itself: a lost worker is retried or ends
+    the run with one :class:`RunInterrupted` line, so the CLI's stderr keeps one line."""
+    import logging
+
+    names = [n for n in list(logging.root.manager.loggerDict)
+             if n == "distributed" or n.startswith("distributed.")]   # some set own levels
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _connect(distributed: Any, address: str | None, memory: int | None) -> Iterator[Any]:
     if address:
         try:
             client = distributed.Client(address)  # waits distributed.comm.timeouts.connect
@@ -161,7 +185,7 @@ def connect(scheduler: Any, address: str | None, memory: int | None) -> Iterator
     with distributed.LocalCluster(n_workers=workers, threads_per_worker=1,
                                   memory_limit=limit or "auto", dashboard_address=None,
                                   scheduler_kwargs={"dashboard_address": ":0"},  # no port clash
-                                  silence_logs=40) as cluster, \
+                                  silence_logs=50) as cluster, \
             distributed.Client(cluster) as client:
         yield client
 
@@ -215,7 +239,8 @@ def run_dask(pending: Sequence[Any], task: Callable[[Any], Any],
         for future in list(futures):
             future.cancel()
         if _cluster_failure(exc, distributed):
+            why = str(exc).split(". ")[0]        # KilledWorker's is a paragraph
             raise RunInterrupted(
-                f"the dask cluster failed ({type(exc).__name__}: {exc}); the blocks "
+                f"the dask cluster failed ({type(exc).__name__}: {why}); the blocks "
                 "computed so far are kept: rerun with --resume to finish") from exc
         raise

@@ -139,3 +139,30 @@ def test_bench_dask_api_quick_prints_the_ratio_table(capsys: pytest.CaptureFixtu
     assert "bytes identical to multiply: {'dask-threads': True, 'dask-2procs': True}" in out
     for run in ("multiply", "dask-threads", "dask-2procs"):
         assert re.search(rf"^{run}\s+\d+\.\d+\s+\d+\.\d\s+\d+\.\d\dx$", out, re.MULTILINE), run
+
+
+def test_bench_scaling_quick_prints_throughput_and_client_bytes(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    script = BENCH.parent / "bench_scaling.py"
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    spec = importlib.util.spec_from_file_location("bench_scaling", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "results identical across ways and formats: True" in out
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in out.splitlines()
+            if re.match(r"(zarr|h5)\s+(local-2|local-1|dask-2)\s", line)}
+    ways = ["local-2", "local-1"]
+    try:
+        import distributed  # noqa: F401
+        ways.append("dask-2")
+    except ImportError:
+        pass
+    assert set(rows) == {(ext, way) for ext in ("zarr", "h5") for way in ways}, out
+    if "dask-2" in ways:
+        # workers write a Zarr output's chunks: the client gets the summaries only;
+        # an HDF5 output's values all travel to the client, which writes them
+        assert float(rows["zarr", "dask-2"][-2]) < 1 and float(rows["zarr", "dask-2"][-1]) < 1
+        assert float(rows["h5", "dask-2"][-2]) >= 100
+        assert "## estimate, --scheduler dask" in out
