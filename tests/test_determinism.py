@@ -124,12 +124,14 @@ def test_kernel_in_a_thread_while_another_holds_blas_threads() -> None:
     assert got == [reference]
 
 
-def test_cli_threads_1_and_2_write_identical_files(tmp_path) -> None:
+@pytest.mark.parametrize("plan", [[], ["--block-rows", "500"]])
+def test_cli_threads_1_and_2_write_identical_files(tmp_path, plan: list[str]) -> None:
+    """docs/scaling.md: the same block plan gives the same bytes whatever ``--threads``."""
     A, B = _log_probs(1200, 256, 256, np.float32, seed=6)
     np.save(tmp_path / "a.npy", A)
     np.save(tmp_path / "b.npy", B)
     for threads in (1, 2):
         proc = run_logmm("multiply", tmp_path / "a.npy", tmp_path / "b.npy",
-                         "-o", tmp_path / f"c{threads}.npy", "--threads", str(threads))
+                         "-o", tmp_path / f"c{threads}.npy", "--threads", str(threads), *plan)
         assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "c1.npy").read_bytes() == (tmp_path / "c2.npy").read_bytes()
