@@ -71,9 +71,13 @@ _GEMM_BOUND_TILE_ROWS = 256         # ... when the GEMM dominates: 2048^3 in 256
                                     # GEMM (64 rows: 1.07-1.24x, B packed more often)
 _GEMM_BOUND_RATIO = 128             # k*m/(k+m) above which the GEMM dominates the fast path
 _PARALLEL_MIN_WORK = 1 << 22        # n*k*m below which row tiles run on one thread
-# Products of at most this many multiply-adds skip pinning BLAS to one thread (about 3 us):
-# OpenBLAS runs them on one thread anyway (its smallest threshold, gemv's 2304 x 4).
-_SERIAL_BLAS_MIN_WORK = 9216
+# GEMMs of at most this many multiply-adds skip pinning BLAS to one thread (the pin cost
+# ~20 us of CPU per 64^3 call, +12-18%): OpenBLAS runs them on one thread anyway
+# (interface/gemm.c: 65536 x 4). Measured: no product up to it (320 shapes, f32/f64)
+# changed bytes under 1-64 BLAS threads; 41 of those up to 4x larger did. A matrix-vector
+# product (one row or column: gemv) uses gemv's lower threshold, 2304 x 4.
+_SERIAL_BLAS_MIN_WORK = 1 << 18
+_SERIAL_BLAS_MIN_VECTOR_WORK = 9216
 _BATCHED_MAX_WORK = 1 << 25         # n*k*m per batch element up to which batches run as one
 _REPAIR_CHUNK_ELEMENTS = 1 << 18    # per-entry repair: entries x K per chunk
 _BLOCKED_TIER_ELEMENTS = 1 << 20    # blocked tier: blocks x rows x cols per group
@@ -424,17 +428,22 @@ def logmatmulexp_report(A: np.ndarray, B: np.ndarray, *, method: str = "auto",
     else:
         C = np.empty(batch + (n, m), dtype=out_dtype)
     # every GEMM on one BLAS thread, so the bytes do not depend on the thread count
-    serial = _NO_ERRSTATE if math.prod(batch) * n * k * m <= _SERIAL_BLAS_MIN_WORK \
-        else _serial_blas()
+    # inline _blas_single_threaded: a microsecond counts on the smallest products
+    small = _SERIAL_BLAS_MIN_VECTOR_WORK if n == 1 or m == 1 else _SERIAL_BLAS_MIN_WORK
+    serial = _NO_ERRSTATE if n * k * m <= small else _serial_blas()
     if not batch:          # the common 2-D case, without per-batch bookkeeping
         report = None
-        with serial:
-            if method != "exact" and k and n * m and _one_block(n, k, m):
-                report = _lean_product(A, B, C, method == "auto")
-            if report is None:
-                with np.errstate(divide="ignore", invalid="ignore", over="ignore",
-                                 under="ignore"):
-                    report = _product_2d(A, B, C, method)
+        lean = method != "exact" and k and n * m and _one_block(n, k, m)
+        if lean and serial is _NO_ERRSTATE:     # small: no context to enter at all
+            report = _lean_product(A, B, C, method == "auto")
+        if report is None:
+            with serial:
+                if lean and serial is not _NO_ERRSTATE:
+                    report = _lean_product(A, B, C, method == "auto")
+                if report is None:
+                    with np.errstate(divide="ignore", invalid="ignore", over="ignore",
+                                     under="ignore"):
+                        report = _product_2d(A, B, C, method)
         return _squeezed(C, squeeze_a, squeeze_b), report
     report = ProductReport()
     A_b = np.broadcast_to(A, batch + (n, k))
@@ -658,6 +667,13 @@ def _batched_product(A: np.ndarray, B: np.ndarray, out: np.ndarray,
     return report
 
 
+def _blas_single_threaded(n: int, k: int, m: int) -> bool:
+    """Whether OpenBLAS computes an (n, k) @ (k, m) product on one thread whatever its
+    thread count (so no pin is needed; repairs pin their own smaller GEMMs)."""
+    small = _SERIAL_BLAS_MIN_VECTOR_WORK if min(n, m) == 1 else _SERIAL_BLAS_MIN_WORK
+    return n * k * m <= small
+
+
 def _fast_tile_rows(n: int, k: int, m: int) -> int:
     """Rows per fast-tier tile of (n, k) @ (k, m): a function of the shape only, so each
     output row is computed by the same GEMM call shape on any machine."""
@@ -667,8 +683,11 @@ def _fast_tile_rows(n: int, k: int, m: int) -> int:
 
 
 def _one_block(n: int, k: int, m: int) -> bool:
-    """Whether :func:`_product_2d` computes the fast tier of (n, k) @ (k, m) as one block."""
-    return _fast_tile_rows(n, k, m) >= n
+    """Whether :func:`_product_2d` computes the fast tier of (n, k) @ (k, m) as one block
+    (``_fast_tile_rows(n, k, m) >= n``, inlined)."""
+    if k * m >= _GEMM_BOUND_RATIO * (k + m):
+        return n <= _GEMM_BOUND_TILE_ROWS
+    return n <= max(1, _FAST_TILE_ELEMENTS // max(k, m))
 
 
 def _lean_product(A: np.ndarray, B: np.ndarray, C: np.ndarray,
@@ -814,9 +833,10 @@ def _repair(a: np.ndarray, B: np.ndarray, C: np.ndarray, untrusted: np.ndarray) 
         return report
 
     report = ProductReport()
-    for tile_report in _map_parallel(repair_row_tile, range(0, rows.size, tile_rows),
-                                     rows.size * a.shape[1] * cols.size):
-        report += tile_report
+    with _serial_blas():   # a tile of one row is a gemv, threaded above 9216 terms
+        for tile_report in _map_parallel(repair_row_tile, range(0, rows.size, tile_rows),
+                                         rows.size * a.shape[1] * cols.size):
+            report += tile_report
     return report
 
 
