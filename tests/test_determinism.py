@@ -70,6 +70,7 @@ def test_the_issues_102000x40x17_product(dtype: type, monkeypatch: pytest.Monkey
     (600, 256, 256, np.float64),
     (300, 64, 64, np.float32),       # one tile, the lean path
     (1, 8, 8, np.float64),
+    (1, 512, 512, np.float32),      # a gemv above its single-thread bound: pinned
     (30000, 300, 3, np.float32),
 ])
 def test_shapes_and_dtypes(n: int, k: int, m: int, dtype: type,
