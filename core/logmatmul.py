@@ -427,8 +427,8 @@ def logmatmulexp_report(A: np.ndarray, B: np.ndarray, *, method: str = "auto",
         C = out
     else:
         C = np.empty(batch + (n, m), dtype=out_dtype)
-    # every GEMM on one BLAS thread, so the bytes do not depend on the thread count
-    # inline _blas_single_threaded: a microsecond counts on the smallest products
+    # every GEMM on one BLAS thread, so the bytes do not depend on the thread count; a
+    # product OpenBLAS keeps on one thread anyway skips the pin (repairs pin their own)
     small = _SERIAL_BLAS_MIN_VECTOR_WORK if n == 1 or m == 1 else _SERIAL_BLAS_MIN_WORK
     serial = _NO_ERRSTATE if n * k * m <= small else _serial_blas()
     if not batch:          # the common 2-D case, without per-batch bookkeeping
@@ -665,13 +665,6 @@ def _batched_product(A: np.ndarray, B: np.ndarray, out: np.ndarray,
             report += _repair(A_flat[index], B_flat[index], C_flat[index], flat[index])
     report.fast = out.size - report.repaired
     return report
-
-
-def _blas_single_threaded(n: int, k: int, m: int) -> bool:
-    """Whether OpenBLAS computes an (n, k) @ (k, m) product on one thread whatever its
-    thread count (so no pin is needed; repairs pin their own smaller GEMMs)."""
-    small = _SERIAL_BLAS_MIN_VECTOR_WORK if min(n, m) == 1 else _SERIAL_BLAS_MIN_WORK
-    return n * k * m <= small
 
 
 def _fast_tile_rows(n: int, k: int, m: int) -> int:
