@@ -32,7 +32,7 @@ from .io.layout import (
     work_file_glob,
 )
 from .io.readers import open_array
-from .io.resume import process_alive
+from .io.resume import ResumeRecord, process_alive
 from .io.writers import existing_output_error, sidecar_path
 from .io.zarr import array_names, open_root
 
@@ -512,12 +512,10 @@ def _lock_holder(lock: Path) -> int | None:
 
 def _record_progress(record: Path) -> tuple[int | None, int | None]:
     """``(blocks done, blocks in all)`` from a resume record; None where it does not say."""
-    try:
-        data = json.loads(record.read_text(encoding="utf-8"))
-        done = len(data["done"])
-    except (OSError, ValueError, KeyError, TypeError):
+    loaded = ResumeRecord.load(record)    # a header line, then a line per stored block
+    if loaded is None:
         return None, None
-    plan: Any = data.get("plan") if isinstance(data, dict) else None
+    done, plan = len(loaded.done), loaded.plan
     try:
         n, rows = int(plan["n"]), int(plan["block_rows"])
         total = -(-n // rows) if rows > 0 else None

@@ -22,10 +22,12 @@ NaN reaches every entry whose sum it enters.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
 from functools import cache
 from typing import TYPE_CHECKING, TypeVar
@@ -59,10 +61,28 @@ _NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _NO_ERRSTATE = nullcontext()
 
 # Working-set targets (elements) that keep temporaries cache- and memory-friendly.
-_FAST_BLOCK_ELEMENTS = 1 << 19      # rows of A per fast-path block: ~this many of A and C
-_GEMM_BOUND_BLOCK_ELEMENTS = 1 << 21  # ... when the GEMM dominates (one BLAS call per block)
+# The fast tier cuts rows into tiles whose size depends on the shape alone, never on the
+# thread count, and every GEMM runs on one BLAS thread: OpenBLAS's result for a row
+# changes with the number of rows in the call (a float32 102000x40x17 product in 1000-row
+# calls differs from one call in about half its entries) and with its thread count, so
+# this is what makes the bytes the same whatever the cores or ``--threads``.
+# Rows of A per fast-path tile: ~this many elements of A and C. Measured on 2 threads
+# against the old split (one equal block per thread), six skinny shapes, f64 and f32:
+# 1 << 17 took 0.50-1.20x the old time (two runs, machine shared and noisy); 1 << 15 and
+# 1 << 16 up to 1.66x on 30000x300x3.
+_FAST_TILE_ELEMENTS = 1 << 17
+_GEMM_BOUND_TILE_ROWS = 256         # ... when the GEMM dominates: 2048^3 in 256-row tiles on
+                                    # 2 threads ran at 0.83-0.92x the time of one 2-thread
+                                    # GEMM (64 rows: 1.07-1.24x, B packed more often)
 _GEMM_BOUND_RATIO = 128             # k*m/(k+m) above which the GEMM dominates the fast path
-_PARALLEL_MIN_WORK = 1 << 22        # n*k*m below which row blocks run on one thread
+_PARALLEL_MIN_WORK = 1 << 22        # n*k*m below which row tiles run on one thread
+# GEMMs of at most this many multiply-adds skip pinning BLAS to one thread (the pin cost
+# ~20 us of CPU per 64^3 call, +12-18%): OpenBLAS runs them on one thread anyway
+# (interface/gemm.c: 65536 x 4). Measured: no product up to it (320 shapes, f32/f64)
+# changed bytes under 1-64 BLAS threads; 41 of those up to 4x larger did. A matrix-vector
+# product (one row or column: gemv) uses gemv's lower threshold, 2304 x 4.
+_SERIAL_BLAS_MIN_WORK = 1 << 18
+_SERIAL_BLAS_MIN_VECTOR_WORK = 9216
 _BATCHED_MAX_WORK = 1 << 25         # n*k*m per batch element up to which batches run as one
 _REPAIR_CHUNK_ELEMENTS = 1 << 18    # per-entry repair: entries x K per chunk
 _BLOCKED_TIER_ELEMENTS = 1 << 20    # blocked tier: blocks x rows x cols per group
@@ -243,13 +263,76 @@ def _worker_count() -> int:
     return thread_limit()
 
 
+@cache
+def _blas_thread_setters() -> tuple[tuple[Callable[[], int], Callable[[int], object]], ...]:
+    """``(get, set)`` thread-count functions of each BLAS library loaded.
+
+    OpenBLAS's own process-wide functions are called directly: threadpoolctl (3.8) ignores
+    a set from any thread but the first to set one (its "controlling thread", e.g. the
+    CLI's main thread under ``--threads``), which would leave BLAS threaded when the
+    kernel runs in another thread. Other libraries go through threadpoolctl.
+    """
+    setters = []
+    for lib in _blas_controller().lib_controllers:
+        if lib.user_api != "blas":
+            continue
+        found = None
+        if lib.internal_api == "openblas" and getattr(lib, "threading_layer", "") != "openmp":
+            for prefix, suffix in itertools.product(("", "scipy_"), ("", "64_", "_64")):
+                get = getattr(lib.dynlib, f"{prefix}openblas_get_num_threads{suffix}", None)
+                put = getattr(lib.dynlib, f"{prefix}openblas_set_num_threads{suffix}", None)
+                if get is not None and put is not None:
+                    found = (get, put)
+                    break
+        setters.append(found or (lib.get_num_threads, lib.set_num_threads))
+    return tuple(setters)
+
+
+_blas_pin_lock = threading.Lock()
+_blas_pins = 0                      # kernel calls in progress that hold BLAS to one thread
+_blas_restore: list[tuple[Callable[[int], object], int]] = []
+
+
+@contextmanager
+def _serial_blas() -> Iterator[None]:
+    """Hold BLAS to one thread while any kernel call is inside this block.
+
+    A GEMM's bytes depend on its BLAS thread count (OpenBLAS splits rows and columns
+    across threads, and edge rows take other code paths), so every GEMM of the kernel
+    runs on one BLAS thread and the kernel's own threads share fixed tiles. Counted
+    across threads: the first to enter saves and pins, the last to leave restores (a
+    BLAS with per-thread limits, e.g. OpenMP-threaded, is pinned in the calling thread
+    only).
+    """
+    global _blas_pins, _blas_restore
+    with _blas_pin_lock:
+        if _blas_pins == 0:
+            _blas_restore = []
+            for get, put in _blas_thread_setters():
+                threads = get()
+                if threads is not None and threads != 1:
+                    put(1)
+                    _blas_restore.append((put, threads))
+        _blas_pins += 1
+    try:
+        yield
+    finally:
+        with _blas_pin_lock:
+            _blas_pins -= 1
+            if _blas_pins == 0:
+                for put, threads in _blas_restore:
+                    put(threads)
+                _blas_restore = []
+
+
 def _map_parallel(fn: Callable[[_T], _R], items: Iterable[_T], work: int) -> list[_R]:
     """``[fn(x) for x in items]``, on one thread per core when ``work`` is large enough.
 
     numpy's ufuncs and BLAS release the GIL, so independent row blocks run in parallel;
-    BLAS is held to one thread meanwhile (threadpoolctl), since a multi-threaded GEMM per
-    block would oversubscribe the cores (measured 1.8x slower on skinny products).
-    Each call of ``fn`` must write only its own part of any shared output.
+    BLAS is held to one thread (:func:`_serial_blas`), so the bytes do not depend on the
+    thread count (and a multi-threaded GEMM per block would oversubscribe the cores:
+    measured 1.8x slower on skinny products). Each call of ``fn`` must write only its
+    own part of any shared output, and the items must not depend on the thread count.
     """
     items = list(items)
 
@@ -260,8 +343,7 @@ def _map_parallel(fn: Callable[[_T], _R], items: Iterable[_T], work: int) -> lis
     workers = min(_worker_count(), len(items))
     if workers <= 1 or work < _PARALLEL_MIN_WORK:
         return [quiet(x) for x in items]
-    with _blas_controller().limit(limits=1, user_api="blas"), \
-            ThreadPoolExecutor(workers, thread_name_prefix="logmm") as pool:
+    with _serial_blas(), ThreadPoolExecutor(workers, thread_name_prefix="logmm") as pool:
         return list(pool.map(quiet, items))
 
 
@@ -354,21 +436,37 @@ def logmatmulexp_report(A: np.ndarray, B: np.ndarray, *, method: Method = "auto"
         C = out
     else:
         C = np.empty(batch + (n, m), dtype=out_dtype)
+    # every GEMM on one BLAS thread, so the bytes do not depend on the thread count; a
+    # product OpenBLAS keeps on one thread anyway skips the pin (repairs pin their own)
+    small = _SERIAL_BLAS_MIN_VECTOR_WORK if n == 1 or m == 1 else _SERIAL_BLAS_MIN_WORK
+    serial = _NO_ERRSTATE if n * k * m <= small else _serial_blas()
     if not batch:          # the common 2-D case, without per-batch bookkeeping
         report = None
-        if method != "exact" and k and n * m and _one_block(n, k, m):
+        lean = method != "exact" and k and n * m and _one_block(n, k, m)
+        if lean and serial is _NO_ERRSTATE:     # small: no context to enter at all
             report = _lean_product(A, B, C, method == "auto")
         if report is None:
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-                report = _product_2d(A, B, C, method)
+            with serial:
+                if lean and serial is not _NO_ERRSTATE:
+                    report = _lean_product(A, B, C, method == "auto")
+                if report is None:
+                    with np.errstate(divide="ignore", invalid="ignore", over="ignore",
+                                     under="ignore"):
+                        report = _product_2d(A, B, C, method)
         return _squeezed(C, squeeze_a, squeeze_b), report
     report = ProductReport()
     A_b = np.broadcast_to(A, batch + (n, k))
     B_b = np.broadcast_to(B, batch + (k, m))
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+    with serial, np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         if (batch and method != "exact" and k and n * m and C.flags.c_contiguous
                 and n * k * m <= _BATCHED_MAX_WORK):
-            report += _batched_product(A_b, B_b, C, method)
+            # runs of the leading batch axis, sized by the shape alone, share the threads
+            step = max(1, _BATCHED_MAX_WORK // (math.prod(batch[1:]) * n * k * m))
+            for part in _map_parallel(
+                    lambda i: _batched_product(A_b[i:i + step], B_b[i:i + step],
+                                               C[i:i + step], method),
+                    range(0, batch[0], step), math.prod(batch) * n * k * m):
+                report += part
         else:
             for idx in np.ndindex(*batch):
                 report += _product_2d(A_b[idx], B_b[idx], C[idx], method)
@@ -579,11 +677,20 @@ def _batched_product(A: np.ndarray, B: np.ndarray, out: np.ndarray,
     return report
 
 
+def _fast_tile_rows(n: int, k: int, m: int) -> int:
+    """Rows per fast-tier tile of (n, k) @ (k, m): a function of the shape only, so each
+    output row is computed by the same GEMM call shape on any machine."""
+    if k * m >= _GEMM_BOUND_RATIO * (k + m):    # the GEMM dominates
+        return min(n, _GEMM_BOUND_TILE_ROWS)
+    return max(1, min(n, _FAST_TILE_ELEMENTS // max(k, m)))
+
+
 def _one_block(n: int, k: int, m: int) -> bool:
-    """Whether :func:`_product_2d` computes the fast tier of (n, k) @ (k, m) as one block."""
+    """Whether :func:`_product_2d` computes the fast tier of (n, k) @ (k, m) as one block
+    (``_fast_tile_rows(n, k, m) >= n``, inlined)."""
     if k * m >= _GEMM_BOUND_RATIO * (k + m):
-        return n * max(k, m) <= _GEMM_BOUND_BLOCK_ELEMENTS
-    return n * k * m < _PARALLEL_MIN_WORK and n * max(k, m) <= _FAST_BLOCK_ELEMENTS
+        return n <= _GEMM_BOUND_TILE_ROWS
+    return n <= max(1, _FAST_TILE_ELEMENTS // max(k, m))
 
 
 def _lean_product(A: np.ndarray, B: np.ndarray, C: np.ndarray,
@@ -664,17 +771,9 @@ def _product_2d(A: np.ndarray, B: np.ndarray, out: np.ndarray, method: str) -> P
         return report
 
     fb = _ShiftedFactor(B, 0, "B")
-    # Square-ish products: few large blocks, BLAS threads the GEMM (measured faster than
-    # row-parallel blocks, each of which packs B again). Skinny products: the elementwise
-    # work dominates, so row blocks run in parallel with single-threaded BLAS.
-    gemm_bound = k * m >= _GEMM_BOUND_RATIO * (k + m)
-    block_elements = _GEMM_BOUND_BLOCK_ELEMENTS if gemm_bound else _FAST_BLOCK_ELEMENTS
-    rows_per_block = max(1, min(n, block_elements // max(k, m)))
-    if not gemm_bound and n * k * m >= _PARALLEL_MIN_WORK:   # equal blocks, one per thread
-        workers = _worker_count()
-        count = -(-n // rows_per_block)
-        count = -(-count // workers) * workers
-        rows_per_block = max(1, -(-n // count))
+    # Row tiles of a size set by the shape alone, shared by the threads, each one
+    # single-threaded GEMM: the same bytes whatever the thread count (see _serial_blas).
+    rows_per_block = _fast_tile_rows(n, k, m)
 
     def fast_block(start: int) -> tuple[int, np.ndarray | None]:
         stop = min(n, start + rows_per_block)
@@ -685,8 +784,7 @@ def _product_2d(A: np.ndarray, B: np.ndarray, out: np.ndarray, method: str) -> P
     if rows_per_block >= n:     # one block: no thread pool, no block bookkeeping
         blocks = [fast_block(0)]
     else:
-        blocks = _map_parallel(fast_block, range(0, n, rows_per_block),
-                               0 if gemm_bound else n * k * m)
+        blocks = _map_parallel(fast_block, range(0, n, rows_per_block), n * k * m)
     untrusted_blocks = [(start, u) for start, u in blocks if u is not None]
     if untrusted_blocks:
         # One repair over all rows, so that tiles gather like rows from the whole matrix.
@@ -738,9 +836,10 @@ def _repair(a: np.ndarray, B: np.ndarray, C: np.ndarray, untrusted: np.ndarray) 
         return report
 
     report = ProductReport()
-    for tile_report in _map_parallel(repair_row_tile, range(0, rows.size, tile_rows),
-                                     rows.size * a.shape[1] * cols.size):
-        report += tile_report
+    with _serial_blas():   # a tile of one row is a gemv, threaded above 9216 terms
+        for tile_report in _map_parallel(repair_row_tile, range(0, rows.size, tile_rows),
+                                         rows.size * a.shape[1] * cols.size):
+            report += tile_report
     return report
 
 

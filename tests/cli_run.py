@@ -10,7 +10,6 @@ that a failed run left nothing behind.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -75,13 +74,13 @@ def kill_after_blocks(proc: subprocess.Popen, record: Path, blocks: int,
                       timeout: float = 60) -> bool:
     """Wait until ``proc``'s resume record notes ``blocks`` stored row blocks; True if it
     is then still running (the caller kills it), False if it finished first."""
+    from logmm.io.resume import ResumeRecord
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if len(json.loads(record.read_text())["done"]) >= blocks:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
+        loaded = ResumeRecord.load(record)
+        if loaded is not None and len(loaded.done) >= blocks:
+            break
         time.sleep(0.001)
     return proc.poll() is None
 

@@ -3,10 +3,14 @@
 Beside a partial output ``.OUT.logmm-partial`` lives ``.OUT.logmm-partial.json``: the
 fingerprint of the run (inputs' paths, shapes, dtypes, sizes and modification times, and
 the options that change the result), the block plan, and the indices of the row blocks
-already stored and flushed. It is rewritten atomically after every block, so a run killed
-at any moment leaves a record that undercounts at worst. A resumed run recomputes only the
-missing blocks, with the recorded plan, so its result is bit-identical to an
-uninterrupted run.
+already stored and flushed. Its first line, a JSON header with the fingerprint and plan,
+is written atomically when the run starts; then each stored block appends one line, its
+index, so a run writes O(blocks) bytes in all. A run killed at any moment leaves a record
+that undercounts at worst: a last line without its newline (cut by the kill) does not
+count, and the next run rewrites the record without it. A resumed run recomputes only
+the missing blocks, with the recorded plan, so its result is bit-identical to an
+uninterrupted run. A record of the older one-document format (version 1, rewritten
+whole after every block) is read too, and rewritten in the new one.
 
 ``.OUT.logmm-lock`` (an ``flock``, holding the pid) keeps two runs from writing the
 same output; a lock whose process is gone is taken over.
@@ -44,7 +48,8 @@ __all__ = [
     "record_path",
 ]
 
-_RECORD_VERSION = 1
+_RECORD_VERSION = 2        # a header line, then one line per stored block
+_WHOLE_RECORD_VERSION = 1  # one JSON document with a "done" list (read, rewritten as 2)
 
 
 def _dataset_unit(output: str | Path | ArrayAddress, *, lock: bool = False) -> Path:
@@ -105,36 +110,68 @@ class ResumeRecord:
 
     @classmethod
     def load(cls, path: Path) -> ResumeRecord | None:
-        """The record at ``path``, or None if there is none (or it cannot be parsed)."""
+        """The record at ``path``, or None if there is none (or it cannot be parsed).
+
+        The header line, then one block index per line; a last line without its newline
+        (a kill cut it) is ignored. A version-1 record (one document) is read as well.
+        """
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-            if data.get("version") != _RECORD_VERSION:
+            text = Path(path).read_text(encoding="utf-8")
+            head, newline, rest = text.partition("\n")
+            data = json.loads(head)
+            if data.get("version") == _WHOLE_RECORD_VERSION:
+                done = {int(i) for i in data["done"]}
+            elif data.get("version") == _RECORD_VERSION and newline:
+                done = {int(line) for line in rest.split("\n")[:-1]}   # [-1]: torn or ""
+            else:
                 return None
             return cls(path=Path(path), fingerprint=data["fingerprint"], plan=data["plan"],
-                       done={int(i) for i in data["done"]})
-        except (OSError, ValueError, KeyError, TypeError):
+                       done=done)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def save(self) -> None:
-        """Write atomically (temporary file, then rename). The first save also removes the
+        """Write the header and every done block atomically (temporary file, then
+        rename); :meth:`mark_done` appends to it. The first save also removes the
         temporaries a killed run left while saving this record (their pid is gone)."""
         if not getattr(self, "_swept", False):
             self._swept = True
             _sweep_temporaries(self.path)
         tmp = temporary_path(self.path)
+        header = json.dumps({"version": _RECORD_VERSION, "fingerprint": self.fingerprint,
+                             "plan": self.plan})
         try:
-            tmp.write_text(json.dumps({"version": _RECORD_VERSION,
-                                       "fingerprint": self.fingerprint, "plan": self.plan,
-                                       "done": sorted(self.done)}), encoding="utf-8")
+            tmp.write_text(header + "\n" + "".join(f"{i}\n" for i in sorted(self.done)),
+                           encoding="utf-8")
             os.replace(tmp, self.path)
         except OSError as exc:     # disk full: no half-written record left behind
             tmp.unlink(missing_ok=True)
             raise write_failure(self.path, exc) from exc
+        self._saved = True
 
     def mark_done(self, index: int) -> None:
-        """Note block ``index`` as stored (flushed to disk before this returns)."""
+        """Note block ``index`` as stored: one line appended (one ``write``), after a
+        :meth:`save` if this record has not written its file yet (a loaded record may
+        end in a torn line that the append must not extend)."""
         self.done.add(int(index))
-        self.save()
+        if not getattr(self, "_saved", False):
+            self.save()
+            return
+        line = f"{int(index)}\n".encode("ascii")
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        except FileNotFoundError:  # removed under the run: write it whole again
+            self.save()
+            return
+        except OSError as exc:
+            raise write_failure(self.path, exc) from exc
+        try:
+            while line:
+                line = line[os.write(fd, line):]
+        except OSError as exc:     # disk full: the run fails and removes the record
+            raise write_failure(self.path, exc) from exc
+        finally:
+            os.close(fd)
 
     def remove(self) -> None:
         """Delete the record (the run committed, or failed)."""
