@@ -206,10 +206,8 @@ class ZarrWriter(ArrayWriter):
         return self._hidden_dir().is_dir()
 
     def _discard_partial(self) -> None:
-        if not self.in_container:
-            super()._discard_partial()
-            return
-        remove_path(self._hidden_dir())
+        """Remove the partial array or store, once zarr's last chunk writes have landed."""
+        remove_path(self._hidden_dir() if self.in_container else self.tmp_path, settle=True)
 
     def _output_exists(self) -> bool:
         if not self.in_container:
