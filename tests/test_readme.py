@@ -240,3 +240,9 @@ def test_scaling_doc_plan_is_what_plan_prints(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     printed = [_comparable(line) for line in (proc.stderr + proc.stdout).splitlines()]
     assert printed == [_comparable(line) for line in block[2].splitlines()]
+
+
+def test_readme_stays_a_readme() -> None:
+    """The reference lives in docs/ (issue #13): the README stays within 20 KB."""
+    size = (ROOT / "README.md").stat().st_size
+    assert size <= 20_000, f"README.md is {size} bytes; move reference material to docs/"
