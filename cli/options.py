@@ -29,6 +29,9 @@ __all__ = [
     "planning",
     "run_job",
     "storage_options",
+    "ZARR_FORMAT_KEY",
+    "zarr_format",
+    "zarr_format_option",
     "threads_option",
     "ARGV_KEY",
     "COMPRESSION_ENV",
@@ -271,8 +274,28 @@ def progress_option(f: F) -> F:
 
 
 def storage_options(f: F) -> F:
-    """``--compression`` and ``--chunk-rows``: how an output is stored."""
-    return compression_option(chunk_rows_option(f))
+    """``--compression``, ``--chunk-rows`` and ``--zarr-format``: how an output is stored."""
+    return compression_option(chunk_rows_option(zarr_format_option(f)))
+
+
+#: key in ``click.Context.meta``: the ``--zarr-format`` of the command (an int)
+ZARR_FORMAT_KEY = "logmm.zarr_format"
+
+
+def _note_zarr_format(ctx: click.Context, param: click.Parameter, value: str) -> None:
+    ctx.meta[ZARR_FORMAT_KEY] = int(value)
+
+
+def zarr_format_option(f: F) -> F:
+    """``--zarr-format 3|2`` (noted in ``ctx.meta[ZARR_FORMAT_KEY]``, see :func:`zarr_format`)."""
+    return click.option("--zarr-format", type=click.Choice(["3", "2"]), default="3",
+                        show_default=True, expose_value=False, callback=_note_zarr_format,
+                        help="Format of a Zarr output: 2 for readers on zarr-python 2.x.")(f)
+
+
+def zarr_format(ctx: click.Context) -> int:
+    """The command's ``--zarr-format`` (3 unless given)."""
+    return int(ctx.meta.get(ZARR_FORMAT_KEY, 3))
 
 
 def row_streaming_options(f: F) -> F:
@@ -364,7 +387,8 @@ def job_options(ctx: click.Context, *, overwrite: bool, compression: str | None,
     """``(OutputOptions, RunOptions)`` of a compute command's parsed options."""
     from logmm.engine import OutputOptions, RunOptions
 
-    return (OutputOptions(overwrite=overwrite, compression=compression, chunk_rows=chunk_rows),
+    return (OutputOptions(overwrite=overwrite, compression=compression, chunk_rows=chunk_rows,
+                          zarr_format=zarr_format(ctx)),
             RunOptions.checked(memory=memory, block_rows=block_rows, resume=resume,
                                shard=shard, scheduler=scheduler, dask_address=dask_address,
                                progress=resolve_progress(progress, quiet),

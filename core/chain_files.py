@@ -133,7 +133,8 @@ def chain_files(addresses: Sequence[Address], out_address: Address, *, method: M
                 compression: str | None = None, chunk_rows: int | None = None,
                 memory: int | None = None, block_rows: int | None = None,
                 progress: bool = False, command: str = "",
-                explain: Callable[[str], None] | None = None) -> ChainResult:
+                explain: Callable[[str], None] | None = None,
+                zarr_format: int = 3) -> ChainResult:
     """Write ``log(exp(M1) @ … @ exp(Mn))`` for matrices in files, in the cheapest order.
 
     When the cheapest order is ``(M1 (M2 … Mn))`` and M1 is the large one (more bytes
@@ -162,6 +163,8 @@ def chain_files(addresses: Sequence[Address], out_address: Address, *, method: M
         Stored as the ``command`` attribute (the CLI passes its command line).
     explain : callable, optional
         Called with a description of the chosen order and its cost before computing.
+    zarr_format : {3, 2}
+        Format of a new Zarr output (2: readable by zarr-python 2.x).
     threads : int, optional
         Compute threads and BLAS threads in all (default the job's CPUs, see
         :mod:`logmm.resources`).
@@ -177,7 +180,8 @@ def chain_files(addresses: Sequence[Address], out_address: Address, *, method: M
     UsageError
         No inputs, unknown method, dtype or compression.
     """
-    output = OutputOptions(overwrite=overwrite, compression=compression, chunk_rows=chunk_rows)
+    output = OutputOptions(overwrite=overwrite, compression=compression, chunk_rows=chunk_rows,
+                           zarr_format=zarr_format)
     options = RunOptions(memory=memory, block_rows=block_rows, progress=progress,
                          command=command)
     job = prepare_chain(addresses, out_address, method=method, dtype=dtype, output=output,
@@ -255,7 +259,7 @@ def _chain_streaming_first(readers: Sequence[ArrayReader], names: Sequence[str],
                            cost: int, output: OutputOptions, options: RunOptions,
                            started: float) -> ChainResult:
     """``M1 @ (M2 … Mn)`` with M1 streamed by rows through the multiply engine."""
-    from .multiply import multiply
+    from .multiply import prepare_multiply
     from .provenance import run_provenance
 
     rest = [read_whole(r) for r in readers[1:]]
@@ -271,12 +275,12 @@ def _chain_streaming_first(readers: Sequence[ArrayReader], names: Sequence[str],
         attrs.update(input_shapes=[list(r.shape) for r in readers], order=order,
                      cost=int(cost), streamed="M1")
         try:
-            result = multiply(readers[0].address, scratch, out, method=method,
-                              dtype=out_dtype, overwrite=output.overwrite,
-                              compression=output.compression, chunk_rows=output.chunk_rows,
-                              memory=options.memory, block_rows=options.block_rows,
-                              progress=options.progress, command=options.command,
-                              provenance=attrs | {"b": "M2 … Mn (in memory)"})
+            result = run(prepare_multiply(
+                readers[0].address, scratch, out, method=method, dtype=out_dtype,
+                output=output, options=RunOptions(
+                    memory=options.memory, block_rows=options.block_rows,
+                    progress=options.progress, command=options.command),
+                provenance=attrs | {"b": "M2 … Mn (in memory)"}))
         except InputError as exc:   # the engine calls M1 "A": "M1 (m1.h5:/m, rows 0:512) …"
             message = str(exc)
             raise InputError("M1 " + message[2:] if message.startswith("A (") else
@@ -329,7 +333,8 @@ def power_file(address: Address, steps: int, out_address: Address, *, method: Me
                dtype: np.dtype | type | str | None = None, overwrite: bool = False,
                compression: str | None = None, chunk_rows: int | None = None,
                progress: bool = False, command: str = "",
-               explain: Callable[[str], None] | None = None) -> ChainResult:
+               explain: Callable[[str], None] | None = None,
+               zarr_format: int = 3) -> ChainResult:
     """Write ``log(exp(P) ^ steps)`` for a square log-valued matrix P in a file.
 
     P is read whole into memory; the result is written atomically with the attributes
@@ -338,7 +343,8 @@ def power_file(address: Address, steps: int, out_address: Address, *, method: Me
     ``cost``, ``dtype``, ``shape``, ``repaired_entries`` and the per-tier counts.
     Parameters and errors as :func:`chain_files` and :func:`logmm.chain.log_power`.
     """
-    output = OutputOptions(overwrite=overwrite, compression=compression, chunk_rows=chunk_rows)
+    output = OutputOptions(overwrite=overwrite, compression=compression, chunk_rows=chunk_rows,
+                           zarr_format=zarr_format)
     return run(prepare_power(address, steps, out_address, method=method,
                              dtype=dtype, output=output,
                              options=RunOptions(progress=progress, command=command),

@@ -544,9 +544,10 @@ def open_output(job: Job) -> OpenOutput:
     """
     out, stack, options, opts = job.output, job.stack, job.options, job.output_options
     assert out is not None and job.shape is not None and job.dtype is not None
-    fingerprint = job.fingerprint
+    fingerprint = _fingerprint(job)
     resume = options.resume and fingerprint is not None
     if options.shard is not None:
+        _refuse_zarr_v2_shards(job)
         assert fingerprint is not None and job.load_plan is not None
         shard_writer, shard_record, shard_plan, shard_blocks = open_shard_output(
             stack, out, job.shape, job.dtype, fingerprint=fingerprint, resume=resume,
@@ -587,6 +588,23 @@ def open_output(job: Job) -> OpenOutput:
                       resumed_blocks=len(blocks) - len(pending),
                       total_rows=sum(r1 - r0 for _, r0, r1 in blocks),
                       fingerprint=digest(fingerprint) if fingerprint is not None else "")
+
+
+def _fingerprint(job: Job[Any]) -> dict[str, Any] | None:
+    """The job's fingerprint, with the Zarr format when it is not the default 3 (a
+    partial store of the other format is not this run's to resume)."""
+    if job.fingerprint is None or job.output_options.zarr_format == 3:
+        return job.fingerprint
+    return dict(job.fingerprint, zarr_format=job.output_options.zarr_format)
+
+
+def _refuse_zarr_v2_shards(job: Job[Any]) -> None:
+    """``--shard`` writes one shared format-3 store (or HDF5 files)."""
+    if job.output_options.zarr_format != 3 and job.output is not None \
+            and job.output.format == "zarr":
+        raise UsageError("--zarr-format 2 is not for --shard runs: the shards share one "
+                         "Zarr format 3 store (convert the finished output with 'logmm "
+                         "convert OUT.zarr OUT2.zarr --zarr-format 2')")
 
 
 def finish_output(output: OpenOutput, compute: Callable[[], Any],
@@ -636,8 +654,11 @@ def plan_job(job: Job) -> PlannedRun:
             raise UsageError(f"{job.operation} with these options does not stream by row "
                              "blocks; nothing to plan")
         assert job.output is not None and job.shape is not None and job.dtype is not None
-        assert job.fingerprint is not None and job.load_plan is not None
-        return planned(job.output, job.shape, job.dtype, fingerprint=job.fingerprint,
+        fingerprint = _fingerprint(job)
+        assert fingerprint is not None and job.load_plan is not None
+        if job.options.shard is not None:
+            _refuse_zarr_v2_shards(job)
+        return planned(job.output, job.shape, job.dtype, fingerprint=fingerprint,
                        make_plan=lambda: job.make_plan(job.options), load_plan=job.load_plan,
                        compression=job.output_options.compression, shard=job.options.shard)
 

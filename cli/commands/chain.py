@@ -23,6 +23,7 @@ from ..options import (
     resolve_progress,
     storage_options,
     threads_option,
+    zarr_format,
 )
 
 __all__ = ["chain"]
@@ -74,6 +75,7 @@ def chain(ctx: click.Context, matrices: tuple[str, ...], output: str, explain: b
         compression=compression, chunk_rows=chunk_rows, memory=memory, block_rows=block_rows,
         progress=resolve_progress(progress, quiet), command=command_line(ctx),
         explain=(lambda text: click.echo(text, err=True)) if explain else None,
+        zarr_format=zarr_format(ctx),
     )
     report_result(result, chain_summary_line, quiet)
 

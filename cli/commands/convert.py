@@ -17,6 +17,7 @@ from ..options import (
     reporting_options,
     resolve_progress,
     storage_options,
+    zarr_format,
 )
 
 if TYPE_CHECKING:
@@ -49,13 +50,11 @@ a copy that zarr-python 2.x can read.
 @storage_options
 @memory_option
 @block_rows_option
-@click.option("--zarr-format", type=click.Choice(["3", "2"]), default="3", show_default=True,
-              help="Format of a Zarr output: 2 for readers on zarr-python 2.x.")
 @reporting_options
 @click.pass_context
 def convert(ctx: click.Context, source: str, output: str, overwrite: bool, dtype: str | None,
             compression: str | None, chunk_rows: int | None, memory: int | None,
-            block_rows: int | None, zarr_format: str, quiet: bool,
+            block_rows: int | None, quiet: bool,
             progress: bool | None) -> None:
     """Copy the array IN to OUT (format from OUT's extension), streaming row blocks."""
     from logmm.convert import convert as run_convert
@@ -64,7 +63,7 @@ def convert(ctx: click.Context, source: str, output: str, overwrite: bool, dtype
         source, output, dtype=dtype, overwrite=overwrite, compression=compression,
         chunk_rows=chunk_rows, memory=memory, block_rows=block_rows,
         progress=resolve_progress(progress, quiet), command=command_line(ctx),
-        zarr_format=int(zarr_format),
+        zarr_format=zarr_format(ctx),
     )
     report_result(result, summary_line, quiet)
 

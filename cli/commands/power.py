@@ -20,6 +20,7 @@ from ..options import (
     resolve_progress,
     storage_options,
     threads_option,
+    zarr_format,
 )
 
 __all__ = ["power"]
@@ -65,5 +66,6 @@ def power(ctx: click.Context, p: str, steps: int, output: str, explain: bool, ov
         compression=compression, chunk_rows=chunk_rows,
         progress=resolve_progress(progress, quiet), command=command_line(ctx),
         explain=(lambda text: click.echo(text, err=True)) if explain else None,
+        zarr_format=zarr_format(ctx),
     )
     report_result(result, chain_summary_line, quiet)
