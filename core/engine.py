@@ -385,8 +385,9 @@ def _connect(job: Job) -> None:
 
 
 def _base(job: Job, plan: Any, **fields: Any) -> dict[str, Any]:
-    return dict(output=job.output, shape=job.shape, dtype=job.dtype,
-                seconds=time.perf_counter() - job.started, plan=plan, **fields)
+    """The fields every :class:`RunResult` has; ``fields`` add to or replace them."""
+    return dict(dict(output=job.output, shape=job.shape, dtype=job.dtype,
+                     seconds=time.perf_counter() - job.started, plan=plan), **fields)
 
 
 def _attrs(job: Job, summary: Any, plan: Any) -> dict[str, Any]:
@@ -441,20 +442,26 @@ def _execute(job: Job, output: OpenOutput, compute: Callable[[Block, Any], Any],
         bar.update(block[2] - block[1])
 
     try:
-        if _local(options):
-            run_pipeline(pending, job.load, compute, store, on_stored=stored)
-        else:
-            from .dask_backend import run_dask
-
-            if output.writer.shares_file_with_inputs:
-                raise UsageError(
-                    f"--scheduler dask cannot read inputs from {output.writer.path} while this "
-                    "run adds a dataset to it (HDF5 lets no other process read a file being "
-                    "written): write the output to another file, or drop --scheduler dask")
-            run_dask(pending, BlockTask(job.load, compute), store, stored,
-                     client=options.scheduler)
+        if not _local(options) and output.writer.shares_file_with_inputs:
+            raise UsageError(
+                f"--scheduler dask cannot read inputs from {output.writer.path} while this "
+                "run adds a dataset to it (HDF5 lets no other process read a file being "
+                "written): write the output to another file, or drop --scheduler dask")
+        _dispatch(job, pending, compute, store, stored)
     finally:
         bar.close()
+
+
+def _dispatch(job: Job[Any], blocks: list[Block], compute: Callable[[Block, Any], Any],
+              store: Callable[[Block, Any], None], stored: Callable[[Block], None]) -> None:
+    """``store(block, compute(block, job.load(block)))`` then ``stored(block)`` for every
+    block: the local read-ahead pipeline, or tasks on the job's dask cluster."""
+    if _local(job.options):
+        run_pipeline(blocks, job.load, compute, store, on_stored=stored)
+        return
+    from .dask_backend import run_dask
+
+    run_dask(blocks, BlockTask(job.load, compute), store, stored, client=job.options.scheduler)
 
 
 def _local(options: RunOptions) -> bool:
@@ -489,23 +496,18 @@ def _run_gathering(job: Job[R]) -> R:
         if rows_bar:
             bar.update(block[2] - block[1])
 
-    if _local(options):
-        run_pipeline(blocks, job.load, compute, store, on_stored=stored)
-    else:
-        from .dask_backend import run_dask
-
-        run_dask(blocks, BlockTask(job.load, compute), store, stored,
-                 client=options.scheduler)
+    _dispatch(job, blocks, compute, store, stored)
     ordered = [values[i] for i, _, _ in blocks]
     result = np.asarray(job.gather(ordered))     # type: ignore[misc]
     summary = job.summarize(ordered)
-    job.shape, job.dtype = tuple(result.shape), result.dtype
     attrs: dict[str, Any] = {}
     if out is not None:
         attrs = _attrs(job, summary, plan)
         _write_whole(out, result, attrs, job.output_options)
     shown = None if isinstance(plan, WholePlan) else plan     # one block: nothing to show
-    return job.result(_base(job, shown, attrs=attrs), summary)
+    # the gathered result decides the shape and dtype (a whole einsum's, a chain's)
+    return job.result(_base(job, shown, attrs=attrs, shape=tuple(result.shape),
+                            dtype=result.dtype), summary)
 
 
 def _write_whole(out: ArrayAddress, result: np.ndarray, attrs: dict[str, Any],

@@ -334,14 +334,22 @@ def finish_or_resume(res, out: Path, args, expected: str) -> str:
     return outcome
 
 
-def test_sigkill_every_worker_mid_run(tmp_path: Path, many_blocks, client, cluster,
-                                      slow_blocks) -> None:
+def start_slow_run(out: Path, many_blocks, client, cluster,
+                   slow_blocks) -> subprocess.Popen:
+    """A CLI run on the fixture's cluster with slowed blocks, returned once at least 4 of
+    its tasks have started (so that a kill lands mid-run)."""
     slow_blocks(0.25)
-    out = tmp_path / "dask.zarr"
     since = time.time()
     proc = start_logmm(*many_blocks["args"], "-o", out, "--dask-address",
                        cluster.scheduler_address)
     wait_for_tasks(client, since, 4, proc)
+    return proc
+
+
+def test_sigkill_every_worker_mid_run(tmp_path: Path, many_blocks, client, cluster,
+                                      slow_blocks) -> None:
+    out = tmp_path / "dask.zarr"
+    proc = start_slow_run(out, many_blocks, client, cluster, slow_blocks)
     kill_every_worker(client)
     stdout, stderr = proc.communicate(timeout=120)
     res = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
@@ -357,12 +365,8 @@ def test_sigkill_every_worker_without_allowed_failures_stops_for_resume(
     scheduler = cluster.scheduler
     allowed, scheduler.allowed_failures = scheduler.allowed_failures, 0
     try:
-        slow_blocks(0.25)
         out = tmp_path / "dask.zarr"
-        since = time.time()
-        proc = start_logmm(*many_blocks["args"], "-o", out, "--dask-address",
-                           cluster.scheduler_address)
-        wait_for_tasks(client, since, 4, proc)
+        proc = start_slow_run(out, many_blocks, client, cluster, slow_blocks)
         for _ in range(3):          # every retry of a task meets a killed worker
             kill_every_worker(client)
             client.wait_for_workers(2, timeout=60)
@@ -378,12 +382,8 @@ def test_sigkill_every_worker_without_allowed_failures_stops_for_resume(
 
 def test_sigkill_the_client_then_resume(tmp_path: Path, many_blocks, client, cluster,
                                         slow_blocks) -> None:
-    slow_blocks(0.25)
     out = tmp_path / "dask.zarr"
-    since = time.time()
-    proc = start_logmm(*many_blocks["args"], "-o", out, "--dask-address",
-                       cluster.scheduler_address)
-    wait_for_tasks(client, since, 4, proc)
+    proc = start_slow_run(out, many_blocks, client, cluster, slow_blocks)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert not out.exists() and partial_kept(out)
