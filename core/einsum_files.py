@@ -66,7 +66,8 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
                  explain: Callable[[str], None] | None = None, block_rows: int | None = None,
                  memory: int | None = None, resume: bool = False,
                  shard: Shard | str | None = None, scheduler: Any = "local",
-                 dask_address: str | None = None) -> ChainResult:
+                 dask_address: str | None = None,
+                 zarr_format: int = 3) -> ChainResult:
     """Write ``logeinsum(subscripts, *operands, semiring=…)`` for operands in files.
 
     Parameters
@@ -100,6 +101,9 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
     threads : int, optional
         Compute threads and BLAS threads in all (default the job's CPUs, see
         :mod:`logmm.resources`).
+    zarr_format : {3, 2}
+        Zarr format of a ``.zarr`` output (2 for readers that only know Zarr v2; refused
+        for a ``shard`` run, whose shared store is format 3).
 
     Returns
     -------
@@ -127,7 +131,8 @@ def einsum_files(subscripts: str, addresses: Sequence[Address], out_address: Add
     return run(prepare_einsum(
         subscripts, addresses, out_address, semiring=semiring, method=method, dtype=dtype,
         output=OutputOptions(overwrite=overwrite, compression=compression,
-                             chunk_rows=chunk_rows),
+                             chunk_rows=chunk_rows,
+                             zarr_format=zarr_format),
         options=options, explain=explain))
 
 

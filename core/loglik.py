@@ -72,7 +72,8 @@ def loglik(x_address: Address, out_address: Address | None, *, mu: Param,
            overwrite: bool = False, compression: str | None = None,
            chunk_rows: int | None = None, resume: bool = False, progress: bool = False,
            command: str = "", shard: Shard | str | None = None, scheduler: Any = "local",
-           dask_address: str | None = None) -> LoglikResult:
+           dask_address: str | None = None,
+           zarr_format: int = 3) -> LoglikResult:
     """Write (or return) ``log N(X; mu, diag(sigma²))``, streaming X by row blocks.
 
     Parameters
@@ -94,6 +95,9 @@ def loglik(x_address: Address, out_address: Address | None, *, mu: Param,
     threads : int, optional
         Compute threads and BLAS threads in all (default the job's CPUs, see
         :mod:`logmm.resources`).
+    zarr_format : {3, 2}
+        Zarr format of a ``.zarr`` output (2 for readers that only know Zarr v2; refused
+        for a ``shard`` run, whose shared store is format 3).
 
     Raises
     ------
@@ -109,7 +113,8 @@ def loglik(x_address: Address, out_address: Address | None, *, mu: Param,
                               reduce=reduce, dtype=dtype,
                               output=OutputOptions(overwrite=overwrite,
                                                    compression=compression,
-                                                   chunk_rows=chunk_rows),
+                                                   chunk_rows=chunk_rows,
+                                                   zarr_format=zarr_format),
                               options=options))
 
 

@@ -71,7 +71,8 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
              resume: bool = False, progress: bool = False,
              command: str = "", shard: Shard | str | None = None, scheduler: Any = "local",
              dask_address: str | None = None,
-             provenance: Mapping[str, Any] | None = None) -> MultiplyResult:
+             provenance: Mapping[str, Any] | None = None,
+             zarr_format: int = 3) -> MultiplyResult:
     """Write ``C = log(exp(A) @ exp(B))`` for arrays in files, streaming A by row blocks.
 
     Parameters
@@ -125,6 +126,9 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
     threads : int, optional
         Compute threads and BLAS threads in all (default the job's CPUs, see
         :mod:`logmm.resources`).
+    zarr_format : {3, 2}
+        Zarr format of a ``.zarr`` output (2 for readers that only know Zarr v2; refused
+        for a ``shard`` run, whose shared store is format 3).
 
     Returns
     -------
@@ -155,7 +159,8 @@ def multiply(a_address: str | Path | ArrayAddress, b_address: str | Path | Array
     return run(prepare_multiply(a_address, b_address, out_address, method=method, dtype=dtype,
                                 output=OutputOptions(overwrite=overwrite,
                                                      compression=compression,
-                                                     chunk_rows=chunk_rows),
+                                                     chunk_rows=chunk_rows,
+                                                     zarr_format=zarr_format),
                                 options=options, provenance=provenance))
 
 

@@ -85,7 +85,8 @@ def project(x_address: Address, out_address: Address, *, w_address: Address | No
             compression: str | None = None, chunk_rows: int | None = None,
             resume: bool = False, progress: bool = False, command: str = "",
             shard: Shard | str | None = None, scheduler: Any = "local",
-            dask_address: str | None = None) -> ProjectResult:
+            dask_address: str | None = None,
+            zarr_format: int = 3) -> ProjectResult:
     """Write rows of X times ``(I_K ⊗ W)ᵀ`` or ``(F1 ⊗ F2 ⊗ …)ᵀ``, streaming X by row blocks.
 
     Parameters
@@ -116,6 +117,9 @@ def project(x_address: Address, out_address: Address, *, w_address: Address | No
     threads : int, optional
         Compute threads and BLAS threads in all (default the job's CPUs, see
         :mod:`logmm.resources`).
+    zarr_format : {3, 2}
+        Zarr format of a ``.zarr`` output (2 for readers that only know Zarr v2; refused
+        for a ``shard`` run, whose shared store is format 3).
 
     Returns
     -------
@@ -152,7 +156,8 @@ def project(x_address: Address, out_address: Address, *, w_address: Address | No
                                factors=factors, semiring=semiring, dtype=dtype,
                                output=OutputOptions(overwrite=overwrite,
                                                     compression=compression,
-                                                    chunk_rows=chunk_rows),
+                                                    chunk_rows=chunk_rows,
+                                                    zarr_format=zarr_format),
                                options=options))
 
 

@@ -65,3 +65,32 @@ def test_resume_does_not_take_a_partial_of_the_other_format(data: Path,
     proc = run_logmm(*args, "--resume")          # complete, but made as format 2
     assert "made from other inputs or options" in one_error_line(proc, codes=(1,))
     assert run_logmm(*args, "--zarr-format", "2", "--resume").returncode == 0   # complete
+
+
+def test_every_public_file_engine_takes_zarr_format(data: Path, tmp_path: Path) -> None:
+    """The Python API offers what the command line offers: ``zarr_format=2``."""
+    from logmm.chain_files import chain_files, power_file
+    from logmm.convert import convert
+    from logmm.einsum_files import einsum_files
+    from logmm.loglik import loglik
+    from logmm.multiply import multiply
+    from logmm.project import project
+
+    d = data
+    calls = {
+        "multiply": lambda out: multiply(d / "a.npy", d / "b.npy", out, zarr_format=2),
+        "project": lambda out: project(d / "a.npy", out, factors=[d / "f.npy"],
+                                       zarr_format=2),
+        "loglik": lambda out: loglik(d / "a.npy", out, mu=0.0, sigma=2.0, reduce="row",
+                                     zarr_format=2),
+        "einsum": lambda out: einsum_files("ij,jk->ik", [d / "a.npy", d / "b.npy"], out,
+                                           zarr_format=2),
+        "chain": lambda out: chain_files([d / "a.npy", d / "b.npy"], out, zarr_format=2),
+        "power": lambda out: power_file(d / "p.npy", 5, out, zarr_format=2),
+        "convert": lambda out: convert(d / "a.npy", out, zarr_format=2),
+    }
+    for name, call in calls.items():
+        call(tmp_path / f"{name}.zarr")
+        made = zarr.open_array(str(tmp_path / f"{name}.zarr"), path="data", mode="r")
+        assert made.metadata.zarr_format == 2, name
+        assert made.attrs["complete"] is True, name
