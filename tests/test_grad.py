@@ -377,10 +377,11 @@ def test_vjp_accepts_forward_results_near_the_range(dtype, low) -> None:
     tol = 8 * np.finfo(dtype).eps
     np.testing.assert_allclose(dA, eA, rtol=tol, atol=tol)
     np.testing.assert_allclose(dB, eB, rtol=tol, atol=tol)
-    # logeinsum_vjp shifts C by one constant: fine when every finite C is near `low`,
-    # refused (naming C, which the caller passed) when C mixes scales as here
-    with pytest.raises(InputError, match=r"^C holds"):
-        logeinsum_vjp("ij,jk->ik", [A, B], C, G)
+    # logeinsum_vjp shifts C by one constant where every finite C is near `low`, and
+    # sums term by term where C mixes scales as here (refused before)
+    gA, gB = logeinsum_vjp("ij,jk->ik", [A, B], C, G)
+    np.testing.assert_allclose(gA, dA, rtol=tol, atol=tol)
+    np.testing.assert_allclose(gB, dB, rtol=tol, atol=tol)
     A1, C1, G1 = A[:1], C[:1], G[:1]
     gA, gB = logeinsum_vjp("ij,jk->ik", [A1, B], C1, G1)
     eA, eB = _exact_vjp_given_C(A1, B, C1, G1)
@@ -472,3 +473,62 @@ def test_vjp_accepts_mixed_scales_and_matches_the_exact_gradient(dtype, kind: st
             assert got.dtype == dtype and not np.isnan(got).any()
             assert np.all(np.abs(got.astype(float) - exact) <= 32 * u * scale + floor)
     assert checked >= 15
+
+
+def _mixed_einsum_case(name: str, low: float, dtype):
+    rng = np.random.default_rng(3)
+    if name == "matmul":
+        ops = [np.array([[low, low], [0.0, -2.0]]), np.array([[0.0, 1.0], [0.0, -3.0]])]
+        return "ij,jk->ik", [op.astype(dtype) for op in ops]
+    if name == "diagonal, broadcast, 3 operands":
+        X = rng.normal(size=(3, 3))
+        X[0] += low
+        return "ii,ij,kj->ik", [X.astype(dtype), rng.normal(size=(3, 4)).astype(dtype),
+                                rng.normal(size=(1, 4)).astype(dtype)]
+    if name == "batch":
+        X, Y = rng.normal(size=(2, 2, 3)), rng.normal(size=(2, 3, 2))
+        X[0] += low
+        X[1, 0, 1] = -np.inf
+        return "bij,bjk->bik", [X.astype(dtype), Y.astype(dtype)]
+    X = np.array([[low, low - low / 4, 0.5], [0.0, 1.0, -np.inf]])   # "reduction"
+    return "ij->i", [X.astype(dtype)]
+
+
+@pytest.mark.parametrize("name", ["matmul", "diagonal, broadcast, 3 operands", "batch",
+                                  "reduction"])
+@pytest.mark.parametrize("dtype, low", [(np.float64, -5e307), (np.float64, -1.7e308),
+                                        (np.float32, -1e38), (np.float32, -3.3e38)])
+def test_logeinsum_vjp_accepts_mixed_scale_C(name: str, dtype, low: float) -> None:
+    # C with entries near `low` beside entries near 0 was refused ("C holds ... one
+    # constant cannot serve both"); now summed term by term (exact two-sum exponents)
+    subscripts, ops = _mixed_einsum_case(name, low, dtype)
+    C = logmm.logeinsum(subscripts, *ops)
+    G = signed_gradient(C.shape, dtype, seed=4)
+    grads = logeinsum_vjp(subscripts, ops, C, G)
+    exact, scales = exact_logeinsum_vjp(subscripts, ops, G, C=C)
+    u = float(np.finfo(dtype).eps) / 2
+    floor = 64 * float(np.finfo(dtype).tiny) * G.size * finite_max(G)
+    for got, ref, scale, op in zip(grads, exact, scales, ops, strict=True):
+        assert got.shape == op.shape and got.dtype == op.dtype
+        assert not np.isnan(got).any() and np.all(got[op == -np.inf] == 0)
+        assert np.all(np.abs(got.astype(np.float64) - ref) <= 32 * u * scale + floor)
+
+
+@pytest.mark.parametrize(("subscripts", "shapes"), CASES, ids=[c[0] for c in CASES])
+def test_logeinsum_vjp_term_by_term_path_on_every_einsum_case(
+        subscripts: str, shapes: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the path mixed-scale C takes, forced on every einsum test case (diagonals, ellipses,
+    # broadcasting, 1 to 4 operands): a shift that is never 0 and a reach of -1 make no
+    # constant shift serve
+    import logmm.grad as grad_mod
+    monkeypatch.setattr(grad_mod, "_SHIFT_REACH", -1.0)
+    monkeypatch.setattr(grad_mod, "_range_shift", lambda C, axis: np.asarray(-1.0))
+    ops = operands(shapes, np.float64, seed=2)
+    C = logmm.logeinsum(subscripts, *ops)
+    G = signed_gradient(C.shape, np.float64, seed=5)
+    grads = logeinsum_vjp(subscripts, ops, C, G)
+    exact, scales = exact_logeinsum_vjp(subscripts, ops, G, C=C)
+    tol = relative_tolerance(ops, C, G, np.float64)   # the 4 u (K + M) form used above
+    for got, ref, scale, op in zip(grads, exact, scales, ops, strict=True):
+        assert got.shape == op.shape and np.all(got[op == -np.inf] == 0)
+        assert np.all(np.abs(got - ref) <= tol * scale + 1e-300)
