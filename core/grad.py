@@ -123,7 +123,7 @@ def logmatmulexp_vjp(A: np.ndarray, B: np.ndarray, C: np.ndarray, G: np.ndarray,
     shape = batch + (A.shape[-2], B.shape[-1])
     C = _as_result(C, "C", shape, dtype, squeeze_a, squeeze_b)
     G = _as_result(G, "G", shape, dtype, squeeze_a, squeeze_b)
-    check_no_posinf(C, "C")
+    _check_result_finite_above(C)
     parts = _log_weight_parts(C, G)
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
@@ -224,18 +224,19 @@ def logeinsum_vjp(subscripts: str, operands: Sequence[np.ndarray], C: np.ndarray
     shape = tuple(sizes[c] for c in output)
     C = _as_result(C, "C", shape, dtype)
     G = _as_result(G, "G", shape, dtype)
-    check_no_posinf(C, "C")
+    _check_result_finite_above(C)
     parts = _log_weight_parts(C, G)
     c = float(_range_shift(C, axis=None))              # -C past the forward's guard: shift
     shifted_parts = parts
     if c:                     # the shift joins one operand, used everywhere as shifted
-        with np.errstate(invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):
             spread = float(np.max(np.where(np.isfinite(C), C - c, 0)))
         p0 = next((p for p, a in enumerate(full) if _near(a, c)), None)
         if spread > _SHIFT_REACH or p0 is None:
             # no one constant serves C (mixed scales) or no operand absorbs it accurately:
             # sum term by term over all labels, exponents by compensated two-sums
-            return _direct_einsum_vjp(inputs, output, full, C, G, sizes, operands, dtypes)
+            with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+                return _direct_einsum_vjp(inputs, output, full, C, G, sizes, operands, dtypes)
         full = [a - c if p == p0 else a for p, a in enumerate(full)]
         shifted_parts = _log_weight_parts(C - c, G)
 
@@ -285,6 +286,14 @@ def _as_result(X: np.ndarray, name: str, shape: tuple[int, ...], dtype: np.dtype
     if squeeze_a:
         X = X[..., np.newaxis, :]
     return X
+
+
+def _check_result_finite_above(C: np.ndarray) -> None:
+    """``+inf`` in C is an InputError (as in an operand); finite C above a quarter of the
+    range is not: the forward gives C up to half of it (each operand up to a quarter)."""
+    if C.size and np.isposinf(np.fmax.reduce(C, axis=None)):
+        raise InputError("C contains +inf, which is not a log-probability "
+                         "(log(0) is -inf; +inf would be an infinite probability)")
 
 
 def _log_weight_parts(C: np.ndarray, G: np.ndarray) -> list[tuple[float, np.ndarray]]:

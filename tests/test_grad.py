@@ -532,3 +532,41 @@ def test_logeinsum_vjp_term_by_term_path_on_every_einsum_case(
     for got, ref, scale, op in zip(grads, exact, scales, ops, strict=True):
         assert got.shape == op.shape and np.all(got[op == -np.inf] == 0)
         assert np.all(np.abs(got - ref) <= tol * scale + 1e-300)
+
+
+def test_vjp_accepts_C_above_a_quarter_of_the_range() -> None:
+    # operands up to max/4 give C up to max/2: C was refused by the operand rule
+    # ("C holds 4.9e307; log-values above 4.5e307 ... would overflow")
+    for dtype in (np.float64, np.float32):
+        top = float(np.finfo(dtype).max) / 4
+        A = np.array([[top, 0.0]], dtype)
+        B = np.array([[top], [1.0]], dtype)
+        C = logmatmulexp(A, B)
+        G = np.ones_like(C)
+        dA, dB = logmatmulexp_vjp(A, B, C, G)
+        np.testing.assert_array_equal(dA, np.array([[1.0, 0.0]], dtype))
+        np.testing.assert_array_equal(dB, np.array([[1.0], [0.0]], dtype))
+        gA, gB = logeinsum_vjp("ij,jk->ik", [A, B], C, G)
+        np.testing.assert_array_equal(gA, dA)
+        np.testing.assert_array_equal(gB, dB)
+
+
+def test_direct_rows_with_batch_broadcast_and_nan() -> None:
+    # rows no shift serves, in a batch with B broadcast along it: as exact per entry,
+    # NaN in G reaches its row's gradients (and every column of B it enters)
+    rng = np.random.default_rng(8)
+    X = 0.9 * float(np.finfo(np.float64).max)
+    A = np.where(rng.random((2, 3, 4)) < 0.5, -X, 0.0) + np.round(rng.normal(size=(2, 3, 4)))
+    B = np.where(rng.random((4, 3)) < 0.5, -X, 0.0) + np.round(rng.normal(size=(4, 3)))
+    A[1, 2] = -np.inf
+    C = logmatmulexp(A, B)
+    G = rng.normal(size=C.shape)
+    dA, dB = logmatmulexp_vjp(A, B, C, G)
+    (eA, eB), (sA, sB) = exact_logeinsum_vjp("bij,jk->bik", [A, B], G, C=C)
+    u = float(np.finfo(np.float64).eps) / 2
+    assert np.all(np.abs(dA - eA) <= 32 * u * sA + 1e-300)
+    assert np.all(np.abs(dB - eB) <= 32 * u * sB + 1e-300)
+    assert np.all(dA[1, 2] == 0)
+    G[0, 1, 0] = np.nan
+    dA, dB = logmatmulexp_vjp(A, B, C, G)
+    assert np.isnan(dA[0, 1]).any() and not np.isnan(np.delete(dA[0], 1, axis=0)).any()
