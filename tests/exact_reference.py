@@ -126,7 +126,8 @@ def exact_logeinsum(subscripts: str, *operands: np.ndarray) -> np.ndarray:
     return result
 
 
-def exact_logeinsum_vjp(subscripts: str, operands: list[np.ndarray], G: np.ndarray
+def exact_logeinsum_vjp(subscripts: str, operands: list[np.ndarray], G: np.ndarray,
+                        C: np.ndarray | None = None
                         ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Exact gradients of ``logeinsum(subscripts, *operands)`` against ``G``, and their
     error scales, by brute force over every label assignment (small inputs).
@@ -136,6 +137,9 @@ def exact_logeinsum_vjp(subscripts: str, operands: list[np.ndarray], G: np.ndarr
     ``P = exp(sum of the assignment's log-values - C*[out])`` and ``C*`` the exact
     (unrounded) result. Entries of G where ``C* = -inf`` contribute nothing; NaN inputs
     are not supported here. Operands broadcast along size-1 dimensions get the sum.
+    With ``C`` given: ``P = exp(sum of log-values - C[out])`` for that C, every exponent
+    formed exactly (2300 bits hold any sum of float64s); a ValueError if the C given lies
+    below one of its terms by more than 12 (C's own rounding at huge magnitude).
     """
     import itertools
 
@@ -155,10 +159,17 @@ def exact_logeinsum_vjp(subscripts: str, operands: list[np.ndarray], G: np.ndarr
                 values = [float(op[idx]) for op, idx in zip(operands, idxs, strict=True)]
                 if any(v == -math.inf for v in values):
                     continue
-                live.append((mpmath.fsum(mpmath.mpf(v) for v in values), idxs))
-            if not live:
+                if C is None:
+                    live.append((mpmath.fsum(mpmath.mpf(v) for v in values), idxs))
+                else:
+                    with mpmath.workprec(2300):
+                        e = mpmath.fsum(mpmath.mpf(v) for v in values) - float(C[out_index])
+                    if e > 12:
+                        raise ValueError("C lies below one of its terms")
+                    live.append((e, idxs))
+            if not live or (C is not None and float(C[out_index]) == -math.inf):
                 continue                  # C* = -inf: contributes nothing
-            total = mpmath.fsum(mpmath.exp(e) for e, _ in live)
+            total = mpmath.fsum(mpmath.exp(e) for e, _ in live) if C is None else 1
             g = mpmath.mpf(float(G[out_index]))
             for e, idxs in live:
                 share = mpmath.exp(e) / total

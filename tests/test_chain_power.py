@@ -473,3 +473,55 @@ def test_power_rule_holds_for_a_near_periodic_chain(n: int) -> None:
     exact = _exact_log_power(P, n)
     err = float(np.abs(got - exact).max())
     assert err <= (n - 1) * error_bound(P, P, np.dtype(np.float64)), err
+
+
+@pytest.mark.parametrize("n", [2 ** 20, 2 ** 30])
+@pytest.mark.parametrize("which", ["2x2", "6x6"])
+def test_float32_power_is_squared_in_float64_and_rounded_once(which: str, n: int) -> None:
+    # float32 squarings doubled a float32 error per squaring: 2x2, n = 2**30 was 11.7 nats
+    # off (6x6: 26.2). Now float64 squarings of the (exact) float32 values, one rounding:
+    # within (n - 1) b64 + half a float32 ulp of the result (measured <= 0.5 ulp).
+    from exact_reference import error_bound
+    if which == "2x2":
+        P = np.log(np.array([[0.3, 0.7], [0.6, 0.4]]))
+    else:
+        P = np.log((1 - 1e-3) * np.roll(np.eye(6), 1, axis=1) + 1e-3 / 6)
+    P32 = P.astype(np.float32)
+    got = chain_mod.log_power(P32, n)
+    assert got.dtype == np.float32
+    exact = _exact_log_power(P32, n)
+    b64 = error_bound(P32.astype(np.float64), P32.astype(np.float64), np.dtype(np.float64))
+    allowed = (n - 1) * b64 + np.spacing(np.abs(exact).astype(np.float32)) / 2
+    assert np.all(np.abs(got.astype(np.float64) - exact) <= allowed)
+
+
+def test_float32_power_beyond_float32_range() -> None:
+    # squared in float64, the result may leave float32's range: above it is an error
+    # (no +inf result), below it rounds to -inf as float32 products did
+    P = np.array([[3e37, -np.inf], [-np.inf, -3e38]], np.float32)
+    with pytest.raises(InputError, match="beyond the range of float32"):
+        chain_mod.log_power(P, 16)
+    got = chain_mod.log_power(np.array([[0.0, -np.inf], [-np.inf, -3e38]], np.float32), 2)
+    assert got.dtype == np.float32 and got[1, 1] == -np.inf and got[0, 0] == 0
+
+
+def test_cli_power_float32_large_n(tmp_path: Path) -> None:
+    # through `logmm power`: float32 in, float32 out, n = 2**30 within half a float32 ulp
+    # (plus the float64 rule) of 400-bit mpmath; a result beyond float32 is one error line
+    from cli_run import one_error_line, run_logmm
+    from exact_reference import error_bound
+    P = np.log(np.array([[0.3, 0.7], [0.6, 0.4]])).astype(np.float32)
+    np.save(tmp_path / "p.npy", P)
+    n = 2 ** 30
+    proc = run_logmm("power", tmp_path / "p.npy", "-n", str(n), "-o", tmp_path / "out.npy")
+    assert proc.returncode == 0, proc.stderr
+    got = np.load(tmp_path / "out.npy")
+    assert got.dtype == np.float32
+    exact = _exact_log_power(P, n)
+    b64 = error_bound(P.astype(np.float64), P.astype(np.float64), np.dtype(np.float64))
+    assert np.all(np.abs(got - exact) <= (n - 1) * b64 + np.spacing(np.abs(exact).astype(
+        np.float32)) / 2)
+    np.save(tmp_path / "big.npy", np.array([[3e37, -np.inf], [-np.inf, 0.0]], np.float32))
+    proc = run_logmm("power", tmp_path / "big.npy", "-n", "16", "-o", tmp_path / "big_out.npy")
+    assert "beyond the range of float32" in one_error_line(proc, codes=(1,))
+    assert not (tmp_path / "big_out.npy").exists()
