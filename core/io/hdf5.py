@@ -11,15 +11,24 @@
   flushed after creation. A compressed dataset allocates file space chunk by chunk as
   blocks land (a kill inside such a flush once left space records behind the chunk
   index: "addr overflow" on ``--resume``), so it is written in a side file of its own
-  (:func:`~logmm.io.layout.side_file`) and copied into the file at commit in one
-  ``H5Ocopy`` (raw chunks, no recompression) under its hidden name, flushed, then moved
-  to its name like an uncompressed one: until that flush nothing the file's other
-  objects use is written (new chunks and headers land in free space or past the end
-  recorded in the superblock, which HDF5 writes last), and a ``--resume`` after a kill
-  inside the copy deletes the half-copied hidden dataset and copies again from the
-  still-complete side file. Files in HDF5's newest format (superblock v3,
-  ``libver="latest"``) are refused: HDF5 marks them "open for writing" on disk, and
-  after a kill no program opens them until ``h5clear -s``.
+  (:func:`~logmm.io.layout.side_file`) and copied into the file at commit
+  (:meth:`HDF5Writer._copy_in`): its chunks as stored (no recompression) into an
+  anonymous dataset, inside anonymous groups for the missing ones of its path, flushed,
+  then linked under its name and flushed. An ``H5Ocopy`` into the hidden name, tried
+  first, linked the copy in the same flush that wrote it: HDF5 writes metadata in address
+  order and the superblock (with the end of file) last, so a kill in between left the
+  file's existing group naming objects past its end ("addr overflow"; 6 of 51 kill
+  points). Now the flush of the copy writes new objects only, and the link's flush
+  rewrites one existing group to name objects already inside the file. Killed before
+  that flush, the side file is there and ``--resume`` copies again (killed in the instant
+  between removing it and that flush, ``--resume`` computes afresh).
+- A resumed chunked partial file (a side file, or a compressed or ``--chunk-rows``
+  output file) is first rewritten from its recorded blocks' chunks
+  (:meth:`HDF5Writer._salvage`): past HDF5's first metadata block, a kill inside a flush
+  left files that failed with "addr overflow" when written again.
+- Files in HDF5's newest format (superblock v3, ``libver="latest"``) are refused as
+  containers: HDF5 marks them "open for writing" on disk, and after a kill no program
+  opens them until ``h5clear -s``.
 - Virtual datasets (``logmm merge``): a missing source file is refused when read
   (:func:`missing_virtual_sources`); :func:`merge_virtual` writes one over shard files,
   :func:`shard_files` lists the shard files beside an output.
