@@ -565,6 +565,8 @@ def _recorded_chunks(record: Any, step: int, shape: tuple[int, ...],
         n, rows = int(record.plan["n"]), int(record.plan["block_rows"])
     except (KeyError, TypeError, ValueError):
         return None
+    if n < row_offset + shape[0] or (row_offset == 0 and n != shape[0]):
+        return None                     # the blocks' rows are not the output's rows
     starts: set[int] = set()
     for index in record.done:
         r0 = max(0, index * rows - row_offset)
