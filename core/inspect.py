@@ -27,8 +27,11 @@ from .io.compression import describe_hdf5_filters, describe_zarr_codecs
 from .io.hdf5 import dataset_names, hdf5_open_error, missing_virtual_sources
 from .io.layout import (
     parse_partial_dataset,
+    parse_side_file,
     parse_work_address,
     parse_work_file,
+    partial_dataset,
+    side_file_glob,
     work_file_glob,
 )
 from .io.readers import open_array
@@ -242,6 +245,8 @@ def inspect_file(address: str | Path | ArrayAddress) -> FileInfo:
                 f"{array.name} is the partial dataset of an unfinished logmm run writing "
                 f"{head}{final}: rerun the same command with --resume to finish it, or "
                 "delete it")
+    if addr.format == "hdf5" and not temporary and addr.dataset is None:
+        _side_files(path, info)
     if addr.format == "npy" and not temporary:
         sidecar = sidecar_path(path)
         if sidecar.exists() and info.file_bytes is not None:
@@ -380,6 +385,38 @@ def _hdf5_array(addr: ArrayAddress, name: str, ds: Any, temporary: bool) -> Arra
     )
 
 
+def _side_files(path: Path, info: FileInfo) -> None:
+    """Add to ``info`` the datasets being written in side files beside the HDF5 file
+    ``path`` (compressed datasets added to it: :func:`logmm.io.layout.side_file`), under
+    the hidden name they have until copied in, as incomplete."""
+    import h5py
+
+    try:
+        candidates = sorted(path.parent.glob(side_file_glob(path.name)))
+    except OSError:
+        return
+    listed = {a.name for a in info.arrays}
+    for side in candidates:
+        dataset = parse_side_file(path, side.name)
+        if dataset is None:
+            continue
+        hidden = "/" + partial_dataset(dataset)
+        where = (f"{hidden} is the partial dataset of an unfinished logmm run writing "
+                 f"/{dataset}, held in the side file {side.name} until it is complete")
+        try:
+            with h5py.File(side, "r") as f:
+                array = _hdf5_array(ArrayAddress(side, "hdf5"), "/" + dataset, f[dataset],
+                                    temporary=True)
+        except Exception as exc:  # noqa: BLE001 - being written (locked), or cut by a kill
+            info.notes.append(f"{where}; it cannot be read now ({one_line(exc)})")
+            continue
+        if hidden not in listed:
+            array.name = hidden
+            info.arrays.append(array)
+        info.notes.append(f"{where}: rerun the same command with --resume to finish it, or "
+                          "delete that file")
+
+
 def _inspect_zarr(addr: ArrayAddress, temporary: bool) -> tuple[list[ArrayInfo], list[str]]:
     import zarr
 
@@ -457,6 +494,8 @@ def _parse(address: str | Path | ArrayAddress) -> tuple[ArrayAddress, bool]:
     :func:`parse_address` would recognise without saying they are unfinished."""
     work = None if isinstance(address, ArrayAddress) else parse_work_address(str(address))
     suffix = Path(work[1]).suffix.lower() if work is not None else ""
+    if work is not None and suffix not in EXTENSIONS:  # a side file: .OUT.h5#g%name.logmm-partial
+        suffix = Path(work[1].rpartition("#")[0]).suffix.lower()
     if work is None or suffix not in EXTENSIONS:
         return parse_address(address), False
     fmt = EXTENSIONS[suffix]

@@ -94,3 +94,15 @@ def test_shard_markers_round_trip(tmp_path: Path, index: int, count: int) -> Non
     assert layout.parse_marker(marker.name) == (index, count)
     assert layout.parse_marker("zarr.json") is None
     assert layout.parse_marker(layout.temporary_path(marker).name) is None
+
+
+def test_side_file_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "f[1].h5"
+    side = layout.side_file(path, "g/data")
+    assert side == tmp_path / ".f[1].h5#g%data.logmm-partial"
+    assert layout.parse_side_file(path, side.name) == "g/data"
+    assert layout.parse_side_file(path, layout.partial_path(path).name) is None
+    assert layout.record_file(layout.dataset_unit(path, "g/data")).name == side.name + ".json"
+    side.touch()
+    layout.partial_path(path).touch()
+    assert list(tmp_path.glob(layout.side_file_glob(path.name))) == [side]

@@ -8,9 +8,27 @@
 - Writing into an existing file (:func:`check_container`): storage of an uncompressed
   dataset is allocated when it is created, so writing blocks changes no HDF5 metadata
   and a ``kill -9`` while blocks are written leaves the file's structure as it was
-  flushed after creation; compressed datasets are refused there, and so are files in
-  HDF5's newest format (superblock v3, ``libver="latest"``): HDF5 marks them "open for
-  writing" on disk, and after a kill no program opens them until ``h5clear -s``.
+  flushed after creation. A compressed dataset allocates file space chunk by chunk as
+  blocks land (a kill inside such a flush once left space records behind the chunk
+  index: "addr overflow" on ``--resume``), so it is written in a side file of its own
+  (:func:`~logmm.io.layout.side_file`) and copied into the file at commit
+  (:meth:`HDF5Writer._copy_in`): its chunks as stored (no recompression) into an
+  anonymous dataset, inside anonymous groups for the missing ones of its path, flushed,
+  then linked under its name and flushed. An ``H5Ocopy`` into the hidden name, tried
+  first, linked the copy in the same flush that wrote it: HDF5 writes metadata in address
+  order and the superblock (with the end of file) last, so a kill in between left the
+  file's existing group naming objects past its end ("addr overflow"; 6 of 51 kill
+  points). Now the flush of the copy writes new objects only, and the link's flush
+  rewrites one existing group to name objects already inside the file. Killed before
+  that flush, the side file is there and ``--resume`` copies again (killed in the instant
+  between removing it and that flush, ``--resume`` computes afresh).
+- A resumed chunked partial file (a side file, or a compressed or ``--chunk-rows``
+  output file) is first rewritten from its recorded blocks' chunks
+  (:meth:`HDF5Writer._salvage`): past HDF5's first metadata block, a kill inside a flush
+  left files that failed with "addr overflow" when written again.
+- Files in HDF5's newest format (superblock v3, ``libver="latest"``) are refused as
+  containers: HDF5 marks them "open for writing" on disk, and after a kill no program
+  opens them until ``h5clear -s``.
 - Virtual datasets (``logmm merge``): a missing source file is refused when read
   (:func:`missing_virtual_sources`); :func:`merge_virtual` writes one over shard files,
   :func:`shard_files` lists the shard files beside an output.
@@ -31,7 +49,6 @@ from ..errors import (
     LogmmError,
     MissingInputError,
     OutputExistsError,
-    UsageError,
 )
 from .addresses import ArrayAddress
 from .base import (
@@ -47,7 +64,16 @@ from .base import (
     replace_path,
 )
 from .compression import ensure_hdf5_filters, hdf5_filter_kwargs
-from .layout import lock_file, parse_shard_file, partial_dataset, partial_path
+from .layout import (
+    dataset_unit,
+    lock_file,
+    parse_shard_file,
+    partial_dataset,
+    partial_path,
+    record_file,
+    side_file,
+    temporary_path,
+)
 
 __all__ = [
     "HDF5Reader",
@@ -226,16 +252,25 @@ class HDF5Writer(ArrayWriter):
     """HDF5 output: a chunked dataset (gzip/lzf/zstd/blosc/none), provenance in its attributes.
 
     Inside an existing file (``in_container``) the dataset is written under its hidden
-    name (:func:`partial_dataset`) and moved to its own name at commit; see the module notes.
+    name (:func:`partial_dataset`) and moved to its own name at commit; a compressed one
+    is written in its side file first and copied in at commit. See the module notes.
     """
 
     def __init__(self, address: ArrayAddress, shape: tuple[int, ...], dtype: Any,
                  **options: Any) -> None:
         """Takes the parameters of :class:`~logmm.io.base.ArrayWriter`."""
         self._file: Any = None
+        self._side: Any = None          # the side file (a compressed dataset added to a file)
         self._ds: Any = None
         self._shared_readers: list[Any] = []
         super().__init__(address, shape, dtype, **options)
+
+    @property
+    def side_path(self) -> Path | None:
+        """The side file this writer writes in (see the module notes), or None."""
+        if not self.in_container or self.compression in (None, "none"):
+            return None
+        return side_file(self.path, self.address.dataset)
 
     @property
     def shares_file_with_inputs(self) -> bool:
@@ -258,6 +293,16 @@ class HDF5Writer(ArrayWriter):
         if self.in_container:
             f = self._file if self._file is not None else self._open_container()
             self._file = f
+            if self.side_path is not None:
+                # the container stays open (one writer per file, as for an uncompressed
+                # dataset) and unchanged until commit copies the dataset in
+                self._side = h5py.File(self.side_path, "w", rdcc_nbytes=0)
+                self._ds = self._side.create_dataset(self.address.dataset, shape=self.shape,
+                                                     dtype=self.dtype, chunks=chunks,
+                                                     **filters)
+                self._ds.attrs["complete"] = False
+                self._side.flush()
+                return
             dcpl = None
             if not filters:
                 # storage reserved now: writing blocks then changes no HDF5 metadata, so a
@@ -301,14 +346,24 @@ class HDF5Writer(ArrayWriter):
     def _partial_exists(self) -> bool:
         if not self.in_container:
             return super()._partial_exists()
+        if self.side_path is not None:
+            return self.side_path.exists()
         return container_holds(self.address, partial_dataset(self.address.dataset_name))
 
     def _discard_partial(self) -> None:
         if not self.in_container:
             super()._discard_partial()
             return
+        if self.side_path is not None:
+            self._close_side()
+            remove_path(self.side_path)
         if self._file is None:
             self._file = self._open_container()
+        self._drop_hidden()
+
+    def _drop_hidden(self) -> None:
+        """Delete the hidden dataset from the container (an abandoned partial one, or one a
+        killed commit copied in part or whole) and flush."""
         hidden = partial_dataset(self.address.dataset_name)
         if hidden in self._file:
             del self._file[hidden]
@@ -324,19 +379,72 @@ class HDF5Writer(ArrayWriter):
     def _reopen(self) -> None:
         import h5py
 
+        dataset = self.address.dataset or ""
         if self.in_container:
             self._file = self._open_container()
-            self._ds = self._file[partial_dataset(self.address.dataset_name)]
+            if self.side_path is not None:
+                self._salvage(self.side_path, dataset,
+                              record_file(dataset_unit(self.path, dataset)))
+                self._side = h5py.File(self.side_path, "r+", rdcc_nbytes=0)
+                self._ds = self._side[dataset]
+            else:
+                self._ds = self._file[partial_dataset(self.address.dataset_name)]
         else:
+            if self._layout()[0] is not None:
+                self._salvage(self.tmp_path, dataset, record_file(self.path))
             self._file = h5py.File(self.tmp_path, "r+", rdcc_nbytes=0)
-            self._ds = self._file[self.address.dataset]
+            self._ds = self._file[dataset]
         self._check_reopened(self._ds.shape, self._ds.dtype)
+
+    def _salvage(self, path: Path, dataset: str, record: Path) -> None:
+        """Rewrite the chunked partial file ``path`` of an interrupted run as a new file
+        holding, as stored, the chunks of the blocks its resume ``record`` counts as
+        stored (every indexed chunk when the record does not say which rows those are);
+        raise when one cannot be read.
+
+        A kill inside a flush can leave the file's chunk index ahead of the end of file
+        its superblock records (HDF5 writes the superblock last), for the block that was
+        being stored: written into again, such a file fails with "addr overflow", or
+        places new chunks over ones the index still names. The stored blocks' chunks were
+        flushed whole before the record counted them; the new file is consistent.
+        """
+        import h5py
+
+        from .resume import ResumeRecord
+
+        fresh = temporary_path(path, "new")
+        try:
+            with h5py.File(path, "r") as old, h5py.File(fresh, "w", rdcc_nbytes=0) as new:
+                source = old[dataset]
+                self._check_reopened(source.shape, source.dtype)
+                chunks, filters = self._layout()
+                if chunks is None or source.chunks != chunks:
+                    raise ValueError(f"partial output has chunks {source.chunks}, not {chunks}")
+                copy = new.create_dataset(dataset, shape=self.shape, dtype=self.dtype,
+                                          chunks=chunks, **filters)
+                copy.attrs["complete"] = False
+
+                def one(offset: tuple[int, ...]) -> None:
+                    mask, data = source.id.read_direct_chunk(offset)
+                    copy.id.write_direct_chunk(offset, data, mask)
+
+                starts = _recorded_chunks(ResumeRecord.load(record), chunks[0], self.shape,
+                                          self.row_offset)
+                if starts is None:
+                    source.id.chunk_iter(lambda info: one(info.chunk_offset))
+                for start in starts or ():
+                    one((start,) + (0,) * (len(self.shape) - 1))
+            os.replace(fresh, path)
+        finally:
+            remove_path(fresh)
 
     def _write(self, key: Any, block: np.ndarray) -> None:
         self._ds[key] = block
 
     def _flush(self) -> None:
-        if self._file is not None:
+        if self._side is not None:
+            self._side.flush()
+        elif self._file is not None:
             self._file.flush()
 
     def _store_attrs(self, attrs: dict[str, Any]) -> None:
@@ -351,18 +459,74 @@ class HDF5Writer(ArrayWriter):
         import h5py
 
         f, final = self._file, self.address.dataset_name
+        link = self._copy_in(attrs) if self._side is not None else None
         if final in f:                      # --overwrite (checked by commit)
             if not isinstance(f[final], h5py.Dataset):
                 raise OutputExistsError(f"{self.address} became a group while logmm ran; "
                                         "a group is never replaced")
             del f[final]
-        f.move(partial_dataset(final), final)
+        if link is None:
+            f.move(partial_dataset(final), final)
+        else:
+            parent, name, node = link
+            parent[name] = node             # the file's one change to what it held
+            # before the flush that publishes it: a kill between the two leaves the file
+            # as flushed after the copy, which --resume computes afresh, rather than a
+            # finished dataset beside a side file nothing would remove
+            self._close_side()
+            remove_path(side_file(self.path, self.address.dataset))
         f.flush()
         self._close()
+
+    def _copy_in(self, attrs: dict[str, Any]) -> tuple[Any, str, Any]:
+        """Copy the side file's finished dataset into the container, unlinked, and flush:
+        ``(group, name, node)`` such that ``group[name] = node`` then publishes it.
+
+        The copy is an anonymous dataset (the compressed chunks as stored, and ``attrs``)
+        inside anonymous groups for the missing ones of its path: new objects only, which
+        nothing the file held references, so a kill before the flush has ended leaves at
+        most unreachable bytes, and once it has ended the superblock covers all of them
+        (HDF5 writes the superblock last). Linking then rewrites one existing group in
+        place (see the module notes).
+        """
+        import h5py
+
+        f, source = self._file, self._ds
+        self._side.flush()
+        self._drop_hidden()                 # a partial dataset of an older run of it
+        *groups, name = (self.address.dataset or "").strip("/").split("/")
+        parent = f
+        while groups and groups[0] in parent:
+            parent = parent[groups.pop(0)]  # a group: check_output refused anything else
+        chunks, filters = self._layout()
+        node = f.create_dataset(None, shape=self.shape, dtype=self.dtype, chunks=chunks,
+                                **filters)
+        if chunks is None:                  # empty or 0-D: nothing compressed to copy
+            node[...] = source[...]
+        else:
+            def one(info: Any) -> None:
+                mask, data = source.id.read_direct_chunk(info.chunk_offset)
+                node.id.write_direct_chunk(info.chunk_offset, data, mask)
+            source.id.chunk_iter(one)
+        for key, value in attrs.items():
+            if value is not None:
+                node.attrs[key] = value
+        for group_name in reversed(groups):  # the missing groups, innermost first
+            group = h5py.Group(h5py.h5g.create(f.id, None))
+            group[name] = node
+            node, name = group, group_name
+        f.flush()
+        return parent, name, node
+
+    def _close_side(self) -> None:
+        side, self._side = self._side, None
+        if side is not None:
+            side.close()
 
     def _close(self) -> None:
         f, self._file = self._file, None
         try:
+            self._close_side()
             if f is not None:
                 f.close()
         finally:
@@ -378,15 +542,37 @@ class HDF5Writer(ArrayWriter):
         # After a failed write (disk full) HDF5 2.0 still holds dirty metadata; closing
         # the file then fails, and the library crashes (SIGSEGV) when it frees the file
         # at exit. The partial output is being discarded anyway: empty it first, and the
-        # close's last writes land in freed space and succeed. (Never inside an existing
-        # file: there the hidden dataset is deleted and the file kept.)
-        if (self._file is not None and not self.committed and not self.in_container
-                and not self.suspended):
+        # close's last writes land in freed space and succeed. (Never an existing file:
+        # there the hidden dataset is deleted and the file kept; a side file is emptied.)
+        side = self.side_path if self._side is not None else None
+        if not self.committed and not self.suspended and (
+                side is not None or (self._file is not None and not self.in_container)):
             try:
-                os.truncate(self.tmp_path, 0)
+                os.truncate(side or self.tmp_path, 0)     # the side file is discarded too
             except OSError:
                 pass
         super().abort()
+
+
+def _recorded_chunks(record: Any, step: int, shape: tuple[int, ...],
+                     row_offset: int) -> list[int] | None:
+    """The first rows of the storage chunks (``step`` rows each) that the blocks a resume
+    ``record`` counts as stored overlap, or None when it does not say which rows those
+    blocks are."""
+    if record is None or not shape:
+        return None
+    try:
+        n, rows = int(record.plan["n"]), int(record.plan["block_rows"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if n < row_offset + shape[0] or (row_offset == 0 and n != shape[0]):
+        return None                     # the blocks' rows are not the output's rows
+    starts: set[int] = set()
+    for index in record.done:
+        r0 = max(0, index * rows - row_offset)
+        r1 = min(shape[0], min(n, (index + 1) * rows) - row_offset)
+        starts.update(range(r0 - r0 % step, r1, step))
+    return sorted(starts)
 
 
 def _container_unwritable(path: Path, exc: BaseException) -> LogmmError:
@@ -501,21 +687,11 @@ def writes_into(path: str | Path) -> bool:
 
 def check_container(addr: ArrayAddress, compression: str | None) -> None:
     """Refuse adding ``addr`` to its existing file when that cannot be made kill-safe
-    (newest file format; a compressed dataset); else note that this process writes into
-    it (:func:`writes_into`)."""
+    (the newest file format); else note that this process writes into it
+    (:func:`writes_into`). A compressed dataset is written in a side file first (see the
+    module notes)."""
     path = addr.path
     _refuse_newest_format(path)
-    if compression not in (None, "none"):
-        # A compressed dataset allocates file space chunk by chunk as blocks land;
-        # a kill -9 inside a flush then left HDF5's space records behind its chunk
-        # index, and --resume failed with "addr overflow" (seen under load in CI).
-        # Uncompressed storage is allocated whole at creation: block writes touch
-        # no metadata, so only those are added to a file that holds other data.
-        raise UsageError(
-            f"{addr}: --compression {compression} cannot add to an existing HDF5 "
-            "file (compressed chunks change the file's space records while blocks "
-            "are written, which a killed run can leave inconsistent); add it "
-            "uncompressed, or write a new compressed file")
     _WRITTEN_CONTAINERS.add(path.resolve())
 
 

@@ -12,6 +12,8 @@ Beside an output ``dir/NAME`` (``NAME`` is ``out.h5``, ``out.zarr``, ``out.npy``
 - ``NAME.json``: the provenance sidecar of a ``.npy`` output (:func:`sidecar_path`);
 - ``NAME#group%name``: the unit a dataset inside an existing container names its record
   and lock after (:func:`dataset_unit`);
+- ``.NAME#group%name.logmm-partial``: the side file a compressed dataset added to an
+  existing HDF5 file is written in before it is copied into that file (:func:`side_file`);
 - ``STEM.shard-IIII-of-NNNN.SUFFIX``: one ``--shard`` file of an HDF5 output, or the unit a
   Zarr shard names its lock and record after (:func:`shard_path`);
 - ``DATASET/.logmm-shards/IIII-of-NNNN.json`` inside a shared Zarr store: the marker of a
@@ -43,7 +45,10 @@ __all__ = [
     "partial_path",
     "record_file",
     "shard_path",
+    "parse_side_file",
     "shard_tag",
+    "side_file",
+    "side_file_glob",
     "sidecar_path",
     "temporary_path",
     "unique_temporary_path",
@@ -124,6 +129,28 @@ def dataset_unit(path: str | Path, dataset: str | None) -> Path:
     path = Path(path)
     key = (dataset or "").replace("/", "%")
     return path.with_name(f"{path.name}#{key}")
+
+
+def side_file(path: str | Path, dataset: str | None) -> Path:
+    """The side file of a compressed dataset added to the existing HDF5 file ``path``:
+    ``dir/.OUT#group%name.logmm-partial`` (the partial output of its
+    :func:`dataset_unit`, whose record is ``….logmm-partial.json``)."""
+    return partial_path(dataset_unit(path, dataset))
+
+
+def parse_side_file(path: str | Path, name: str) -> str | None:
+    """``"group/name"`` when ``name`` is a :func:`side_file` of the file ``path``, else None."""
+    prefix, suffix = f".{Path(path).name}#", f"{_PREFIX}partial"
+    if not (name.startswith(prefix) and name.endswith(suffix)) or len(name) <= len(prefix + suffix):
+        return None
+    return name[len(prefix):-len(suffix)].replace("%", "/")
+
+
+def side_file_glob(name: str) -> str:
+    """A glob pattern matching the side files beside the output ``name`` (and perhaps
+    others: check each with :func:`parse_side_file`)."""
+    escaped = re.sub(r"([*?\[])", r"[\1]", name)
+    return f".{escaped}#*{_PREFIX}partial"
 
 
 def record_file(unit: str | Path) -> Path:

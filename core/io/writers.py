@@ -28,7 +28,9 @@ HDF5 inside an existing file: the dataset's storage is allocated when it is crea
 (unfiltered outputs), so writing blocks changes no HDF5 metadata and a ``kill -9`` while
 blocks are written leaves the file's structure as it was flushed after creation; the
 metadata changes (create, attributes and link move at commit) are each flushed at once,
-so only a kill inside those few milliseconds can leave the file needing repair. Files in
+so only a kill inside those few milliseconds can leave the file needing repair. A
+compressed dataset is written in a side file and copied in at commit (see
+:mod:`logmm.io.hdf5`). Files in
 HDF5's newest format (superblock v3, ``libver="latest"``) are refused: HDF5 marks them
 "open for writing" on disk, and after a kill no program opens them until ``h5clear -s``.
 Inputs read from the same HDF5 file are read through the writer's own handle (h5py
