@@ -216,7 +216,8 @@ def run_dask(pending: Sequence[Any], task: Callable[[Any], Any],
 
     def submit(block: Any) -> Any:
         future = client.submit(_apply, task, block, pure=False, retries=RETRIES,
-                               key=f"logmm-block-{block[0]}-{tag}")
+                               key=f"logmm-block-{'-'.join(map(str, block[:1] + block[3:4]))}"
+                                   f"-{tag}")
         futures[future] = block
         return future
 
