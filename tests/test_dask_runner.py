@@ -280,6 +280,30 @@ def test_project_and_loglik_equal_local(tmp_path: Path, client, ext: str) -> Non
         assert same_bits(read(tmp_path / f"{op}-dask.{ext}"), read(tmp_path / f"{op}-local.{ext}"))
 
 
+def test_tasks_writing_piece_by_piece_give_local_bytes(tmp_path: Path, client) -> None:
+    """A task whose block spans several output chunks computes and writes it in pieces
+    (a piece's write overlapping the next one's compute): the bytes stay the local ones,
+    for multiply and project (pieces) and loglik (one piece)."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(1500, 48)) * 30
+    x[5] = -np.inf
+    xa = write_h5(tmp_path / "x.h5", "x", x, chunk_rows=300)
+    np.save(tmp_path / "b.npy", rng.normal(size=(48, 40)) * 30)
+    np.save(tmp_path / "w.npy", rng.normal(size=(5, 8)))
+    x_ok = write_h5(tmp_path / "xf.h5", "x", np.where(np.isinf(x), 0.0, x), chunk_rows=300)
+    rows = {"block_rows": 300, "chunk_rows": 30}
+    for tag, sched in (("dask", client), ("local", "local")):
+        with one_blas_thread():
+            multiply(xa, tmp_path / "b.npy", tmp_path / f"m-{tag}.zarr", scheduler=sched,
+                     **rows)
+            project(xa, tmp_path / f"p-{tag}.zarr", w_address=tmp_path / "w.npy", blocks=6,
+                    semiring="log", scheduler=sched, **rows)
+            loglik(x_ok, tmp_path / f"l-{tag}.zarr", mu=0.5, sigma=1.5, scheduler=sched,
+                   **rows)
+    for op in "mpl":
+        assert same_bits(read(tmp_path / f"{op}-dask.zarr"), read(tmp_path / f"{op}-local.zarr"))
+
+
 def test_shards_into_one_zarr_store_on_dask(tmp_path: Path, wide, client) -> None:
     out = tmp_path / "c.zarr"
     first = multiply(wide["a"], wide["b"], out, memory=SMALL_MEMORY, shard="0/2",
