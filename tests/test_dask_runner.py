@@ -280,6 +280,39 @@ def test_project_and_loglik_equal_local(tmp_path: Path, client, ext: str) -> Non
         assert same_bits(read(tmp_path / f"{op}-dask.{ext}"), read(tmp_path / f"{op}-local.{ext}"))
 
 
+def test_local_partial_resumed_on_dask_keeps_one_task_per_block(tmp_path: Path, wide,
+                                                               client, monkeypatch) -> None:
+    """A partial store a local run left (chunks of whole rows) is resumed on dask with one
+    task per block (panels looped inside), never with panel tasks sharing a chunk."""
+    from logmm import engine
+
+    real = engine.run_pipeline
+
+    def interrupted(blocks, load, compute, store, on_stored):
+        def stop_after_two(block):
+            on_stored(block)
+            if block[0] == 1:
+                raise KeyboardInterrupt
+        return real(blocks, load, compute, store, on_stored=stop_after_two)
+
+    out = tmp_path / "c.zarr"
+    monkeypatch.setattr(engine, "run_pipeline", interrupted)
+    with one_blas_thread(), pytest.raises(KeyboardInterrupt):
+        multiply(wide["a"], wide["b"], out, memory=SMALL_MEMORY, block_rows=50)
+    monkeypatch.setattr(engine, "run_pipeline", real)
+    assert partial_kept(out)
+    since = time.time()
+    res = multiply(wide["a"], wide["b"], out, memory=SMALL_MEMORY, block_rows=50,
+                   resume=True, scheduler=client)
+    assert res.resumed_blocks == 2 and len(res.plan.col_panels()) >= 3
+    keys = [str(t["key"]) for t in block_tasks(client, since)]
+    assert len(keys) == len(res.plan.row_blocks()) - 2, keys    # one task per block
+    with one_blas_thread():
+        multiply(wide["a"], wide["b"], tmp_path / "local.zarr", memory=SMALL_MEMORY,
+                 block_rows=50)
+    assert same_bits(read(out), read(tmp_path / "local.zarr"))
+
+
 def test_tasks_writing_piece_by_piece_give_local_bytes(tmp_path: Path, client) -> None:
     """A task whose block spans several output chunks computes and writes it in pieces
     (a piece's write overlapping the next one's compute): the bytes stay the local ones,
