@@ -3,7 +3,7 @@
 #                (results in demo_output/make-demo/)
 #   make test    create .venv if needed, install with test extras, lint, run the suite,
 #                then the examples/ pipelines (Make, Snakemake, SLURM script; pytest -m examples)
-#   make bench   run benchmarks/ and print ratio tables
+#   make bench   run benchmarks/ and print ratio tables (with the bench extra: dask too)
 #   make bench-plots  measure again and redraw the PNGs in docs/img/ (docs/benchmarks.md)
 
 PYTHON ?= python3
@@ -71,7 +71,7 @@ test: lint
 test-slow: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m slow
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench_logmatmul.py
 	$(BIN)/python benchmarks/bench_latency.py
 	$(BIN)/python benchmarks/bench_streaming.py

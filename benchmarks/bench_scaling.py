@@ -4,8 +4,8 @@ client, per-block costs, and an estimate for 1 TB on 64 nodes built from them
 
 A (rows x K float64, HDF5, chunked by the block) times B (K x M) with ``logmm.multiply``
 on the same block plan, into a Zarr output (dask workers write their own chunks) and an
-HDF5 output (the calling process writes what the tasks return), each of these ways,
-interleaved and shuffled (benchmarks/timing.py):
+HDF5 output (dask workers write their blocks one at a time under the file's cluster
+lock), each of these ways, interleaved and shuffled (benchmarks/timing.py):
 
 - ``local-2``: one process, the read-ahead / compute / write-behind pipeline,
   ``--threads 2``;
@@ -220,15 +220,15 @@ def main(argv: list[str] | None = None) -> int:
         estimate(parts, block_mib, cores=cores)
     if "dask-2" in medians.get("zarr", {}):
         node = in_mib / medians["zarr"]["dask-2"]
-        dask_estimate(node, fs_gbps=args.fs_gbps)
+        dask_estimate(node, fs_gbps=args.fs_gbps, write_mib_s=block_mib / parts["write"])
     return 0
 
 
-def dask_estimate(node_mib_s: float, fs_gbps: float, nodes: int = 64,
+def dask_estimate(node_mib_s: float, fs_gbps: float, write_mib_s: float, nodes: int = 64,
                   total_tb: float = 1.0) -> None:
     """1 TB of A through ``--scheduler dask`` with workers writing Zarr chunks on
     ``nodes`` nodes, each as fast as this one's ``dask-2`` run, the filesystem carrying
-    at most ``fs_gbps`` GB/s each way."""
+    at most ``fs_gbps`` GB/s each way; an HDF5 output at one writer's ``write_mib_s``."""
     total = total_tb * 1e12
     compute = total / (nodes * node_mib_s * MiB)
     filesystem = total / (fs_gbps * 1e9)
@@ -239,6 +239,10 @@ def dask_estimate(node_mib_s: float, fs_gbps: float, nodes: int = 64,
           f"{fs_gbps:g} GB/s each way -> {filesystem:.0f} s to read A, as long to write C")
     print(f"the run takes about max = {max(compute, filesystem):.0f} s; bytes through the "
           "client: the tasks' summaries only (a few hundred bytes per block)")
+    one_file = total / (min(write_mib_s * MiB, fs_gbps * 1e9))
+    print(f"an HDF5 output instead: one file, written one block at a time under its lock, "
+          f"at one writer's rate at most ({write_mib_s:.0f} MiB/s measured here) -> "
+          f">= {one_file:.0f} s")
 
 
 def estimate(parts: dict[str, float], block_mib: float, nodes: int = 64,

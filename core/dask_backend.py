@@ -8,9 +8,14 @@ for bit the local one).
 - **Workers write their own chunks** where the output allows it: a Zarr output's partial
   store (blocks are whole chunks, so tasks never share one; no lock), including the shared
   store of ``--shard`` runs. The task then returns only its block's small summary (the
-  kernel's tier counts); this process marks the block in the resume record. HDF5 and
-  ``.npy`` outputs are written here, from the values the tasks return (HDF5 allows one
-  writing process per file).
+  kernel's tier counts); this process marks the block in the resume record. An HDF5
+  output's partial file is written by the tasks too, one at a time under a cluster lock
+  (:mod:`logmm.io.hdf5_locked`; HDF5 allows one writing process per file), while this
+  process keeps it closed. An output added to an existing HDF5 file, and ``.npy``, are
+  written here, from the values the tasks return. A task writes its block in pieces, a
+  piece's write overlapping the next one's compute (:func:`logmm.engine._compute_writing`).
+- **Column panels are tasks**: a plan with column panels runs as one task per (block,
+  panel) into a Zarr store chunked by panel; K-chunks are folded in k order inside it.
 - **Inputs travel as addresses**: a reader pickles to its (absolute) address and a worker
   reopens it, once per process (:func:`logmm.io.base.reopen_reader`); a task reads B (or its panels)
   from the file, nothing is scattered, so a task can run again anywhere. Workers need the
@@ -216,7 +221,8 @@ def run_dask(pending: Sequence[Any], task: Callable[[Any], Any],
 
     def submit(block: Any) -> Any:
         future = client.submit(_apply, task, block, pure=False, retries=RETRIES,
-                               key=f"logmm-block-{block[0]}-{tag}")
+                               key=f"logmm-block-{'-'.join(map(str, block[:1] + block[3:4]))}"
+                                   f"-{tag}")
         futures[future] = block
         return future
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -272,6 +272,10 @@ class Job(Generic[R]):
     use_plan : callable, optional
         Called with the plan once it is fixed (the recorded one when resuming), before
         any block is read.
+    compute_panel : callable, optional
+        ``compute_panel(block, (c0, c1), data) -> (values, partial summary)``: columns
+        ``c0:c1`` of the block, the bytes ``compute`` stores there. With it, a plan with
+        column panels (``plan.col_panels()``) runs on dask as (block, panel) tasks.
     """
 
     operation: str
@@ -293,6 +297,7 @@ class Job(Generic[R]):
     progress_unit: str = "row"
     progress_total: int | None = None
     use_plan: Callable[[Any], None] | None = None
+    compute_panel: Callable[[Block, tuple[int, int], Any], tuple[np.ndarray, Any]] | None = None
     stack: ExitStack = field(default_factory=ExitStack)
     started: float = field(default_factory=time.perf_counter)
 
@@ -403,40 +408,135 @@ def _run_rows(job: Job, output: OpenOutput) -> Any:
     # the task below travels to dask workers: it holds what it needs, not the job
     writer, shape, dtype, job_compute = output.writer, job.shape, job.dtype, job.compute
     assert shape is not None and dtype is not None
-    parts: dict[int, Any] = {}
+    if (panels := _task_panels(job, output)) is not None:
+        return _run_tiles(job, output, panels)
+    parts: dict[int, list[Any]] = {}
+    chunk_rows = output.writer.chunk_rows
 
-    def compute(block: Block, data: Any) -> tuple[np.ndarray | None, Any]:
+    def compute(block: Block, data: Any) -> tuple[np.ndarray | None, list[Any]]:
         _, r0, r1 = block
         rows = (r1 - r0, *shape[1:])
         view = writer.region_view(r0, 0, rows) if len(rows) == 2 else None
         out = view if view is not None else np.empty(rows, dtype)
-        part = job_compute(block, data, out, _no_advance)
         if view is None and writer.writes_in_task:   # a dask task writing its own chunks
-            writer.write_rows(r0, out)
-            return None, part
-        return (None if view is not None else out), part
+            return None, _compute_writing(block, data, out, job_compute, writer, chunk_rows)
+        part = job_compute(block, data, out, _no_advance)
+        return (None if view is not None else out), [part]
 
-    def store(block: Block, computed: tuple[np.ndarray | None, Any]) -> None:
-        values, part = computed
+    def store(block: Block, computed: tuple[np.ndarray | None, list[Any]]) -> None:
+        values, block_parts = computed
         if values is not None:                 # else computed straight into a memory map
             writer.write_rows(block[1], values)
         writer.flush()
-        parts[block[0]] = part
+        parts[block[0]] = block_parts
 
     _execute(job, output, compute, store)
-    return job.summarize([parts[i] for i in sorted(parts)])
+    return job.summarize([p for i in sorted(parts) for p in parts[i]])
 
 
-def _execute(job: Job, output: OpenOutput, compute: Callable[[Block, Any], Any],
-             store: Callable[[Block, Any], None]) -> None:
-    """Run ``output.pending`` through ``load`` → ``compute`` → ``store``, locally or on
-    dask, marking each stored block in the record and on the progress bar (rows)."""
+#: pieces a dask task cuts its block into, so that it writes one piece while it computes
+#: the next (what the local pipeline's writer thread overlaps): a single-threaded worker
+#: otherwise spent half of each Zarr block waiting for the write (zstd and the chunk
+#: files; profiled on bench_scaling's blocks of 8192 x 256)
+TASK_PIECES = 4
+
+
+def _compute_writing(block: Block, data: Any, out: np.ndarray, job_compute: Compute,
+                     writer: Any, chunk_rows: int) -> list[Any]:
+    """Compute ``block`` into ``out`` and write it through ``writer`` (a dask task's),
+    piece by piece (whole output chunks, :data:`TASK_PIECES`) with each piece's write
+    overlapping the next one's compute; return the pieces' partial summaries. The
+    pieces are the block's rows cut again, which gives the same bytes (the kernels' rows
+    are independent); data that cannot be cut by rows (not an array) is one piece, as are
+    writes that must run on the task's thread (HDF5 under its cluster lock)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    i, r0, r1 = block
+    step = -(-(r1 - r0) // TASK_PIECES)
+    step = max(1, chunk_rows) * max(1, -(-step // max(1, chunk_rows)))   # whole chunks
+    if step >= r1 - r0 or not (data is None or isinstance(data, np.ndarray)) \
+            or not writer.overlaps_writes:
+        part = job_compute(block, data, out, _no_advance)
+        writer.write_rows(r0, out)
+        return [part]
+    pieces, writes = [], []
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            for a in range(r0, r1, step):
+                b = min(r1, a + step)
+                piece = out[a - r0:b - r0]
+                pieces.append(job_compute((i, a, b), None if data is None
+                                          else data[a - r0:b - r0], piece, _no_advance))
+                writes.append(pool.submit(writer.write_rows, a, piece))
+        finally:
+            for write in writes:
+                write.result()            # the block is stored when the task returns
+    return pieces
+
+
+def _task_panels(job: Job, output: OpenOutput) -> list[tuple[int, int]] | None:
+    """The column panels to run as tasks of their own: on dask, with a plan of several
+    panels, a job that computes by panel and a writer whose tasks write whole chunks of
+    one panel (a Zarr store chunked by panel, as :func:`_panel_width` makes it); None
+    otherwise (a task then computes its block's panels one after the other)."""
+    panels: list[tuple[int, int]] = getattr(output.plan, "col_panels", list)()
+    cols = getattr(output.writer, "chunk_cols", None)
+    if _local(job.options) or job.compute_panel is None or len(panels) < 2 or not cols \
+            or output.writer.task_target() is None \
+            or any(c0 % cols or (c1 - c0) % cols and c1 != job.shape[1]  # type: ignore[index]
+                   for c0, c1 in panels):
+        return None
+    return panels
+
+
+#: ``(block index, r0, r1, c0, c1)``: one column panel of a row block, a dask task
+Tile = tuple[int, int, int, int, int]
+
+
+def _run_tiles(job: Job, output: OpenOutput, panels: list[tuple[int, int]]) -> Any:
+    """Run the pending blocks as (block, panel) tasks, each writing its tile (whole
+    chunks) into the partial store; a block counts as stored (resume record, progress)
+    once all its panels are. Contraction chunks are folded in k order inside a task (the
+    local bytes; separate K tasks would ship float64 partials between workers)."""
+    writer, compute_panel = output.writer, job.compute_panel
+    assert compute_panel is not None
+    tiles: list[Tile] = [(i, r0, r1, c0, c1) for i, r0, r1 in output.pending
+                         for c0, c1 in panels]
+    left = {i: len(panels) for i, _, _ in output.pending}
+    parts: dict[int, list[Any]] = {i: [] for i in left}
+
+    def compute(tile: Tile, data: Any) -> Any:
+        i, r0, r1, c0, c1 = tile
+        values, part = compute_panel((i, r0, r1), (c0, c1), data)
+        writer.write_region(r0, c0, values)
+        return part
+
+    def store(tile: Tile, part: Any) -> None:
+        parts[tile[0]].append(part)
+        left[tile[0]] -= 1
+
+    def stored(tile: Tile) -> Block | None:
+        return tile[:3] if not left[tile[0]] else None     # type: ignore[return-value]
+
+    _execute(job, output, compute, store, units=tiles, unit_done=stored)
+    return job.summarize([p for i in sorted(parts) for p in parts[i]])
+
+
+def _execute(job: Job, output: OpenOutput, compute: Callable[[Any, Any], Any],
+             store: Callable[[Any, Any], None], *, units: list[Any] | None = None,
+             unit_done: Callable[[Any], Block | None] | None = None) -> None:
+    """Run ``output.pending`` (or ``units``, tiles of them) through ``load`` →
+    ``compute`` → ``store``, locally or on dask, marking each stored block (the block
+    ``unit_done(unit)`` names once it is whole) in the record and on the progress bar."""
     options, record, pending = job.options, output.record, output.pending
     n_rows = output.total_rows
     bar = progress_bar(n_rows, options.progress, job.operation)
     bar.update(n_rows - sum(r1 - r0 for _, r0, r1 in pending))
 
-    def stored(block: Block) -> None:
+    def stored(unit: Any) -> None:
+        block = unit if unit_done is None else unit_done(unit)
+        if block is None:
+            return
         if record is not None:
             record.mark_done(block[0])
         bar.update(block[2] - block[1])
@@ -447,15 +547,17 @@ def _execute(job: Job, output: OpenOutput, compute: Callable[[Block, Any], Any],
                 f"--scheduler dask cannot read inputs from {output.writer.path} while this "
                 "run adds a dataset to it (HDF5 lets no other process read a file being "
                 "written): write the output to another file, or drop --scheduler dask")
-        _dispatch(job, pending, compute, store, stored)
+        with output.writer.lent() if not _local(options) else nullcontext():
+            _dispatch(job, pending if units is None else units, compute, store, stored)
     finally:
         bar.close()
 
 
-def _dispatch(job: Job[Any], blocks: list[Block], compute: Callable[[Block, Any], Any],
-              store: Callable[[Block, Any], None], stored: Callable[[Block], None]) -> None:
-    """``store(block, compute(block, job.load(block)))`` then ``stored(block)`` for every
-    block: the local read-ahead pipeline, or tasks on the job's dask cluster."""
+def _dispatch(job: Job[Any], blocks: list[Any], compute: Callable[[Any, Any], Any],
+              store: Callable[[Any, Any], None], stored: Callable[[Any], None]) -> None:
+    """``store(block, compute(block, job.load(block[:3])))`` then ``stored(block)`` for
+    every block (or tile, ``(index, r0, r1, c0, c1)``): the local read-ahead pipeline, or
+    tasks on the job's dask cluster."""
     if _local(job.options):
         run_pipeline(blocks, job.load, compute, store, on_stored=stored)
         return
@@ -577,7 +679,7 @@ def open_output(job: Job) -> OpenOutput:
     writer = stack.enter_context(create_writer(
         out, job.shape, job.dtype, overwrite=opts.overwrite, compression=opts.compression,
         chunk_rows=plan.chunk_rows, resume=record is not None, contiguous=opts.contiguous,
-        zarr_format=opts.zarr_format))
+        zarr_format=opts.zarr_format, chunk_cols=_panel_width(job, plan)))
     if fingerprint is not None and (not writer.resumed or record is None):
         record = ResumeRecord(record_path(out), fingerprint, plan.as_dict())
     assert record is None or fingerprint is not None
@@ -590,6 +692,15 @@ def open_output(job: Job) -> OpenOutput:
                       resumed_blocks=len(blocks) - len(pending),
                       total_rows=sum(r1 - r0 for _, r0, r1 in blocks),
                       fingerprint=digest(fingerprint) if fingerprint is not None else "")
+
+
+def _panel_width(job: Job[Any], plan: Any) -> int | None:
+    """Columns per chunk of a Zarr output that dask (block, panel) tasks write: the
+    plan's panel width when it has several panels and the job computes by panel."""
+    if _local(job.options) or job.compute_panel is None or job.output is None \
+            or job.output.format != "zarr" or len(getattr(plan, "col_panels", list)()) < 2:
+        return None
+    return int(plan.col_panel)
 
 
 def _fingerprint(job: Job[Any]) -> dict[str, Any] | None:
@@ -674,9 +785,9 @@ class BlockTask:
     def __init__(self, load: Callable[[Block], Any], compute: Callable[[Block, Any], Any]):
         self.load, self.compute = load, compute
 
-    def __call__(self, block: Block) -> Any:
-        """Load and compute one block."""
-        return self.compute(block, self.load(block))
+    def __call__(self, block: Any) -> Any:
+        """Load and compute one block (or tile: its block's rows are loaded)."""
+        return self.compute(block, self.load(block[:3]))
 
 
 def progress_bar(total: int | None, enabled: bool, desc: str, unit: str = "row") -> Any:

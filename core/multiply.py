@@ -226,6 +226,7 @@ def prepare_multiply(a_address: Address, b_address: Address, out_address: Addres
                fingerprint=fingerprint, make_plan=make_plan,
                load_plan=lambda d: ProductPlan(**d), load=product.load,
                compute=product.compute, use_plan=product.use_plan,
+               compute_panel=product.compute_panel,
                summarize=_total_report, describe=describe,
                result=lambda base, report: MultiplyResult(**base, method=method,
                                                           report=report),
@@ -267,26 +268,41 @@ class _BlockProduct:
     def compute(self, block: Block, A_rows: np.ndarray | None, out: np.ndarray,
                 advance: Any = None) -> ProductReport:
         _, r0, r1 = block
-        a, b, plan = self.a, self.b, self._plan()
-        where = f"A ({a.address}, rows {r0}:{r1})"
+        plan = self._plan()
         tally = [ProductReport()]
         if plan.b_resident:
             assert A_rows is not None             # one contraction chunk: rows were read
-            self.product(A_rows, self._resident_b(), where, tally, out=out)
+            self.product(A_rows, self._resident_b(), f"A ({self.a.address}, rows {r0}:{r1})",
+                         tally, out=out)
             return tally[0]
         for c0, c1 in plan.col_panels():
-            if A_rows is not None:
-                B_panel = b.read_region(0, b.shape[0], c0, c1).astype(self.dtype, copy=False)
-                out[:, c0:c1] = self.product(A_rows, B_panel, where, tally)
-                continue
-            acc = LogSumAccumulator((r1 - r0, c1 - c0), np.float64)
-            for k0, k1 in plan.k_chunks():
-                B_part = b.read_region(k0, k1, c0, c1).astype(self.dtype, copy=False)
-                acc.add(self.product(a.read_region(r0, r1, k0, k1), B_part,
-                                     f"A ({a.address}, rows {r0}:{r1}, columns {k0}:{k1})",
-                                     tally))
-            out[:, c0:c1] = acc.result(self.dtype)
+            out[:, c0:c1] = self._panel(block, A_rows, c0, c1, tally)
         return tally[0]
+
+    def compute_panel(self, block: Block, panel: tuple[int, int],
+                      A_rows: np.ndarray | None) -> tuple[np.ndarray, ProductReport]:
+        """Columns ``panel`` of the block's rows of C and their report (a (block, panel)
+        task of ``--scheduler dask``): what :meth:`compute` stores there, the same
+        bytes."""
+        tally = [ProductReport()]
+        return self._panel(block, A_rows, panel[0], panel[1], tally), tally[0]
+
+    def _panel(self, block: Block, A_rows: np.ndarray | None, c0: int, c1: int,
+               tally: list[ProductReport]) -> np.ndarray:
+        """One column panel of a block of C: B's panel read, then one product, or with a
+        contraction split the K-chunks' partial products folded in k order."""
+        _, r0, r1 = block
+        a, b, plan = self.a, self.b, self._plan()
+        if A_rows is not None:
+            B_panel = b.read_region(0, b.shape[0], c0, c1).astype(self.dtype, copy=False)
+            return self.product(A_rows, B_panel, f"A ({a.address}, rows {r0}:{r1})", tally)
+        acc = LogSumAccumulator((r1 - r0, c1 - c0), np.float64)
+        for k0, k1 in plan.k_chunks():
+            B_part = b.read_region(k0, k1, c0, c1).astype(self.dtype, copy=False)
+            acc.add(self.product(a.read_region(r0, r1, k0, k1), B_part,
+                                 f"A ({a.address}, rows {r0}:{r1}, columns {k0}:{k1})",
+                                 tally))
+        return acc.result(self.dtype)
 
     def product(self, A_part: np.ndarray, B_part: np.ndarray, where: str,
                 tally: list[ProductReport], out: np.ndarray | None = None) -> np.ndarray:

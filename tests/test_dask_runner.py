@@ -11,6 +11,7 @@ nanny restarts or that join later are slowed too) and remove it afterwards.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ import pytest
 
 from logmm.errors import RunInterrupted
 from logmm.io.readers import open_array
+from logmm.io.resume import ResumeRecord
 from logmm.loglik import loglik
 from logmm.multiply import multiply
 from logmm.project import project
@@ -158,7 +160,8 @@ def wide(tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("ext", ["zarr", "h5"])
 def test_plan_has_panels_and_a_k_split(tmp_path: Path, wide, client, ext: str) -> None:
-    """Workers write a Zarr output, the client an HDF5 one: both are the local bytes."""
+    """Workers write a Zarr output (by chunk) or an HDF5 one (under a lock): the local
+    bytes."""
     on_dask = multiply(wide["a"], wide["b"], tmp_path / f"dask.{ext}", memory=SMALL_MEMORY,
                        scheduler=client)
     plan = on_dask.plan
@@ -170,6 +173,63 @@ def test_plan_has_panels_and_a_k_split(tmp_path: Path, wide, client, ext: str) -
     assert (local.plan.col_panel, local.plan.k_chunk) == (plan.col_panel, plan.k_chunk)
     assert same_bits(read(tmp_path / f"dask.{ext}"), read(tmp_path / f"local.{ext}"))
     assert on_dask.report == local.report
+
+
+def panel_tasks(client, since: float) -> set[tuple[int, int]]:
+    """(block, first column) of the (block, panel) tasks the scheduler saw since ``since``."""
+    keys = {tuple(str(t["key"]).split("-")[2:4]) for t in block_tasks(client, since)}
+    return {(int(i), int(c0)) for i, c0 in keys}
+
+
+def test_column_panels_are_tasks_writing_their_own_chunks(tmp_path: Path, wide,
+                                                          client) -> None:
+    """A plan with column panels and a K split runs as one task per (block, panel), K
+    folded in k order inside it, each writing whole chunks of a store chunked by panel."""
+    import zarr
+
+    since = time.time()
+    on_dask = multiply(wide["a"], wide["b"], tmp_path / "dask.zarr", memory=SMALL_MEMORY,
+                       scheduler=client)
+    plan = on_dask.plan
+    assert len(plan.col_panels()) >= 3 and len(plan.k_chunks()) >= 2, plan
+    tiles = {(i, c0) for i, _ in enumerate(plan.row_blocks()) for c0, _ in plan.col_panels()}
+    assert panel_tasks(client, since) == tiles
+    assert zarr.open_array(tmp_path / "dask.zarr", path="data").chunks == (plan.chunk_rows,
+                                                                          plan.col_panel)
+    with one_blas_thread():
+        local = multiply(wide["a"], wide["b"], tmp_path / "local.zarr", memory=SMALL_MEMORY,
+                         block_rows=plan.block_rows)
+    assert same_bits(read(tmp_path / "dask.zarr"), read(tmp_path / "local.zarr"))
+    assert on_dask.report == local.report
+
+
+def test_panel_tasks_killed_client_then_resume(tmp_path: Path, wide, client, cluster,
+                                               slow_blocks) -> None:
+    """SIGKILL the client of a (block, panel) run: the record holds only blocks whose
+    every panel is stored, and ``--resume`` on dask finishes with the local bytes."""
+    args = ("multiply", wide["a"], wide["b"], "--memory", str(SMALL_MEMORY))
+    local = tmp_path / "local.zarr"
+    assert run_logmm(*args, "-o", local, "--threads", "1", "--block-rows", "50").returncode == 0
+    slow_blocks(0.2)
+    out = tmp_path / "dask.zarr"
+    since = time.time()
+    proc = start_logmm(*args, "-o", out, "--dask-address", cluster.scheduler_address)
+    wait_for_tasks(client, since, 8, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert partial_kept(out) and not out.exists()
+    record_file = out.parent / f".{out.name}.logmm-partial.json"
+    plan = json.loads(record_file.read_text().splitlines()[0])["plan"]
+    assert plan["chunk_rows"] == plan["block_rows"]
+    panels = -(-150 // plan["col_panel"])
+    chunks = out.parent / f".{out.name}.logmm-partial" / "data" / "c"
+    done = ResumeRecord.load(record_file).done
+    for i in done:                         # a block is marked once all its panels are
+        assert len(list((chunks / str(i)).iterdir())) == panels, (i, done)
+    resumed = run_logmm(*args, "-o", out, "--resume", "--dask-address",
+                        cluster.scheduler_address)
+    assert resumed.returncode == 0, resumed.stderr
+    assert same_bits(read(out), read(local))
 
 
 def test_dask_equals_local_on_all_blas_threads(tmp_path: Path, wide, client) -> None:
@@ -217,6 +277,63 @@ def test_project_and_loglik_equal_local(tmp_path: Path, client, ext: str) -> Non
             assert len(runs["l"].plan.row_blocks()) >= 8
     for op in ("p", "l"):
         assert same_bits(read(tmp_path / f"{op}-dask.{ext}"), read(tmp_path / f"{op}-local.{ext}"))
+
+
+def test_local_partial_resumed_on_dask_keeps_one_task_per_block(tmp_path: Path, wide,
+                                                               client, monkeypatch) -> None:
+    """A partial store a local run left (chunks of whole rows) is resumed on dask with one
+    task per block (panels looped inside), never with panel tasks sharing a chunk."""
+    from logmm import engine
+
+    real = engine.run_pipeline
+
+    def interrupted(blocks, load, compute, store, on_stored):
+        def stop_after_two(block):
+            on_stored(block)
+            if block[0] == 1:
+                raise KeyboardInterrupt
+        return real(blocks, load, compute, store, on_stored=stop_after_two)
+
+    out = tmp_path / "c.zarr"
+    monkeypatch.setattr(engine, "run_pipeline", interrupted)
+    with one_blas_thread(), pytest.raises(KeyboardInterrupt):
+        multiply(wide["a"], wide["b"], out, memory=SMALL_MEMORY, block_rows=50)
+    monkeypatch.setattr(engine, "run_pipeline", real)
+    assert partial_kept(out)
+    since = time.time()
+    res = multiply(wide["a"], wide["b"], out, memory=SMALL_MEMORY, block_rows=50,
+                   resume=True, scheduler=client)
+    assert res.resumed_blocks == 2 and len(res.plan.col_panels()) >= 3
+    keys = [str(t["key"]) for t in block_tasks(client, since)]
+    assert len(keys) == len(res.plan.row_blocks()) - 2, keys    # one task per block
+    with one_blas_thread():
+        multiply(wide["a"], wide["b"], tmp_path / "local.zarr", memory=SMALL_MEMORY,
+                 block_rows=50)
+    assert same_bits(read(out), read(tmp_path / "local.zarr"))
+
+
+def test_tasks_writing_piece_by_piece_give_local_bytes(tmp_path: Path, client) -> None:
+    """A task whose block spans several output chunks computes and writes it in pieces
+    (a piece's write overlapping the next one's compute): the bytes stay the local ones,
+    for multiply and project (pieces) and loglik (one piece)."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(1500, 48)) * 30
+    x[5] = -np.inf
+    xa = write_h5(tmp_path / "x.h5", "x", x, chunk_rows=300)
+    np.save(tmp_path / "b.npy", rng.normal(size=(48, 40)) * 30)
+    np.save(tmp_path / "w.npy", rng.normal(size=(5, 8)))
+    x_ok = write_h5(tmp_path / "xf.h5", "x", np.where(np.isinf(x), 0.0, x), chunk_rows=300)
+    rows = {"block_rows": 300, "chunk_rows": 30}
+    for tag, sched in (("dask", client), ("local", "local")):
+        with one_blas_thread():
+            multiply(xa, tmp_path / "b.npy", tmp_path / f"m-{tag}.zarr", scheduler=sched,
+                     **rows)
+            project(xa, tmp_path / f"p-{tag}.zarr", w_address=tmp_path / "w.npy", blocks=6,
+                    semiring="log", scheduler=sched, **rows)
+            loglik(x_ok, tmp_path / f"l-{tag}.zarr", mu=0.5, sigma=1.5, scheduler=sched,
+                   **rows)
+    for op in "mpl":
+        assert same_bits(read(tmp_path / f"{op}-dask.zarr"), read(tmp_path / f"{op}-local.zarr"))
 
 
 def test_shards_into_one_zarr_store_on_dask(tmp_path: Path, wide, client) -> None:
@@ -270,22 +387,28 @@ def results_through_client(monkeypatch, client, tmp_path: Path, rows: int, ext: 
     return sum(received), sent, rows * 256 * 8, len(received)
 
 
-def test_zarr_output_results_stay_on_the_workers(tmp_path: Path, monkeypatch, client) -> None:
-    through, sent, c_bytes, blocks = results_through_client(monkeypatch, client, tmp_path,
-                                                            4096, "zarr")
-    assert c_bytes == 8 * MiB and blocks >= 8
-    assert through <= 4 * KiB * blocks, through          # block index and tier counts only
-    assert sent <= 4 * KiB * blocks, sent
-    # the measure sees result bytes where they do travel: an HDF5 output (client writes)
+def test_zarr_and_hdf5_output_results_stay_on_the_workers(tmp_path: Path, monkeypatch,
+                                                         client) -> None:
+    """Workers write a Zarr output's chunks, and an HDF5 output's blocks under a cluster
+    lock; only block summaries come back."""
+    for ext in ("zarr", "h5"):
+        through, sent, c_bytes, blocks = results_through_client(monkeypatch, client,
+                                                                tmp_path / ext, 4096, ext)
+        assert c_bytes == 8 * MiB and blocks >= 8
+        assert through <= 4 * KiB * blocks, (ext, through)   # block index and tier counts
+        assert sent <= 4 * KiB * blocks, (ext, sent)
+    # the measure sees result bytes where they do travel: a .npy output (client writes)
     through, sent, c_bytes, _ = results_through_client(monkeypatch, client,
-                                                       tmp_path / "h5", 4096, "h5")
+                                                       tmp_path / "npy", 4096, "npy")
     assert through >= c_bytes and sent >= c_bytes
 
 
 @pytest.mark.slow
-def test_zarr_output_of_40_mib_sends_nothing_back(tmp_path: Path, monkeypatch, client) -> None:
+@pytest.mark.parametrize("ext", ["zarr", "h5"])
+def test_output_of_40_mib_sends_nothing_back(tmp_path: Path, monkeypatch, client,
+                                             ext: str) -> None:
     through, sent, c_bytes, blocks = results_through_client(monkeypatch, client, tmp_path,
-                                                            24576, "zarr")
+                                                            24576, ext)
     assert c_bytes >= 40 * MiB
     assert through <= 4 * KiB * blocks and sent <= 2 * 64 * 256 * 8 + 4 * MiB, (through, sent)
 
@@ -346,9 +469,12 @@ def start_slow_run(out: Path, many_blocks, client, cluster,
     return proc
 
 
+@pytest.mark.parametrize("ext", ["zarr", pytest.param("h5", marks=pytest.mark.slow)])
 def test_sigkill_every_worker_mid_run(tmp_path: Path, many_blocks, client, cluster,
-                                      slow_blocks) -> None:
-    out = tmp_path / "dask.zarr"
+                                      slow_blocks, ext: str) -> None:
+    """HDF5 too: a worker killed inside its locked write may tear the partial file;
+    ``--resume`` then starts afresh (the writer cannot reopen it)."""
+    out = tmp_path / f"dask.{ext}"
     proc = start_slow_run(out, many_blocks, client, cluster, slow_blocks)
     kill_every_worker(client)
     stdout, stderr = proc.communicate(timeout=120)
@@ -380,9 +506,10 @@ def test_sigkill_every_worker_without_allowed_failures_stops_for_resume(
     assert finish_or_resume(res, out, many_blocks["args"], many_blocks["local"]) == "resumed"
 
 
+@pytest.mark.parametrize("ext", ["zarr", "h5"])
 def test_sigkill_the_client_then_resume(tmp_path: Path, many_blocks, client, cluster,
-                                        slow_blocks) -> None:
-    out = tmp_path / "dask.zarr"
+                                        slow_blocks, ext: str) -> None:
+    out = tmp_path / f"dask.{ext}"
     proc = start_slow_run(out, many_blocks, client, cluster, slow_blocks)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()

@@ -14,7 +14,8 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -239,14 +240,19 @@ class ArrayWriter:
     row_offset : int
         Rows before this writer's first row in the whole result (a shard's file holds rows
         ``row_offset:row_offset + shape[0]``; blocks are addressed by their row in the whole).
+    chunk_cols : int or None
+        Columns per storage chunk of a 2-D Zarr output (default all): a dask run of a plan
+        with column panels chunks by panel, so that each (block, panel) task writes whole
+        chunks of its own.
     """
 
     def __init__(self, address: ArrayAddress, shape: tuple[int, ...], dtype: np.dtype | type | str,
                  *, overwrite: bool = False, compression: str | None = None,
                  chunk_rows: int | None = None, resume: bool = False,
                  contiguous: bool = False, zarr_format: int = 3, in_container: bool = False,
-                 row_offset: int = 0) -> None:
+                 row_offset: int = 0, chunk_cols: int | None = None) -> None:
         self.zarr_format = zarr_format
+        self.chunk_cols = int(chunk_cols) if chunk_cols else None
         self.address = address
         self.path = self.address.path
         self.shape = tuple(int(s) for s in shape)
@@ -479,8 +485,15 @@ class ArrayWriter:
 
     def task_target(self) -> Any:
         """What another process writes rows into: ``(array, row offset)`` of a partial
-        output many processes may write whole chunks of (Zarr), or None."""
+        output many processes may write whole chunks of (Zarr) or write one at a time
+        (HDF5, :mod:`logmm.io.hdf5_locked`), or None."""
         return None
+
+    @contextmanager
+    def lent(self) -> Iterator[None]:
+        """While other processes write into :meth:`task_target` (an HDF5 file is then
+        closed here, as HDF5 lets one process write a file); reopened on exit."""
+        yield
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -500,6 +513,8 @@ class DetachedWriter:
                  target: Any = None) -> None:
         self.address, self.shape, self.target = address, shape, target
         self.writes_in_task = target is not None
+        #: writes may run on another thread of the task (not under a cluster lock)
+        self.overlaps_writes = self.writes_in_task and not getattr(target[0], "locked", False)
 
     def region_view(self, row: int, col: int, shape: tuple[int, int]) -> None:
         """None: another process has no view of the output to compute into."""
@@ -507,8 +522,13 @@ class DetachedWriter:
 
     def write_rows(self, start: int, block: np.ndarray) -> None:
         """Store rows ``start:start + len(block)`` (of the whole output) in the target."""
+        self.write_region(start, 0, block)
+
+    def write_region(self, row: int, col: int, block: np.ndarray) -> None:
+        """Store ``block`` at ``(row, col)`` of the whole output in the target (whole
+        chunks: a tile of a (block, panel) task of a store chunked by panel)."""
         array, offset = self.target
-        array[start - offset:start - offset + len(block)] = block
+        array[row - offset:row - offset + len(block), col:col + block.shape[1]] = block
 
 
 

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import os
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -440,6 +442,33 @@ class HDF5Writer(ArrayWriter):
 
     def _write(self, key: Any, block: np.ndarray) -> None:
         self._ds[key] = block
+
+    def task_target(self) -> Any:
+        """The partial file's dataset, written by dask tasks one at a time under a
+        cluster lock (:mod:`logmm.io.hdf5_locked`); None inside an existing file (its
+        other datasets stay with this process)."""
+        if self.in_container:
+            return None
+        from .hdf5_locked import LockedHDF5Rows
+
+        return LockedHDF5Rows(self.tmp_path, str(self.address.dataset)), self.row_offset
+
+    @contextmanager
+    def lent(self) -> Iterator[None]:
+        """The partial file closed here while tasks write it (see :meth:`task_target`)."""
+        if self.in_container or self._file is None:
+            yield
+            return
+        self._close()
+        try:
+            yield
+        except BaseException:
+            try:
+                self._reopen()
+            except Exception:  # noqa: S110 - torn by a killed task: --resume starts afresh
+                pass
+            raise
+        self._reopen()
 
     def _flush(self) -> None:
         if self._side is not None:

@@ -249,13 +249,15 @@ def create_writer(address: str | Path | ArrayAddress, shape: tuple[int, ...],
                   dtype: np.dtype | type | str, *, overwrite: bool = False,
                   compression: str | None = None, chunk_rows: int | None = None,
                   resume: bool = False, contiguous: bool = False,
-                  zarr_format: int = 3, row_offset: int = 0) -> ArrayWriter:
+                  zarr_format: int = 3, row_offset: int = 0,
+                  chunk_cols: int | None = None) -> ArrayWriter:
     """A writer for ``address`` (format from its extension); see :class:`ArrayWriter`.
 
     ``zarr_format`` 2 writes a new Zarr store in format 2 (readable by zarr-python 2.x);
     the default is 3. An array added to an existing store takes that store's format.
     ``row_offset``: the rows before this output's first in a whole result (a ``--shard``
-    file); blocks are then addressed by their row in the whole.
+    file); blocks are then addressed by their row in the whole. ``chunk_cols``: columns
+    per chunk of a 2-D Zarr output (default all; others ignore it).
 
     >>> with create_writer("out.h5", (4, 3), "float64") as w:  # doctest: +SKIP
     ...     w.write_rows(0, block)
@@ -273,4 +275,5 @@ def create_writer(address: str | Path | ArrayAddress, shape: tuple[int, ...],
     return _WRITERS[addr.format](addr, shape, dtype, overwrite=overwrite,
                                  compression=compression, chunk_rows=chunk_rows, resume=resume,
                                  contiguous=contiguous, zarr_format=zarr_format,
-                                 in_container=container_output(addr), row_offset=row_offset)
+                                 in_container=container_output(addr), row_offset=row_offset,
+                                 chunk_cols=chunk_cols)

@@ -177,6 +177,8 @@ class ZarrWriter(ArrayWriter):
         chunks = (max(1, min(self.chunk_rows, self.shape[0] if self.shape else 1)),) + tuple(
             max(1, s) for s in self.shape[1:]
         )
+        if self.chunk_cols and len(chunks) == 2:     # chunked by column panel too
+            chunks = (chunks[0], max(1, min(self.chunk_cols, chunks[1])))
         if self.in_container:
             group = zarr.open_group(str(self.path), mode="r+")
             if group.metadata.zarr_format == 2:     # the array joins in its store's format
@@ -224,6 +226,8 @@ class ZarrWriter(ArrayWriter):
             self._arr = zarr.open_array(str(self.tmp_path), path=self.address.dataset_name,
                                         mode="r+")
         self._check_reopened(self._arr.shape, self._arr.dtype)
+        cols = self._arr.chunks[1] if self._arr.ndim == 2 else 0
+        self.chunk_cols = cols if 0 < cols < self._arr.shape[1] else None   # as it was made
 
     def _write(self, key: Any, block: np.ndarray) -> None:
         self._arr[key] = block     # each chunk is its own file, written when this returns
