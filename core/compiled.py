@@ -100,11 +100,13 @@ def _gemm_log(EA, EB, C, S, ma, mb, tau, check):  # pragma: no cover (compiled)
 
 
 @njit(cache=True, nogil=True)
-def product(A, B, C, floor, tau, limit, check):  # pragma: no cover (compiled)
-    """Fast tier of A (n, k) @ B (k, m) into C (n, m), C-contiguous; returns a status.
+def product(A, B, C, constants):  # pragma: no cover (compiled)
+    """Fast tier of A (n, k) @ B (k, m) into C (n, m), all C-contiguous; returns a status.
 
-    ``floor``: exp's clamp and ``tau`` the trust threshold, both of the dtype;
-    ``limit``: the largest log-value accepted; ``check``: run the trust test.
+    ``constants`` (of the operands' dtype): exp's clamp and the trust threshold ``tau``
+    of the dtype, the largest log-value accepted, and 1 to run the trust test (0:
+    ``method="fast"``). One array rather than four scalars: numba's dispatch costs about
+    0.2 us per scalar argument.
     """
     n, k = A.shape
     m = B.shape[1]
@@ -112,19 +114,21 @@ def product(A, B, C, floor, tau, limit, check):  # pragma: no cover (compiled)
     EA = np.empty((n, k), dt)
     EB = np.empty((k, m), dt)
     S = np.empty((n, m), dt)
-    return _fill(A, B, C, EA, EB, S, np.empty(n, dt), np.empty(m, dt), floor, tau, limit,
-                 check)
+    return _fill(A, B, C, EA, EB, S, np.empty(n, dt), np.empty(m, dt), constants[0],
+                 constants[1], constants[2], constants[3] != 0)
 
 
 @njit(cache=True, nogil=True)
-def batched_product(A, B, C, floor, tau, limit, check, status):  # pragma: no cover
+def batched_product(A, B, C, constants, status):  # pragma: no cover (compiled)
     """Fast tier of each A[a] (n, k) @ B[b] (k, m) into C[c] (n, m).
 
     A is (ba, n, k), B (bb, k, m), C (bc, n, m), all C-contiguous, ``ba`` and ``bb``
-    each ``bc`` or 1 (a broadcast operand); ``status`` (bc,) int8 receives each
-    product's status (see the module docstring). Returns the largest status. A shared
-    B (``bb == 1``) is shifted and exponentiated once.
+    each ``bc`` or 1 (a broadcast operand); ``constants`` as for :func:`product`;
+    ``status`` (bc,) int8 receives each product's status (see the module docstring).
+    Returns the largest status. A shared B (``bb == 1``) is shifted and exponentiated
+    once.
     """
+    floor, tau, limit, check = constants[0], constants[1], constants[2], constants[3] != 0
     bc, n, m = C.shape
     k = A.shape[2]
     dt = A.dtype

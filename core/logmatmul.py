@@ -191,16 +191,17 @@ def _compiled_product(A: np.ndarray, B: np.ndarray, C: np.ndarray, check: bool) 
         A = np.ascontiguousarray(A)
     if not B.flags.c_contiguous:
         B = np.ascontiguousarray(B)
-    dt = C.dtype
-    return kernels.product(A, B, C, *_compiled_constants(dt, A.shape[1]), check) == 0
+    return kernels.product(A, B, C, _compiled_constants(C.dtype, A.shape[1], check)) == 0
 
 
 @cache
-def _compiled_constants(dtype: np.dtype, k: int) -> tuple[np.floating, np.floating, float]:
-    """exp's clamp and the trust threshold as scalars of ``dtype`` (so that the kernels
-    compute and compare in ``dtype``, as numpy does), and the largest log-value accepted."""
-    return (dtype.type(_exp_floor(dtype)), dtype.type(_trust_threshold(dtype, k)),
-            _posinf_limit(dtype))
+def _compiled_constants(dtype: np.dtype, k: int, check: bool) -> np.ndarray:
+    """The kernels' constants in ``dtype`` (they compute and compare in it, as numpy
+    does): exp's clamp, the trust threshold, the largest log-value accepted, ``check``."""
+    constants = np.array([_exp_floor(dtype), _trust_threshold(dtype, k),
+                          _posinf_limit(dtype), check], dtype=dtype)
+    constants.flags.writeable = False
+    return constants
 
 
 _Compiled.mode = {"1": "on", "0": "off", "on": "on", "off": "off"}.get(
@@ -516,14 +517,17 @@ def logmatmulexp(A: np.ndarray, B: np.ndarray, *, method: Method = "auto",
     >>> float(logmm.logmatmulexp(A, B)[0, 0])   # row/column-max recipes give -inf
     400.6931471805599
     """
-    if (_Compiled.kernels is not None and dtype is None and type(A) is np.ndarray
-            and type(B) is np.ndarray and A.ndim == 2 == B.ndim and A.dtype == B.dtype
-            and A.dtype in _NATIVE_FLOATS and A.shape[1] == B.shape[0]
-            and method in _FAST_METHODS
-            and _compiled_size(A.shape[0], A.shape[1], B.shape[1], A.dtype)):
-        C = np.empty((A.shape[0], B.shape[1]), dtype=A.dtype)   # a loop of small products:
-        if _compiled_product(A, B, C, method == "auto"):        # no report, one kernel call
-            return C
+    kernels = _Compiled.kernels
+    if (kernels is not None and type(A) is np.ndarray and type(B) is np.ndarray
+            and A.ndim == 2 == B.ndim and dtype is None and method in _FAST_METHODS):
+        # a loop of small products: no report, no validation beyond what this needs
+        (n, k), m, dt = A.shape, B.shape[1], A.dtype
+        if (B.dtype == dt and dt in _NATIVE_FLOATS and B.shape[0] == k
+                and _compiled_size(n, k, m, dt) and A.flags.c_contiguous
+                and B.flags.c_contiguous):
+            C = np.empty((n, m), dtype=dt)
+            if kernels.product(A, B, C, _compiled_constants(dt, k, method == "auto")) == 0:
+                return C
     return logmatmulexp_report(A, B, method=method, dtype=dtype)[0]
 
 
@@ -835,7 +839,7 @@ def _compiled_batched(A: np.ndarray, B: np.ndarray, out: np.ndarray,
         return None
     status = np.empty(count, dtype=np.int8)
     kernels.batched_product(A3, B3, out.reshape(-1, n, m),
-                            *_compiled_constants(out.dtype, k), check, status)
+                            _compiled_constants(out.dtype, k, check), status)
     return status
 
 

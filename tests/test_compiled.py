@@ -44,10 +44,9 @@ def mode(request: pytest.FixtureRequest) -> Iterator[str]:
 def _kernel(A: np.ndarray, B: np.ndarray, check: bool = True) -> tuple[int, np.ndarray]:
     dt = A.dtype
     C = np.full((A.shape[0], B.shape[1]), 7.0, dtype=dt)
-    floor = dt.type(np.log(np.finfo(dt).tiny) + 1.0)
-    tau = dt.type(np.exp(log_tau(dt)))
-    status = compiled.product(np.ascontiguousarray(A), np.ascontiguousarray(B), C, floor, tau,
-                              float(np.finfo(dt).max) / 4, check)
+    constants = np.array([np.log(np.finfo(dt).tiny) + 1.0, np.exp(log_tau(dt)),
+                          float(np.finfo(dt).max) / 4, check], dtype=dt)
+    status = compiled.product(np.ascontiguousarray(A), np.ascontiguousarray(B), C, constants)
     return int(status), C
 
 
