@@ -227,8 +227,8 @@ def test_auto_mode_loads_numba_only_for_long_runs() -> None:
                           timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1]) == {"few": False, "many": True}
-    off = _probe(code, {"LOGMM_COMPILED": "0"})
-    assert off == {"few": False, "many": False}
+    assert _probe(code, {"LOGMM_COMPILED": "0"}) == {"few": False, "many": False}
+    assert _probe(code, {"LOGMM_COMPILED": "1"}) == {"few": True, "many": True}
 
 
 def test_unknown_mode_is_refused() -> None:
