@@ -10,10 +10,10 @@ Prints one table: per case the median time of the naive numpy recipe
 the ratio logmm / reference and the target. Per-call cases time loops of many calls
 (interleaved, shuffled, medians: see timing.py). Timings are never asserted in tests.
 
-logmm runs with its compiled kernels for small products (``logmm[fast]``, numba) on
-from the start where numba is installed (a long-running process gets them after its
-first 20000 small products; see ``logmm.logmatmul.set_compiled``); the column "numpy
-tiers" times the same calls with them off, in the same interleaved run.
+logmm runs with its compiled kernels for small products (``logmm[fast]``, numba, opted
+into with ``LOGMM_COMPILED=1`` or ``logmm.logmatmul.set_compiled("on")``) where numba is
+installed; the column "numpy tiers" times the same calls with them off (logmm's
+default), in the same interleaved run.
 """
 
 from __future__ import annotations

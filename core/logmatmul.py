@@ -114,30 +114,26 @@ _SHORT_LINE_MIN_ELEMENTS = 1 << 14
 # exp once the factors hold more than about 8192 elements (1x128x128: 99 vs 93 us).
 _COMPILED_MAX_WORK = 1 << 16        # n*k*m per product
 _COMPILED_MAX_F32_ELEMENTS = 1 << 13    # n*k + k*m per float32 product
-# In mode "auto" the kernels load (numba's import and the cached machine code, about
-# 0.4 s) once the process has made this many small products (a batch counts each
-# element), about as long as the numpy tiers take for them (~5-15 us each): a script or
-# CLI call with a few products never pays the load, a long loop pays it once.
-_COMPILED_AFTER = 20000
 _KERNEL_REFUSE = 3                  # logmm.compiled.REFUSE: +inf, refused by the numpy tiers
 
 
 class _Compiled:
     """Whether small products use :mod:`logmm.compiled` (see :func:`set_compiled`)."""
 
-    mode = "auto"                   # "auto", "on" or "off"
+    mode = "off"                    # "on" or "off"
     kernels: ModuleType | None = None   # the loaded module, while it is in use
-    pending = 0                     # small products counted towards loading it
 
 
 def set_compiled(mode: str) -> None:
     """Choose whether small products use the compiled (numba) kernels.
 
-    ``"on"``: from the next small product (numba must be installed, ``pip install
-    logmm[fast]``; without it the numpy tiers run); ``"off"``: never (the numpy tiers
-    alone); ``"auto"`` (the default, or the environment variable ``LOGMM_COMPILED``):
-    once the process has made 20000 small products, so that short runs do not pay
-    numba's import (0.3-0.6 s). Results agree within the error bound either way.
+    ``"on"`` (or ``"1"``): from the next small product on, which imports numba (0.3-0.6
+    s, once; ``pip install logmm[fast]``; without numba the numpy tiers run). ``"off"``
+    (or ``"0"``): the numpy tiers alone. The default is the environment variable
+    ``LOGMM_COMPILED`` (``1``: on), else off: numba's import would cost a short run or a
+    CLI call more than it saves. Results agree within the error bound either way, not
+    to the last bit, so the mode is best chosen once per process (a result's bytes then
+    do not depend on what the process computed before).
 
     Raises
     ------
@@ -145,10 +141,9 @@ def set_compiled(mode: str) -> None:
         Any other mode.
     """
     mode = {"1": "on", "0": "off"}.get(mode, mode)
-    if mode not in ("auto", "on", "off"):
-        raise InputError(f"compiled mode {mode!r}; choose auto, on or off")
+    if mode not in ("on", "off"):
+        raise InputError(f"compiled mode {mode!r}; choose on or off")
     _Compiled.mode = mode
-    _Compiled.pending = 0
     _Compiled.kernels = None        # loaded again on the next small product if "on"
 
 
@@ -163,14 +158,10 @@ def _load_compiled() -> ModuleType | None:
     return compiled
 
 
-def _compiled_kernels(products: int) -> ModuleType | None:
-    """The compiled kernels if small products use them now, counting ``products``."""
+def _compiled_kernels() -> ModuleType | None:
+    """The compiled kernels if small products use them (loaded on first use)."""
     if _Compiled.kernels is not None or _Compiled.mode == "off":
         return _Compiled.kernels
-    if _Compiled.mode == "auto":
-        _Compiled.pending += products
-        if _Compiled.pending < _COMPILED_AFTER:
-            return None
     return _load_compiled()
 
 
@@ -185,7 +176,7 @@ def _compiled_product(A: np.ndarray, B: np.ndarray, C: np.ndarray, check: bool) 
     nothing useful) unless it wrote and vouched for every entry: dead lines, +inf, values
     beyond the range and untrusted sums are left to the numpy tiers, which handle them
     (restore -inf, refuse, repair) as always. ``C`` must be C-contiguous."""
-    kernels = _compiled_kernels(1)
+    kernels = _compiled_kernels()
     if kernels is None:
         return False
     if not A.flags.c_contiguous:
@@ -205,8 +196,7 @@ def _compiled_constants(dtype: np.dtype, k: int, check: bool) -> np.ndarray:
     return constants
 
 
-_Compiled.mode = {"1": "on", "0": "off", "on": "on", "off": "off"}.get(
-    os.environ.get("LOGMM_COMPILED", "auto"), "auto")
+_Compiled.mode = "on" if os.environ.get("LOGMM_COMPILED", "0") in ("1", "on") else "off"
 
 
 @dataclass
@@ -834,10 +824,10 @@ def _compiled_batched(A: np.ndarray, B: np.ndarray, out: np.ndarray,
     A3, B3 = _batch_3d(A), _batch_3d(B)
     if A3 is None or B3 is None:
         return None
-    count = out.size // max(1, n * m)
-    kernels = _compiled_kernels(count)
+    kernels = _compiled_kernels()
     if kernels is None:
         return None
+    count = out.size // max(1, n * m)
     status = np.empty(count, dtype=np.int8)
     kernels.batched_product(A3, B3, out.reshape(-1, n, m),
                             _compiled_constants(out.dtype, k, check), status)

@@ -15,15 +15,6 @@ settings.register_profile("dev", max_examples=100, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """Small products take the compiled kernels (logmm[fast]) from the first one in this
-    process, unless LOGMM_COMPILED says otherwise: the suite then checks them everywhere
-    (tests/test_compiled.py runs the accuracy tests again on the numpy tiers alone)."""
-    if "LOGMM_COMPILED" not in os.environ:
-        from logmm.logmatmul import set_compiled
-        set_compiled("on")
-
-
 def save_array(address: str | Path, arr: np.ndarray, *, chunk_rows: int | None = None) -> str:
     """Write ``arr`` to ``path.npy``, ``path.h5[:/name]`` or ``path.zarr[:name]`` (test helper).
 
