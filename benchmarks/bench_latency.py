@@ -83,11 +83,13 @@ def per_call(fn: Callable[[], object], calls: int, compiled: str | None = None
     """A loop of ``calls`` calls of ``fn``, with logmm's compiled kernels ``"on"`` or
     ``"off"`` (None: logmm's default) during it."""
     def loop() -> None:
-        if compiled is not None:
-            set_compiled(compiled)
-        for _ in range(calls):
-            fn()
-        set_compiled(COMPILED)
+        before = set_compiled(compiled) if compiled is not None else None
+        try:
+            for _ in range(calls):
+                fn()
+        finally:
+            if before is not None:
+                set_compiled(before)
     return loop
 
 

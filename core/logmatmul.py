@@ -124,7 +124,7 @@ class _Compiled:
     kernels: ModuleType | None = None   # the loaded module, while it is in use
 
 
-def set_compiled(mode: str) -> None:
+def set_compiled(mode: str) -> str:
     """Choose whether small products use the compiled (numba) kernels.
 
     ``"on"`` (or ``"1"``): from the next small product on, which imports numba (0.3-0.6
@@ -135,6 +135,11 @@ def set_compiled(mode: str) -> None:
     to the last bit, so the mode is best chosen once per process (a result's bytes then
     do not depend on what the process computed before).
 
+    Returns
+    -------
+    str
+        The mode before, ``"on"`` or ``"off"`` (to restore it).
+
     Raises
     ------
     InputError
@@ -143,8 +148,10 @@ def set_compiled(mode: str) -> None:
     mode = {"1": "on", "0": "off"}.get(mode, mode)
     if mode not in ("on", "off"):
         raise InputError(f"compiled mode {mode!r}; choose on or off")
+    before = _Compiled.mode
     _Compiled.mode = mode
     _Compiled.kernels = None        # loaded again on the next small product if "on"
+    return before
 
 
 def _load_compiled() -> ModuleType | None:

@@ -241,6 +241,8 @@ def test_numba_is_imported_only_when_asked_for() -> None:
 def test_unknown_mode_is_refused() -> None:
     with pytest.raises(InputError, match="compiled mode 'fastest'"):
         set_compiled("fastest")
+    before = set_compiled("on")
+    assert set_compiled(before) == "on"
 
 
 def test_accuracy_tests_pass_with_the_kernels() -> None:
