@@ -9,6 +9,11 @@ Prints one table: per case the median time of the naive numpy recipe
 ``logsumexp(A[:, :, None] + B[None], 1)`` where torch is importable (else ``n/a``), logmm,
 the ratio logmm / reference and the target. Per-call cases time loops of many calls
 (interleaved, shuffled, medians: see timing.py). Timings are never asserted in tests.
+
+logmm runs with its compiled kernels for small products (``logmm[fast]``, numba, opted
+into with ``LOGMM_COMPILED=1`` or ``logmm.logmatmul.set_compiled("on")``) where numba is
+installed; the column "numpy tiers" times the same calls with them off (logmm's
+default), in the same interleaved run.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from scipy.special import logsumexp as scipy_logsumexp
 
 import logmm
 from logmm.einsum import logeinsum
+from logmm.logmatmul import set_compiled
 
 from timing import timed
 
@@ -44,6 +50,7 @@ class Row:
     target: str                # e.g. "<= 2.0x naive"
     limit: float               # bound on the ratio (at most; at least for "faster")
     torch: float | None = None
+    numpy_tiers: float | None = None   # logmm without the compiled kernels
     faster: bool = False       # the target is "reference / logmm >= limit"
     absolute: bool = False     # the target is "logmm <= limit seconds"
 
@@ -71,18 +78,41 @@ def log_probs(rng: np.random.Generator, *shape: int, dtype: type = np.float64) -
     return np.log(rng.dirichlet(np.ones(shape[-1]), size=shape[:-1])).astype(dtype)
 
 
-def per_call(fn: Callable[[], object], calls: int) -> Callable[[], None]:
+def per_call(fn: Callable[[], object], calls: int, compiled: str | None = None
+             ) -> Callable[[], None]:
+    """A loop of ``calls`` calls of ``fn``, with logmm's compiled kernels ``"on"`` or
+    ``"off"`` (None: logmm's default) during it."""
     def loop() -> None:
-        for _ in range(calls):
-            fn()
+        before = set_compiled(compiled) if compiled is not None else None
+        try:
+            for _ in range(calls):
+                fn()
+        finally:
+            if before is not None:
+                set_compiled(before)
     return loop
+
+
+def _numba_version() -> str | None:
+    try:
+        import numba
+    except ImportError:
+        return None
+    return numba.__version__
+
+
+NUMBA = _numba_version()
+COMPILED = "on" if NUMBA else "off"     # the logmm column's mode
+COMPILED_MAX_WORK = 1 << 16             # n*k*m up to which logmm uses them (logmatmul.py)
 
 
 def product_methods(A: np.ndarray, B: np.ndarray, calls: int,
                     with_torch: bool) -> dict[str, Callable[[], None]]:
     """Loops of ``calls`` calls: naive, logmm and (if asked and importable) torch broadcast."""
     methods = {"naive": per_call(lambda: naive(A, B), calls),
-               "logmm": per_call(lambda: logmm.logmatmulexp(A, B), calls)}
+               "logmm": per_call(lambda: logmm.logmatmulexp(A, B), calls, COMPILED)}
+    if NUMBA and A.shape[0] * A.shape[1] * B.shape[1] <= COMPILED_MAX_WORK:
+        methods["numpy tiers"] = per_call(lambda: logmm.logmatmulexp(A, B), calls, "off")
     if with_torch and torch is not None:
         tA, tB = torch.from_numpy(A), torch.from_numpy(B)
         methods["torch"] = per_call(lambda: torch.logsumexp(tA[:, :, None] + tB[None], 1),
@@ -98,15 +128,19 @@ def product_row(rng: np.random.Generator, n: int, k: int, m: int, dtype: type, t
     methods = product_methods(A, B, calls, with_torch and work <= 1 << 24)
     t = {name: s / calls for name, s in timed(methods, repeats).items()}
     name = f"{n}x{k}x{m} {np.dtype(dtype).name}"
-    return Row(name, t["naive"], t["logmm"], target, limit, torch=t.get("torch"))
+    return Row(name, t["naive"], t["logmm"], target, limit, torch=t.get("torch"),
+               numpy_tiers=t.get("numpy tiers"))
 
 
 def batched_row(rng: np.random.Generator, b: int, repeats: int) -> Row:
     A, B = log_probs(rng, b, 8, 8), log_probs(rng, b, 8, 8)
-    t = timed({"naive": lambda: naive(A, B), "logmm": lambda: logmm.logmatmulexp(A, B)},
-              repeats)
+    methods = {"naive": lambda: naive(A, B),
+               "logmm": per_call(lambda: logmm.logmatmulexp(A, B), 1, COMPILED)}
+    if NUMBA:
+        methods["numpy tiers"] = per_call(lambda: logmm.logmatmulexp(A, B), 1, "off")
+    t = timed(methods, repeats)
     return Row(f"batched {b} x (8x8 @ 8x8)", t["naive"], t["logmm"], "<= 2.0x naive np.matmul",
-               2.0)
+               2.0, numpy_tiers=t.get("numpy tiers"))
 
 
 def einsum_row(rng: np.random.Generator, quick: bool, repeats: int) -> Row:
@@ -142,9 +176,13 @@ def hmm_row(rng: np.random.Generator, steps: int, repeats: int) -> Row:
                 alpha = product(alpha, log_trans) + log_emit[t]
         return run
 
-    t = timed({"naive": forward(naive), "logmm": forward(logmm.logmatmulexp)}, repeats)
+    methods = {"naive": forward(naive),
+               "logmm": per_call(forward(logmm.logmatmulexp), 1, COMPILED)}
+    if NUMBA:
+        methods["numpy tiers"] = per_call(forward(logmm.logmatmulexp), 1, "off")
+    t = timed(methods, repeats)
     return Row(f"HMM forward, 6 states, T={steps}", t["naive"], t["logmm"],
-               "<= 2.0x naive loop", 2.0)
+               "<= 2.0x naive loop", 2.0, numpy_tiers=t.get("numpy tiers"))
 
 
 def version_row(repeats: int) -> Row:
@@ -185,7 +223,7 @@ def sweep(sizes: list[int], repeats: int, torch_max: int) -> dict[str, list[tupl
         methods = product_methods(A, B, calls, n <= torch_max)
         names = {"naive": "naive numpy", "torch": "torch broadcast logsumexp"}
         for name, seconds in timed(methods, repeats if n < 1024 else 3).items():
-            series[names.get(name, name)].append((n, seconds / calls))
+            series.setdefault(names.get(name, name), []).append((n, seconds / calls))
         print(f"n={n}: " + ", ".join(f"{name} {_fmt(v[-1][1])}" for name, v in series.items()
                                      if v and v[-1][0] == n), flush=True)
     return series
@@ -199,12 +237,16 @@ def plot_sweep(series: dict[str, list[tuple[int, float]]], path: str) -> None:
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     styles = {"naive numpy": ("tab:gray", "o", "--"), "logmm": ("tab:blue", "s", "-"),
+              "numpy tiers": ("tab:cyan", "s", "-."),
               "torch broadcast logsumexp": ("tab:red", "^", ":")}
+    labels = {"logmm": "logmm" + (" (compiled kernels for small products)" if NUMBA else ""),
+              "numpy tiers": "logmm, numpy tiers only"}
     for name, points in series.items():
         if points:
             color, marker, style = styles[name]
             xs, ys = zip(*points, strict=True)
-            ax.plot(xs, ys, color=color, marker=marker, linestyle=style, label=name)
+            ax.plot(xs, ys, color=color, marker=marker, linestyle=style,
+                    label=labels.get(name, name))
     sizes = [n for n, _ in series["logmm"]]
     ax.set(xscale="log", yscale="log", xlabel="n = k = m (float64, log-probabilities)",
            ylabel="median seconds per call",
@@ -235,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.plot}")
         return 0
     print(f"logmm {logmm.__version__}, numpy {np.__version__}, torch "
-          f"{torch.__version__ if torch is not None else 'not installed'}; medians of {r}")
+          f"{torch.__version__ if torch is not None else 'not installed'}, compiled kernels "
+          f"{'on (numba ' + NUMBA + ')' if NUMBA else 'off (numba not installed)'}; "
+          f"medians of {r}")
     rows = [product_row(rng, 1, 8, 8, np.float64, "<= 4x naive", 4.0, r, True),
             product_row(rng, 1, 64, 64, np.float64, "<= 2.0x naive, < torch", 2.0, r, True),
             product_row(rng, 64, 64, 64, np.float64, "<= 2.0x naive, < torch", 2.0, r, True),
@@ -251,14 +295,16 @@ def main(argv: list[str] | None = None) -> int:
              exact_row(rng, 64 if args.quick else 512, min(r, 3)),
              hmm_row(rng, 200 if args.quick else 100_000, min(r, 3)),
              version_row(1 if args.quick else 7)]
-    print(f"\n{'case':<44}{'reference':>12}{'torch bcast':>13}{'logmm':>12}{'ratio':>8}"
-          f"  {'target':<30}met")
+    print(f"\n{'case':<44}{'reference':>12}{'torch bcast':>13}{'numpy tiers':>13}{'logmm':>12}"
+          f"{'ratio':>8}  {'target':<30}met")
     for row in rows:
         torch_col = "n/a" if row.torch is None else _fmt(row.torch)
+        numpy_col = "n/a" if row.numpy_tiers is None else _fmt(row.numpy_tiers)
         ratio = f"{row.ratio:.2f}x"
-        print(f"{row.case:<44}{_fmt(row.reference):>12}{torch_col:>13}{_fmt(row.logmm):>12}"
-              f"{ratio:>8}  {row.target:<30}{'yes' if row.met else 'NO'}")
+        print(f"{row.case:<44}{_fmt(row.reference):>12}{torch_col:>13}{numpy_col:>13}"
+              f"{_fmt(row.logmm):>12}{ratio:>8}  {row.target:<30}{'yes' if row.met else 'NO'}")
     print("\nreference: naive numpy log(exp(A) @ exp(B)) unless the case names another; "
+          "numpy tiers: logmm without its compiled kernels; "
           "ratio: logmm / reference (reference / logmm for 'faster' targets)")
     return 0
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,8 @@ from .resources import thread_limit
 from .typing import Method
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from threadpoolctl import ThreadpoolController
 
 __all__ = [
@@ -53,10 +56,12 @@ __all__ = [
     "logmatmulexp_report",
     "matmul_operands",
     "result_dtype",
+    "set_compiled",
     "shape_str",
 ]
 
 METHODS = ("auto", "fast", "exact")
+_FAST_METHODS = ("auto", "fast")
 _NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _NO_ERRSTATE = nullcontext()
 
@@ -101,6 +106,104 @@ _CLAMP_MIN_ELEMENTS = 1024
 # on 10000 x 8 x 8), the tree ~1.
 _SHORT_LINE = 32
 _SHORT_LINE_MIN_ELEMENTS = 1 << 14
+
+# Small products take the compiled fast tier (logmm.compiled, numba) once it is loaded:
+# one call instead of about a dozen numpy calls. Measured interleaved against the numpy
+# tiers (machine under load): float64 as fast as the naive recipe up to 1x256x256 and
+# 8x64x64 (work 65536), slower than numpy's GEMM from 64^3; float32 loses to numpy's SIMD
+# exp once the factors hold more than about 8192 elements (1x128x128: 99 vs 93 us).
+_COMPILED_MAX_WORK = 1 << 16        # n*k*m per product
+_COMPILED_MAX_F32_ELEMENTS = 1 << 13    # n*k + k*m per float32 product
+_KERNEL_REFUSE = 3                  # logmm.compiled.REFUSE: +inf, refused by the numpy tiers
+
+
+class _Compiled:
+    """Whether small products use :mod:`logmm.compiled` (see :func:`set_compiled`)."""
+
+    mode = "off"                    # "on" or "off"
+    kernels: ModuleType | None = None   # the loaded module, while it is in use
+
+
+def set_compiled(mode: str) -> str:
+    """Choose whether small products use the compiled (numba) kernels.
+
+    ``"on"`` (or ``"1"``): from the next small product on, which imports numba (0.3-0.6
+    s, once; ``pip install logmm[fast]``; without numba the numpy tiers run). ``"off"``
+    (or ``"0"``): the numpy tiers alone. The default is the environment variable
+    ``LOGMM_COMPILED`` (``1``: on), else off: numba's import would cost a short run or a
+    CLI call more than it saves. Results agree within the error bound either way, not
+    to the last bit, so the mode is best chosen once per process (a result's bytes then
+    do not depend on what the process computed before).
+
+    Returns
+    -------
+    str
+        The mode before, ``"on"`` or ``"off"`` (to restore it).
+
+    Raises
+    ------
+    InputError
+        Any other mode.
+    """
+    mode = {"1": "on", "0": "off"}.get(mode, mode)
+    if mode not in ("on", "off"):
+        raise InputError(f"compiled mode {mode!r}; choose on or off")
+    before = _Compiled.mode
+    _Compiled.mode = mode
+    _Compiled.kernels = None        # loaded again on the next small product if "on"
+    return before
+
+
+def _load_compiled() -> ModuleType | None:
+    """Import the compiled kernels; None (and the numpy tiers from then on) without numba."""
+    try:
+        from . import compiled
+    except ImportError:         # numba is optional (logmm[fast])
+        _Compiled.mode = "off"
+        return None
+    _Compiled.kernels = compiled
+    return compiled
+
+
+def _compiled_kernels() -> ModuleType | None:
+    """The compiled kernels if small products use them (loaded on first use)."""
+    if _Compiled.kernels is not None or _Compiled.mode == "off":
+        return _Compiled.kernels
+    return _load_compiled()
+
+
+def _compiled_size(n: int, k: int, m: int, dtype: np.dtype) -> bool:
+    """Whether a product (n, k) @ (k, m) is small enough for the compiled kernels."""
+    return 0 < n * k * m <= _COMPILED_MAX_WORK and (
+        dtype == np.float64 or n * k + k * m <= _COMPILED_MAX_F32_ELEMENTS)
+
+
+def _compiled_product(A: np.ndarray, B: np.ndarray, C: np.ndarray, check: bool) -> bool:
+    """The fast tier of a small 2-D product in one compiled call; False (C then holds
+    nothing useful) unless it wrote and vouched for every entry: dead lines, +inf, values
+    beyond the range and untrusted sums are left to the numpy tiers, which handle them
+    (restore -inf, refuse, repair) as always. ``C`` must be C-contiguous."""
+    kernels = _compiled_kernels()
+    if kernels is None:
+        return False
+    if not A.flags.c_contiguous:
+        A = np.ascontiguousarray(A)
+    if not B.flags.c_contiguous:
+        B = np.ascontiguousarray(B)
+    return kernels.product(A, B, C, _compiled_constants(C.dtype, A.shape[1], check)) == 0
+
+
+@cache
+def _compiled_constants(dtype: np.dtype, k: int, check: bool) -> np.ndarray:
+    """The kernels' constants in ``dtype`` (they compute and compare in it, as numpy
+    does): exp's clamp, the trust threshold, the largest log-value accepted, ``check``."""
+    constants = np.array([_exp_floor(dtype), _trust_threshold(dtype, k),
+                          _posinf_limit(dtype), check], dtype=dtype)
+    constants.flags.writeable = False
+    return constants
+
+
+_Compiled.mode = "on" if os.environ.get("LOGMM_COMPILED", "0") in ("1", "on") else "off"
 
 
 @dataclass
@@ -412,6 +515,17 @@ def logmatmulexp(A: np.ndarray, B: np.ndarray, *, method: Method = "auto",
     >>> float(logmm.logmatmulexp(A, B)[0, 0])   # row/column-max recipes give -inf
     400.6931471805599
     """
+    kernels = _Compiled.kernels
+    if (kernels is not None and type(A) is np.ndarray and type(B) is np.ndarray
+            and A.ndim == 2 == B.ndim and dtype is None and method in _FAST_METHODS):
+        # a loop of small products: no report, no validation beyond what this needs
+        (n, k), m, dt = A.shape, B.shape[1], A.dtype
+        if (B.dtype == dt and dt in _NATIVE_FLOATS and B.shape[0] == k
+                and _compiled_size(n, k, m, dt) and A.flags.c_contiguous
+                and B.flags.c_contiguous):
+            C = np.empty((n, m), dtype=dt)
+            if kernels.product(A, B, C, _compiled_constants(dt, k, method == "auto")) == 0:
+                return C
     return logmatmulexp_report(A, B, method=method, dtype=dtype)[0]
 
 
@@ -441,6 +555,9 @@ def logmatmulexp_report(A: np.ndarray, B: np.ndarray, *, method: Method = "auto"
     small = _SERIAL_BLAS_MIN_VECTOR_WORK if n == 1 or m == 1 else _SERIAL_BLAS_MIN_WORK
     serial = _NO_ERRSTATE if n * k * m <= small else _serial_blas()
     if not batch:          # the common 2-D case, without per-batch bookkeeping
+        if (method != "exact" and _Compiled.mode != "off" and _compiled_size(n, k, m, out_dtype)
+                and C.flags.c_contiguous and _compiled_product(A, B, C, method == "auto")):
+            return _squeezed(C, squeeze_a, squeeze_b), _fast_report(n * m, method)
         report = None
         lean = method != "exact" and k and n * m and _one_block(n, k, m)
         if lean and serial is _NO_ERRSTATE:     # small: no context to enter at all
@@ -656,6 +773,17 @@ def _batched_product(A: np.ndarray, B: np.ndarray, out: np.ndarray,
     """The fast tier over all batch elements at once (one numpy call per step instead of
     one per batch), then the repair tiers for the batch elements that need them."""
     report = ProductReport(entries=out.size)
+    status = _compiled_batched(A, B, out, method == "auto")
+    if status is not None and not (status == _KERNEL_REFUSE).any():   # else refused below
+        A_flat = A.reshape(-1, *A.shape[-2:])
+        B_flat = B.reshape(-1, *B.shape[-2:])
+        C_flat = out.reshape(-1, *out.shape[-2:])
+        for index in np.flatnonzero(status):    # dead lines or untrusted sums
+            part = _product_2d(A_flat[index], B_flat[index], C_flat[index], method)
+            report.rebalanced += part.rebalanced
+            report.blocked += part.blocked
+            report.exact += part.exact
+        return _fast_report(out.size, method, report)
     untrusted = _shifted_gemm_untrusted(_ShiftedFactor(A, -1, "A"), _ShiftedFactor(B, -2, "B"),
                                         out, check=method == "auto")
     if method == "fast":
@@ -675,6 +803,53 @@ def _batched_product(A: np.ndarray, B: np.ndarray, out: np.ndarray,
             report += _repair(A_flat[index], B_flat[index], C_flat[index], flat[index])
     report.fast = out.size - report.repaired
     return report
+
+
+def _fast_report(entries: int, method: str, report: ProductReport | None = None
+                 ) -> ProductReport:
+    """``report`` (or a new one) for ``entries`` entries of which all but its repaired
+    ones came from the fast tier: vouched for (``auto``) or unchecked (``fast``)."""
+    report = report if report is not None else ProductReport()
+    report.entries = entries
+    if method == "fast":
+        report.unchecked = entries
+    else:
+        report.fast = entries - report.repaired
+    return report
+
+
+def _compiled_batched(A: np.ndarray, B: np.ndarray, out: np.ndarray,
+                      check: bool) -> np.ndarray | None:
+    """The compiled fast tier over a batch of small products: A (..., n, k) and B
+    (..., k, m) each contiguous or broadcast along every batch axis, ``out`` (..., n, m)
+    C-contiguous. Returns each product's status, flattened (0: done; else see
+    :mod:`logmm.compiled`), or None where the kernels do not apply."""
+    n, k = A.shape[-2:]
+    m = B.shape[-1]
+    if not _compiled_size(n, k, m, out.dtype) or not out.flags.c_contiguous:
+        return None
+    A3, B3 = _batch_3d(A), _batch_3d(B)
+    if A3 is None or B3 is None:
+        return None
+    kernels = _compiled_kernels()
+    if kernels is None:
+        return None
+    count = out.size // max(1, n * m)
+    status = np.empty(count, dtype=np.int8)
+    kernels.batched_product(A3, B3, out.reshape(-1, n, m),
+                            _compiled_constants(out.dtype, k, check), status)
+    return status
+
+
+def _batch_3d(X: np.ndarray) -> np.ndarray | None:
+    """``X`` (..., r, c) as a C-contiguous (b, r, c) array without copying the batch: the
+    batch itself if contiguous, its one matrix (b = 1) if broadcast along every batch
+    axis; else None."""
+    if X.flags.c_contiguous:
+        return X.reshape(-1, *X.shape[-2:])
+    if any(X.strides[:-2]):
+        return None
+    return np.ascontiguousarray(X[(0,) * (X.ndim - 2)])[None]
 
 
 def _fast_tile_rows(n: int, k: int, m: int) -> int:

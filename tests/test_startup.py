@@ -15,7 +15,7 @@ import sys
 import pytest
 
 HEAVY = ("scipy", "scipy.sparse", "opt_einsum", "h5py", "zarr", "threadpoolctl",
-         "importlib.metadata")
+         "importlib.metadata", "numba")
 
 
 def _loaded_after(code: str) -> dict[str, object]:
