@@ -90,6 +90,11 @@ _REBALANCE_TILE_ENTRIES = 1 << 14   # rebalanced tier: output entries per tile
 _REBALANCE_TILE_COLS = 128          # rebalanced tier: at most this many columns per tile
 _REPAIR_GATHER_ELEMENTS = 1 << 20   # rebalanced tier: rows x K gathered per tile, at most
 _EXACT_TILE_ELEMENTS = 1 << 19      # exact method: rows x cols x K-chunk per tile
+# exact method, certified path: terms per GEMM block sum (its rounding, (b - 1) u, enters
+# the exact-tier bound; at 512^3 float64 b = 8, 16, 32, 64 took 69, 60, 50, 46 ms, one noisy
+# run) and the smallest shifted sum it vouches for, 2^-20 (see _exact_product)
+_EXACT_BLOCK = 16
+_EXACT_CERTIFIED_LOG_SUM = -20 * math.log(2.0)
 # Factors smaller than this skip exp's clamp (see clamped_exp): the clamp costs a ufunc
 # call (~1 us), more than the few ns per element numpy's exp loses on subnormal results
 # at this size in the typical case (at worst ~30 ns x 1024 elements). Unclamped, a term
@@ -364,8 +369,8 @@ def logmatmulexp(A: np.ndarray, B: np.ndarray, *, method: Method = "auto",
         GEMM alone; possibly far off (``-inf``, or a value near the underflow floor)
         where the row maximum of ``A`` and the column maximum of ``B`` sit on different
         ``k`` far apart in scale; ``report.unchecked`` counts its entries.
-        ``exact``: blocked exact logsumexp over every term (memory bounded by tiles,
-        independent of n·k·m; slower).
+        ``exact``: every entry within the tighter exact-tier bound below, computed in
+        float64 (memory bounded by tiles, independent of n·k·m; slower than ``auto``).
     dtype : float32 or float64, optional
         Result dtype; default ``np.result_type(A, B)``. float32 inputs are computed in
         float32 (repairs accumulate in float64).
@@ -396,6 +401,14 @@ def logmatmulexp(A: np.ndarray, B: np.ndarray, *, method: Method = "auto",
     argument per block and its logsumexp adds ``O(u log K)``; the exact tier is a
     two-pass logsumexp in float64. Entries below the trust thresholds are never
     returned from a tier that cannot vouch for them.
+
+    ``exact`` also satisfies the exact-tier bound, with no ``K`` or ``M`` term::
+
+        |C - C_exact| <= 2^-53 (2 |C| + 5 log2 K + K / 512 + 100) + u |C|
+
+    (``u |C|``: rounding to the result dtype): a float64 GEMM per block of 16 terms,
+    blocks added pairwise, where its certificate holds, and a per-entry float64
+    logsumexp elsewhere (argument in :func:`_exact_product`).
 
     Raises
     ------
@@ -978,7 +991,118 @@ def _exact_entries(a: np.ndarray, B: np.ndarray, rows: np.ndarray, cols: np.ndar
     return out
 
 
-def _exact_product(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
+def _exact_product(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> int:
+    """``method="exact"`` into ``out`` (n, m); returns how many entries were evaluated
+    term by term (the rest are certified).
+
+    Every entry is within the exact-tier bound (see :func:`logmatmulexp`)::
+
+        |C - C_exact| <= u (2 |C| + 5 log2 K + K / 512 + 100) + u_out |C|
+
+    with ``u = 2^-53`` (everything below is computed in float64, whatever the result
+    dtype) and ``u_out |C|`` the rounding to the result dtype. Unlike ``auto``'s bound it
+    has no ``K`` or ``max|A| + max|B|`` term, so a GEMM summing K terms in one running
+    sum cannot vouch for an entry; two paths meet it.
+
+    *Certified* (:func:`_exact_certified`): with ``x_k = exp(A[i,k] - a)``, ``y_k =
+    exp(B[k,j] - b)`` (``a``, ``b`` the row and column maxima, both computed in float64)
+    the shifted sum ``S = sum_k x_k y_k`` is formed by one GEMM per block of
+    ``_EXACT_BLOCK`` terms and the block sums are added in a pairwise tree. Each term is
+    a non-negative product, so (first order, ``w_k`` the term's share of the sum,
+    ``H = -sum w log w <= log K`` and ``sum_k w_k (a + b - A[i,k] - B[k,j]) = H - log S``)
+    the relative error of S is at most ``u (H - log S)`` (rounding of the exponents
+    ``A - a``, ``B - b``, each at most ``u`` times itself) ``+ 5u`` (two exps of at most
+    one ulp and the product) ``+ (b - 1) u`` (one block's GEMM sum, any order) ``+
+    ceil(log2 nblocks) u`` (the tree) ``+ u`` (exp's clamp and underflow: at most
+    ``(2e + 1) tiny`` per term, below ``u S / 2^40`` for S >= 2^-20 and any K below
+    1e270). The entry is vouched for when ``S >= 2^-20`` (``_EXACT_CERTIFIED_LOG_SUM``,
+    ``L = 20 log 2``): then ``|log S| <= max(L, log K)`` and ``C = log S + (a + b)`` adds
+    ``2u |log S|`` (log) ``+ u |a + b|`` (``<= u (|C| + |log S|)``) and the final
+    rounding. In all, with ``b = 16``: ``u (|C| + L + log K + log2 K + 19 + 3 max(L,
+    log K))`` plus the final rounding, within the bound for every K (the final add
+    rounds to float64, by ``u |C|``, then to the result dtype). Entries below 2^-20
+    (row and column maxima misaligned: the adversarial families) never come from here.
+
+    *Per entry*: what the certificate cannot vouch for is recomputed as ``c +
+    log sum_k exp(A[i,k] + B[k,j] - c)``: by :func:`_exact_tiles` (``c`` the ``auto``
+    result, at most ``u (2 |C| + 2 log K + 31 + K / 512)``) on the rows and columns
+    holding such entries when they are dense there, else by :func:`_exact_entries` (two
+    passes, ``c`` the maximum term, at most ``u (2 |C| + 5 log K + log2 K + 30)``).
+    Dead lines (all ``-inf``) are exactly ``-inf``; NaN reaches the entries it enters.
+    """
+    k = A.shape[1]
+    untrusted = _exact_certified(A, B, out)
+    if untrusted is None:
+        return 0
+    rows = np.flatnonzero(untrusted.any(axis=1))
+    cols = np.flatnonzero(untrusted.any(axis=0))
+    count = int(np.count_nonzero(untrusted))
+    if 4 * count >= rows.size * cols.size and rows.size * cols.size * k > _EXACT_TILE_ELEMENTS:
+        # dense among their rows and columns: the tiled pass over that block
+        sub = np.empty((rows.size, cols.size), dtype=out.dtype)
+        _exact_tiles(A[rows], B[:, cols], sub)
+        todo = untrusted[np.ix_(rows, cols)]
+        ii, jj = np.nonzero(todo)
+        out[rows[ii], cols[jj]] = sub[ii, jj]
+    else:
+        ii, jj = np.nonzero(untrusted)
+        out[ii, jj] = _exact_entries(A, B, ii, jj)     # chunked: O(chunk x K) terms
+    return count
+
+
+def _exact_certified(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> np.ndarray | None:
+    """The certified path of :func:`_exact_product`: fills ``out`` (n, m) and returns the
+    mask of entries it cannot vouch for (None if there are none).
+
+    Row tiles of a size set by the shape alone (the same bytes on any thread count),
+    ``(nblocks, rows, m)`` float64 block sums per tile, at most ``_EXACT_TILE_ELEMENTS``.
+    """
+    n, k = A.shape
+    m = B.shape[1]
+    acc = np.dtype(np.float64)
+    b = min(_EXACT_BLOCK, k)
+    nblocks = -(-k // b)
+    fb = _ShiftedFactor(B.astype(acc, copy=False), 0, "B")
+    EB = fb.E
+    if nblocks * b != k:                 # zero factors: the padding adds exactly nothing
+        EB = np.concatenate([EB, np.zeros((nblocks * b - k, m), acc)], axis=0)
+    EB = EB.reshape(nblocks, b, m)
+    floor = _EXACT_CERTIFIED_LOG_SUM
+    tile_rows = max(1, min(n, _EXACT_TILE_ELEMENTS // (nblocks * m)))
+
+    def row_tile(r0: int) -> np.ndarray | None:
+        r1 = min(n, r0 + tile_rows)
+        fa = _ShiftedFactor(A[r0:r1].astype(acc, copy=False), 1, "A")
+        EA = fa.E
+        if nblocks * b != k:
+            EA = np.concatenate([EA, np.zeros((r1 - r0, nblocks * b - k), acc)], axis=1)
+        parts = np.matmul(EA.reshape(r1 - r0, nblocks, b).transpose(1, 0, 2), EB)
+        size = nblocks
+        while size > 1:                  # pairwise tree over the blocks, in place
+            half = (size + 1) // 2
+            parts[:size - half] += parts[half:size]
+            size = half
+        S = parts[0]
+        log_s = np.log(S)
+        untrusted = log_s < floor        # NaN compares False: NaN entries are final
+        C = np.add(fa.shift[:, None], fb.shift[None, :])
+        C += log_s
+        if not (fa.live and fb.live):
+            dead_rows, dead_cols = ~np.isfinite(fa.max), ~np.isfinite(fb.max)
+            _restore_neg_inf(C, dead_rows, dead_cols)
+            untrusted &= ~(dead_rows[:, None] | dead_cols[None, :])
+        out[r0:r1] = C
+        return untrusted if untrusted.any() else None
+
+    parts = _map_parallel(row_tile, range(0, n, tile_rows), n * k * m)
+    if all(p is None for p in parts):
+        return None
+    return np.concatenate([np.zeros((min(n, r0 + tile_rows) - r0, m), bool) if p is None
+                           else p for r0, p in zip(range(0, n, tile_rows), parts,
+                                                   strict=True)])
+
+
+def _exact_tiles(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
     """Exact logsumexp over every term into ``out`` (n, m), shifted per entry by the
     ``auto`` result.
 
