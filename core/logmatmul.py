@@ -242,7 +242,7 @@ def _raise_on_posinf(max_values: np.ndarray, name: str) -> None:
     if not max_values.size:
         return
     top = np.fmax.reduce(max_values, axis=None)   # NaN only if every value is NaN
-    if np.isposinf(top):
+    if top == np.inf:      # not np.isposinf: ~9 us per call on a 0-d array
         raise InputError(
             f"{name} contains +inf, which is not a log-probability "
             "(log(0) is -inf; +inf would be an infinite probability)"
