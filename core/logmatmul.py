@@ -75,6 +75,11 @@ _GEMM_BOUND_TILE_ROWS = 256         # ... when the GEMM dominates: 2048^3 in 256
                                     # 2 threads ran at 0.83-0.92x the time of one 2-thread
                                     # GEMM (64 rows: 1.07-1.24x, B packed more often)
 _GEMM_BOUND_RATIO = 128             # k*m/(k+m) above which the GEMM dominates the fast path
+# GEMM-bound products of 2 x this many rows or more (and parallel work) are cut into at
+# least two balanced tiles, so both cores run a GEMM: 256^3 float64 as two 128-row tiles
+# took 0.72x the time of one single-threaded 256-row GEMM (median of 15, loaded machine);
+# 300 rows as 150 + 150 rather than 256 + 44.
+_GEMM_HALF_MIN_ROWS = 128
 _PARALLEL_MIN_WORK = 1 << 22        # n*k*m below which row tiles run on one thread
 # GEMMs of at most this many multiply-adds skip pinning BLAS to one thread (the pin cost
 # ~20 us of CPU per 64^3 call, +12-18%): OpenBLAS runs them on one thread anyway
@@ -85,6 +90,7 @@ _SERIAL_BLAS_MIN_WORK = 1 << 18
 _SERIAL_BLAS_MIN_VECTOR_WORK = 9216
 _BATCHED_MAX_WORK = 1 << 25         # n*k*m per batch element up to which batches run as one
 _REPAIR_CHUNK_ELEMENTS = 1 << 18    # per-entry repair: entries x K per chunk
+_FACTOR_CHUNK_ELEMENTS = 1 << 16    # B's shift and exp on the threads: elements per chunk
 _BLOCKED_TIER_ELEMENTS = 1 << 20    # blocked tier: blocks x rows x cols per group
 _REBALANCE_TILE_ENTRIES = 1 << 14   # rebalanced tier: output entries per tile
 _REBALANCE_TILE_COLS = 128          # rebalanced tier: at most this many columns per tile
@@ -552,9 +558,11 @@ class _ShiftedFactor:
     ``shift`` is the same with non-finite values replaced by 0; ``E`` lies in [0, 1].
     """
 
-    __slots__ = ("E", "live", "max", "shift")
+    __slots__ = ("E", "live", "max", "shift", "smallest")
 
-    def __init__(self, X: np.ndarray, axis: int, name: str) -> None:
+    def __init__(self, X: np.ndarray, axis: int, name: str, work: int = 0) -> None:
+        """``work``: the product's n*k*m; large enough, a 2-D ``X`` with ``axis=0`` (B)
+        gets its shift and exp on row chunks shared by the threads (see _fill_rows)."""
         self.max = _line_max(X, axis)
         # The +inf refusal on one NaN-ignoring scalar (NaN only if every line is all NaN).
         if self.max.size and not np.fmax.reduce(self.max, axis=None) <= _posinf_limit(X.dtype):
@@ -563,11 +571,50 @@ class _ShiftedFactor:
         #: propagates NaN, and +inf was refused above
         self.live = bool(self.max.size == 0 or np.minimum.reduce(self.max, axis=None) > -np.inf)
         self.shift = self.max if self.live else finite_or_zero(self.max.copy())
+        self.smallest: float | None = None     # see vouches_for
+        if (axis == 0 and X.ndim == 2 and work >= _PARALLEL_MIN_WORK
+                and X.size >= 2 * _FACTOR_CHUNK_ELEMENTS):
+            self.E = np.empty(X.shape, dtype=X.dtype)
+            self._fill_rows(X, work)
+            return
         along = (slice(None),) * (X.ndim + axis if axis < 0 else axis) + (np.newaxis,)
         self.E = np.subtract(X, self.shift[along])
         if X.size >= _CLAMP_MIN_ELEMENTS:       # clamped_exp, inlined
             np.maximum(self.E, _exp_floor(X.dtype), out=self.E)
         np.exp(self.E, out=self.E)
+
+    def _fill_rows(self, X: np.ndarray, work: int) -> None:
+        """``E = exp(max(X - shift, floor))`` for a (k, m) ``X`` shifted by column, in
+        row chunks on the threads: B's exp was the one serial pass of a large product
+        (measured 512^3 float64: ~4 ms of ~30). Elementwise, so the bytes are those of
+        one pass, and the chunks are set by the shape alone."""
+        rows = max(1, min(X.shape[0], _FACTOR_CHUNK_ELEMENTS // max(1, X.shape[1])))
+        floor = _exp_floor(X.dtype)
+
+        def chunk(r0: int) -> None:
+            E = self.E[r0:r0 + rows]
+            np.subtract(X[r0:r0 + rows], self.shift, out=E)
+            np.maximum(E, floor, out=E)
+            np.exp(E, out=E)
+
+        _map_parallel(chunk, range(0, X.shape[0], rows), work)
+
+    def vouches_for(self, tau: float, work: int) -> bool:
+        """Whether ``E``'s smallest entry alone shows every shifted sum with a live
+        partner line is at least ``tau``, computing it only if that costs at most a
+        quarter of scanning ``work`` sums (once per factor, then cached).
+
+        Why: the other factor's live line has an entry exactly 1 (its maximum shifted
+        by itself, ``exp(0)``), so each sum holds a term ``1 * E[.]`` exactly, and a
+        floating-point sum of non-negative terms is at least each of them (rounding is
+        monotone). Dead lines are excluded from the trust test anyway; NaN sums need no
+        repair, and ``fmin`` ignores NaN. So this never passes a sum below ``tau``.
+        """
+        if self.smallest is None:
+            if 4 * self.E.size > work or not self.E.size:
+                return False
+            self.smallest = float(np.fmin.reduce(self.E, axis=None))
+        return self.smallest >= tau
 
 
 def _line_max(X: np.ndarray, axis: int) -> np.ndarray:
@@ -651,8 +698,10 @@ def _shifted_gemm_untrusted(fa: _ShiftedFactor, fb: _ShiftedFactor, out: np.ndar
     untrusted = None
     if check:
         tau = _trust_threshold(out.dtype, fa.E.shape[-1])
-        # one NaN-ignoring reduction tells whether any entry needs the mask at all
-        if S.size and np.fmin.reduce(S, axis=None) < tau:
+        # a factor's smallest entry, or one NaN-ignoring reduction over the sums, tells
+        # whether any entry needs the mask at all
+        if (S.size and not (fb.vouches_for(tau, S.size) or fa.vouches_for(tau, S.size))
+                and np.fmin.reduce(S, axis=None) < tau):
             untrusted = S < tau                            # NaN compares False
             if not live and (dead_rows.any() or dead_cols.any()):
                 untrusted &= ~(dead_rows[..., :, None] | dead_cols[..., None, :])
@@ -694,6 +743,8 @@ def _fast_tile_rows(n: int, k: int, m: int) -> int:
     """Rows per fast-tier tile of (n, k) @ (k, m): a function of the shape only, so each
     output row is computed by the same GEMM call shape on any machine."""
     if k * m >= _GEMM_BOUND_RATIO * (k + m):    # the GEMM dominates
+        if n >= 2 * _GEMM_HALF_MIN_ROWS and n * k * m >= _PARALLEL_MIN_WORK:
+            return min(-(-n // 2), _GEMM_BOUND_TILE_ROWS)     # two balanced tiles at least
         return min(n, _GEMM_BOUND_TILE_ROWS)
     return max(1, min(n, _FAST_TILE_ELEMENTS // max(k, m)))
 
@@ -702,7 +753,8 @@ def _one_block(n: int, k: int, m: int) -> bool:
     """Whether :func:`_product_2d` computes the fast tier of (n, k) @ (k, m) as one block
     (``_fast_tile_rows(n, k, m) >= n``, inlined)."""
     if k * m >= _GEMM_BOUND_RATIO * (k + m):
-        return n <= _GEMM_BOUND_TILE_ROWS
+        return n <= _GEMM_BOUND_TILE_ROWS and not (n >= 2 * _GEMM_HALF_MIN_ROWS
+                                                   and n * k * m >= _PARALLEL_MIN_WORK)
     return n <= max(1, _FAST_TILE_ELEMENTS // max(k, m))
 
 
@@ -783,7 +835,9 @@ def _product_2d(A: np.ndarray, B: np.ndarray, out: np.ndarray, method: str) -> P
         report.exact = n * m
         return report
 
-    fb = _ShiftedFactor(B, 0, "B")
+    fb = _ShiftedFactor(B, 0, "B", work=n * k * m)
+    if method == "auto":        # once for all tiles, when cheaper than scanning C
+        fb.vouches_for(_trust_threshold(out.dtype, k), n * m)
     # Row tiles of a size set by the shape alone, shared by the threads, each one
     # single-threaded GEMM: the same bytes whatever the thread count (see _serial_blas).
     rows_per_block = _fast_tile_rows(n, k, m)
