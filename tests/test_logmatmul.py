@@ -484,3 +484,34 @@ def test_no_tier_returns_neg_inf_for_a_finite_value_near_the_range() -> None:
                 assert np.isfinite(C[i, j]) == np.isfinite(want), (A[i], B[:, j])
                 assert abs(C[i, j] - want) <= 1e-10 * max(1.0, abs(want))
     assert min(seen.values()) > 0, seen            # every tier was exercised
+
+
+def test_factor_certificate_changes_no_byte(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Skipping the scan of the sums when a factor's smallest entry proves them all above
+    the trust threshold returns the same bytes as scanning them, and still repairs what
+    needs repair (dead lines, NaN, a banded batch)."""
+    from logmm.logmatmul import _ShiftedFactor
+    rng = np.random.default_rng(5)
+    A = np.log(rng.dirichlet(np.ones(16), size=(3, 300)))
+    B = np.log(rng.dirichlet(np.ones(40), size=(3, 16)))     # (3, 16, 40): k << n
+    A[0, 5] = -np.inf                                         # a dead row
+    A[1, 7, 3] = np.nan
+    bA, bB = adversarial.banded(300, 16, 40, fraction=0.2, seed=2)
+    cases = [(A, B), (bA, bB), (A[0], B[0])]
+    used = []
+    real = _ShiftedFactor.vouches_for
+
+    def spy(self, tau, work):
+        answer = real(self, tau, work)
+        used.append(answer)
+        return answer
+
+    monkeypatch.setattr(_ShiftedFactor, "vouches_for", spy)
+    got = [logmm.logmatmulexp_report(a, b) for a, b in cases]
+    assert any(used)                                          # the certificate did vouch
+    monkeypatch.setattr(_ShiftedFactor, "vouches_for", lambda self, tau, work: False)
+    for (a, b), (C, report) in zip(cases, got, strict=True):
+        C_scan, report_scan = logmm.logmatmulexp_report(a, b)
+        assert C.tobytes() == C_scan.tobytes() and report == report_scan
+    assert got[1][1].repaired > 0
+    assert np.all(got[0][0][0, 5] == -np.inf) and np.all(np.isnan(got[0][0][1, 7]))
