@@ -75,11 +75,6 @@ _GEMM_BOUND_TILE_ROWS = 256         # ... when the GEMM dominates: 2048^3 in 256
                                     # 2 threads ran at 0.83-0.92x the time of one 2-thread
                                     # GEMM (64 rows: 1.07-1.24x, B packed more often)
 _GEMM_BOUND_RATIO = 128             # k*m/(k+m) above which the GEMM dominates the fast path
-# GEMM-bound products of 2 x this many rows or more (and parallel work) are cut into at
-# least two balanced tiles, so both cores run a GEMM: 256^3 float64 as two 128-row tiles
-# took 0.72x the time of one single-threaded 256-row GEMM (median of 15, loaded machine);
-# 300 rows as 150 + 150 rather than 256 + 44.
-_GEMM_HALF_MIN_ROWS = 128
 _PARALLEL_MIN_WORK = 1 << 22        # n*k*m below which row tiles run on one thread
 # GEMMs of at most this many multiply-adds skip pinning BLAS to one thread (the pin cost
 # ~20 us of CPU per 64^3 call, +12-18%): OpenBLAS runs them on one thread anyway
@@ -743,8 +738,6 @@ def _fast_tile_rows(n: int, k: int, m: int) -> int:
     """Rows per fast-tier tile of (n, k) @ (k, m): a function of the shape only, so each
     output row is computed by the same GEMM call shape on any machine."""
     if k * m >= _GEMM_BOUND_RATIO * (k + m):    # the GEMM dominates
-        if n >= 2 * _GEMM_HALF_MIN_ROWS and n * k * m >= _PARALLEL_MIN_WORK:
-            return min(-(-n // 2), _GEMM_BOUND_TILE_ROWS)     # two balanced tiles at least
         return min(n, _GEMM_BOUND_TILE_ROWS)
     return max(1, min(n, _FAST_TILE_ELEMENTS // max(k, m)))
 
@@ -753,8 +746,7 @@ def _one_block(n: int, k: int, m: int) -> bool:
     """Whether :func:`_product_2d` computes the fast tier of (n, k) @ (k, m) as one block
     (``_fast_tile_rows(n, k, m) >= n``, inlined)."""
     if k * m >= _GEMM_BOUND_RATIO * (k + m):
-        return n <= _GEMM_BOUND_TILE_ROWS and not (n >= 2 * _GEMM_HALF_MIN_ROWS
-                                                   and n * k * m >= _PARALLEL_MIN_WORK)
+        return n <= _GEMM_BOUND_TILE_ROWS
     return n <= max(1, _FAST_TILE_ELEMENTS // max(k, m))
 
 
