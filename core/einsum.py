@@ -18,6 +18,7 @@ float32. Size-1 dimensions broadcast against their label's size (as numpy does f
 
 from __future__ import annotations
 
+import math
 import string
 from collections.abc import Sequence
 
@@ -92,8 +93,9 @@ def logeinsum(subscripts: str, *operands: np.ndarray, semiring: Semiring = "log"
             others = set(output).union(*(set(t) for j, t in enumerate(terms) if j != i))
             terms[i], arrays[i] = _prepare(term, arrays[i], others, semiring)
         if len(terms) > 1:
-            path, _ = opt_einsum.contract_path(",".join(terms) + "->" + output,
-                                               *[a.shape for a in arrays], shapes=True)
+            # two operands have one order (opt_einsum's path is [(0, 1)]): skip its search
+            path = [(0, 1)] if len(terms) == 2 else opt_einsum.contract_path(
+                ",".join(terms) + "->" + output, *[a.shape for a in arrays], shapes=True)[0]
             for step in path:
                 picked = sorted(step, reverse=True)
                 pairs = [(terms.pop(i), arrays.pop(i)) for i in picked][::-1]  # input order
@@ -240,7 +242,7 @@ def _contract_pair(ta: str, a: np.ndarray, tb: str, b: np.ndarray, needed: set[s
     size = dict(zip(ta, a.shape, strict=True)) | dict(zip(tb, b.shape, strict=True))
 
     def prod(labels: list[str]) -> int:
-        return int(np.prod([size[c] for c in labels], dtype=np.int64))
+        return math.prod(size[c] for c in labels)
 
     A3 = np.transpose(a, [ta.index(c) for c in batch + left + summed]).reshape(
         prod(batch), prod(left), prod(summed))

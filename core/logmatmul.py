@@ -90,11 +90,17 @@ _SERIAL_BLAS_MIN_WORK = 1 << 18
 _SERIAL_BLAS_MIN_VECTOR_WORK = 9216
 _BATCHED_MAX_WORK = 1 << 25         # n*k*m per batch element up to which batches run as one
 _REPAIR_CHUNK_ELEMENTS = 1 << 18    # per-entry repair: entries x K per chunk
+_FACTOR_CHUNK_ELEMENTS = 1 << 16    # B's shift and exp on the threads: elements per chunk
 _BLOCKED_TIER_ELEMENTS = 1 << 20    # blocked tier: blocks x rows x cols per group
 _REBALANCE_TILE_ENTRIES = 1 << 14   # rebalanced tier: output entries per tile
 _REBALANCE_TILE_COLS = 128          # rebalanced tier: at most this many columns per tile
 _REPAIR_GATHER_ELEMENTS = 1 << 20   # rebalanced tier: rows x K gathered per tile, at most
 _EXACT_TILE_ELEMENTS = 1 << 19      # exact method: rows x cols x K-chunk per tile
+# exact method, certified path: terms per GEMM block sum (its rounding, (b - 1) u, enters
+# the exact-tier bound; at 512^3 float64 b = 8, 16, 32, 64 took 69, 60, 50, 46 ms, one noisy
+# run) and the smallest shifted sum it vouches for, 2^-20 (see _exact_product)
+_EXACT_BLOCK = 16
+_EXACT_CERTIFIED_LOG_SUM = -20 * math.log(2.0)
 # Factors smaller than this skip exp's clamp (see clamped_exp): the clamp costs a ufunc
 # call (~1 us), more than the few ns per element numpy's exp loses on subnormal results
 # at this size in the typical case (at worst ~30 ns x 1024 elements). Unclamped, a term
@@ -340,7 +346,7 @@ def _raise_on_posinf(max_values: np.ndarray, name: str) -> None:
     if not max_values.size:
         return
     top = np.fmax.reduce(max_values, axis=None)   # NaN only if every value is NaN
-    if np.isposinf(top):
+    if top == np.inf:      # not np.isposinf: ~9 us per call on a 0-d array
         raise InputError(
             f"{name} contains +inf, which is not a log-probability "
             "(log(0) is -inf; +inf would be an infinite probability)"
@@ -467,8 +473,8 @@ def logmatmulexp(A: np.ndarray, B: np.ndarray, *, method: Method = "auto",
         GEMM alone; possibly far off (``-inf``, or a value near the underflow floor)
         where the row maximum of ``A`` and the column maximum of ``B`` sit on different
         ``k`` far apart in scale; ``report.unchecked`` counts its entries.
-        ``exact``: blocked exact logsumexp over every term (memory bounded by tiles,
-        independent of n·k·m; slower).
+        ``exact``: every entry within the tighter exact-tier bound below, computed in
+        float64 (memory bounded by tiles, independent of n·k·m; slower than ``auto``).
     dtype : float32 or float64, optional
         Result dtype; default ``np.result_type(A, B)``. float32 inputs are computed in
         float32 (repairs accumulate in float64).
@@ -499,6 +505,14 @@ def logmatmulexp(A: np.ndarray, B: np.ndarray, *, method: Method = "auto",
     argument per block and its logsumexp adds ``O(u log K)``; the exact tier is a
     two-pass logsumexp in float64. Entries below the trust thresholds are never
     returned from a tier that cannot vouch for them.
+
+    ``exact`` also satisfies the exact-tier bound, with no ``K`` or ``M`` term::
+
+        |C - C_exact| <= 2^-53 (2 |C| + 5 log2 K + K / 512 + 100) + u |C|
+
+    (``u |C|``: rounding to the result dtype): a float64 GEMM per block of 16 terms,
+    blocks added pairwise, where its certificate holds, and a per-entry float64
+    logsumexp elsewhere (argument in :func:`_exact_product`).
 
     Raises
     ------
@@ -656,9 +670,11 @@ class _ShiftedFactor:
     ``shift`` is the same with non-finite values replaced by 0; ``E`` lies in [0, 1].
     """
 
-    __slots__ = ("E", "live", "max", "shift")
+    __slots__ = ("E", "live", "max", "shift", "smallest")
 
-    def __init__(self, X: np.ndarray, axis: int, name: str) -> None:
+    def __init__(self, X: np.ndarray, axis: int, name: str, work: int = 0) -> None:
+        """``work``: the product's n*k*m; large enough, a 2-D ``X`` with ``axis=0`` (B)
+        gets its shift and exp on row chunks shared by the threads (see _fill_rows)."""
         self.max = _line_max(X, axis)
         # The +inf refusal on one NaN-ignoring scalar (NaN only if every line is all NaN).
         if self.max.size and not np.fmax.reduce(self.max, axis=None) <= _posinf_limit(X.dtype):
@@ -667,11 +683,50 @@ class _ShiftedFactor:
         #: propagates NaN, and +inf was refused above
         self.live = bool(self.max.size == 0 or np.minimum.reduce(self.max, axis=None) > -np.inf)
         self.shift = self.max if self.live else finite_or_zero(self.max.copy())
+        self.smallest: float | None = None     # see vouches_for
+        if (axis == 0 and X.ndim == 2 and work >= _PARALLEL_MIN_WORK
+                and X.size >= 2 * _FACTOR_CHUNK_ELEMENTS):
+            self.E = np.empty(X.shape, dtype=X.dtype)
+            self._fill_rows(X, work)
+            return
         along = (slice(None),) * (X.ndim + axis if axis < 0 else axis) + (np.newaxis,)
         self.E = np.subtract(X, self.shift[along])
         if X.size >= _CLAMP_MIN_ELEMENTS:       # clamped_exp, inlined
             np.maximum(self.E, _exp_floor(X.dtype), out=self.E)
         np.exp(self.E, out=self.E)
+
+    def _fill_rows(self, X: np.ndarray, work: int) -> None:
+        """``E = exp(max(X - shift, floor))`` for a (k, m) ``X`` shifted by column, in
+        row chunks on the threads: B's exp was the one serial pass of a large product
+        (measured 512^3 float64: ~4 ms of ~30). Elementwise, so the bytes are those of
+        one pass, and the chunks are set by the shape alone."""
+        rows = max(1, min(X.shape[0], _FACTOR_CHUNK_ELEMENTS // max(1, X.shape[1])))
+        floor = _exp_floor(X.dtype)
+
+        def chunk(r0: int) -> None:
+            E = self.E[r0:r0 + rows]
+            np.subtract(X[r0:r0 + rows], self.shift, out=E)
+            np.maximum(E, floor, out=E)
+            np.exp(E, out=E)
+
+        _map_parallel(chunk, range(0, X.shape[0], rows), work)
+
+    def vouches_for(self, tau: float, work: int) -> bool:
+        """Whether ``E``'s smallest entry alone shows every shifted sum with a live
+        partner line is at least ``tau``, computing it only if that costs at most a
+        quarter of scanning ``work`` sums (once per factor, then cached).
+
+        Why: the other factor's live line has an entry exactly 1 (its maximum shifted
+        by itself, ``exp(0)``), so each sum holds a term ``1 * E[.]`` exactly, and a
+        floating-point sum of non-negative terms is at least each of them (rounding is
+        monotone). Dead lines are excluded from the trust test anyway; NaN sums need no
+        repair, and ``fmin`` ignores NaN. So this never passes a sum below ``tau``.
+        """
+        if self.smallest is None:
+            if 4 * self.E.size > work or not self.E.size:
+                return False
+            self.smallest = float(np.fmin.reduce(self.E, axis=None))
+        return self.smallest >= tau
 
 
 def _line_max(X: np.ndarray, axis: int) -> np.ndarray:
@@ -755,8 +810,10 @@ def _shifted_gemm_untrusted(fa: _ShiftedFactor, fb: _ShiftedFactor, out: np.ndar
     untrusted = None
     if check:
         tau = _trust_threshold(out.dtype, fa.E.shape[-1])
-        # one NaN-ignoring reduction tells whether any entry needs the mask at all
-        if S.size and np.fmin.reduce(S, axis=None) < tau:
+        # a factor's smallest entry, or one NaN-ignoring reduction over the sums, tells
+        # whether any entry needs the mask at all
+        if (S.size and not (fb.vouches_for(tau, S.size) or fa.vouches_for(tau, S.size))
+                and np.fmin.reduce(S, axis=None) < tau):
             untrusted = S < tau                            # NaN compares False
             if not live and (dead_rows.any() or dead_cols.any()):
                 untrusted &= ~(dead_rows[..., :, None] | dead_cols[..., None, :])
@@ -945,7 +1002,9 @@ def _product_2d(A: np.ndarray, B: np.ndarray, out: np.ndarray, method: str) -> P
         report.exact = n * m
         return report
 
-    fb = _ShiftedFactor(B, 0, "B")
+    fb = _ShiftedFactor(B, 0, "B", work=n * k * m)
+    if method == "auto":        # once for all tiles, when cheaper than scanning C
+        fb.vouches_for(_trust_threshold(out.dtype, k), n * m)
     # Row tiles of a size set by the shape alone, shared by the threads, each one
     # single-threaded GEMM: the same bytes whatever the thread count (see _serial_blas).
     rows_per_block = _fast_tile_rows(n, k, m)
@@ -1153,7 +1212,118 @@ def _exact_entries(a: np.ndarray, B: np.ndarray, rows: np.ndarray, cols: np.ndar
     return out
 
 
-def _exact_product(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
+def _exact_product(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> int:
+    """``method="exact"`` into ``out`` (n, m); returns how many entries were evaluated
+    term by term (the rest are certified).
+
+    Every entry is within the exact-tier bound (see :func:`logmatmulexp`)::
+
+        |C - C_exact| <= u (2 |C| + 5 log2 K + K / 512 + 100) + u_out |C|
+
+    with ``u = 2^-53`` (everything below is computed in float64, whatever the result
+    dtype) and ``u_out |C|`` the rounding to the result dtype. Unlike ``auto``'s bound it
+    has no ``K`` or ``max|A| + max|B|`` term, so a GEMM summing K terms in one running
+    sum cannot vouch for an entry; two paths meet it.
+
+    *Certified* (:func:`_exact_certified`): with ``x_k = exp(A[i,k] - a)``, ``y_k =
+    exp(B[k,j] - b)`` (``a``, ``b`` the row and column maxima, both computed in float64)
+    the shifted sum ``S = sum_k x_k y_k`` is formed by one GEMM per block of
+    ``_EXACT_BLOCK`` terms and the block sums are added in a pairwise tree. Each term is
+    a non-negative product, so (first order, ``w_k`` the term's share of the sum,
+    ``H = -sum w log w <= log K`` and ``sum_k w_k (a + b - A[i,k] - B[k,j]) = H - log S``)
+    the relative error of S is at most ``u (H - log S)`` (rounding of the exponents
+    ``A - a``, ``B - b``, each at most ``u`` times itself) ``+ 5u`` (two exps of at most
+    one ulp and the product) ``+ (b - 1) u`` (one block's GEMM sum, any order) ``+
+    ceil(log2 nblocks) u`` (the tree) ``+ u`` (exp's clamp and underflow: at most
+    ``(2e + 1) tiny`` per term, below ``u S / 2^40`` for S >= 2^-20 and any K below
+    1e270). The entry is vouched for when ``S >= 2^-20`` (``_EXACT_CERTIFIED_LOG_SUM``,
+    ``L = 20 log 2``): then ``|log S| <= max(L, log K)`` and ``C = log S + (a + b)`` adds
+    ``2u |log S|`` (log) ``+ u |a + b|`` (``<= u (|C| + |log S|)``) and the final
+    rounding. In all, with ``b = 16``: ``u (|C| + L + log K + log2 K + 19 + 3 max(L,
+    log K))`` plus the final rounding, within the bound for every K (the final add
+    rounds to float64, by ``u |C|``, then to the result dtype). Entries below 2^-20
+    (row and column maxima misaligned: the adversarial families) never come from here.
+
+    *Per entry*: what the certificate cannot vouch for is recomputed as ``c +
+    log sum_k exp(A[i,k] + B[k,j] - c)``: by :func:`_exact_tiles` (``c`` the ``auto``
+    result, at most ``u (2 |C| + 2 log K + 31 + K / 512)``) on the rows and columns
+    holding such entries when they are dense there, else by :func:`_exact_entries` (two
+    passes, ``c`` the maximum term, at most ``u (2 |C| + 5 log K + log2 K + 30)``).
+    Dead lines (all ``-inf``) are exactly ``-inf``; NaN reaches the entries it enters.
+    """
+    k = A.shape[1]
+    untrusted = _exact_certified(A, B, out)
+    if untrusted is None:
+        return 0
+    rows = np.flatnonzero(untrusted.any(axis=1))
+    cols = np.flatnonzero(untrusted.any(axis=0))
+    count = int(np.count_nonzero(untrusted))
+    if 4 * count >= rows.size * cols.size and rows.size * cols.size * k > _EXACT_TILE_ELEMENTS:
+        # dense among their rows and columns: the tiled pass over that block
+        sub = np.empty((rows.size, cols.size), dtype=out.dtype)
+        _exact_tiles(A[rows], B[:, cols], sub)
+        todo = untrusted[np.ix_(rows, cols)]
+        ii, jj = np.nonzero(todo)
+        out[rows[ii], cols[jj]] = sub[ii, jj]
+    else:
+        ii, jj = np.nonzero(untrusted)
+        out[ii, jj] = _exact_entries(A, B, ii, jj)     # chunked: O(chunk x K) terms
+    return count
+
+
+def _exact_certified(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> np.ndarray | None:
+    """The certified path of :func:`_exact_product`: fills ``out`` (n, m) and returns the
+    mask of entries it cannot vouch for (None if there are none).
+
+    Row tiles of a size set by the shape alone (the same bytes on any thread count),
+    ``(nblocks, rows, m)`` float64 block sums per tile, at most ``_EXACT_TILE_ELEMENTS``.
+    """
+    n, k = A.shape
+    m = B.shape[1]
+    acc = np.dtype(np.float64)
+    b = min(_EXACT_BLOCK, k)
+    nblocks = -(-k // b)
+    fb = _ShiftedFactor(B.astype(acc, copy=False), 0, "B")
+    EB = fb.E
+    if nblocks * b != k:                 # zero factors: the padding adds exactly nothing
+        EB = np.concatenate([EB, np.zeros((nblocks * b - k, m), acc)], axis=0)
+    EB = EB.reshape(nblocks, b, m)
+    floor = _EXACT_CERTIFIED_LOG_SUM
+    tile_rows = max(1, min(n, _EXACT_TILE_ELEMENTS // (nblocks * m)))
+
+    def row_tile(r0: int) -> np.ndarray | None:
+        r1 = min(n, r0 + tile_rows)
+        fa = _ShiftedFactor(A[r0:r1].astype(acc, copy=False), 1, "A")
+        EA = fa.E
+        if nblocks * b != k:
+            EA = np.concatenate([EA, np.zeros((r1 - r0, nblocks * b - k), acc)], axis=1)
+        parts = np.matmul(EA.reshape(r1 - r0, nblocks, b).transpose(1, 0, 2), EB)
+        size = nblocks
+        while size > 1:                  # pairwise tree over the blocks, in place
+            half = (size + 1) // 2
+            parts[:size - half] += parts[half:size]
+            size = half
+        S = parts[0]
+        log_s = np.log(S)
+        untrusted = log_s < floor        # NaN compares False: NaN entries are final
+        C = np.add(fa.shift[:, None], fb.shift[None, :])
+        C += log_s
+        if not (fa.live and fb.live):
+            dead_rows, dead_cols = ~np.isfinite(fa.max), ~np.isfinite(fb.max)
+            _restore_neg_inf(C, dead_rows, dead_cols)
+            untrusted &= ~(dead_rows[:, None] | dead_cols[None, :])
+        out[r0:r1] = C
+        return untrusted if untrusted.any() else None
+
+    parts = _map_parallel(row_tile, range(0, n, tile_rows), n * k * m)
+    if all(p is None for p in parts):
+        return None
+    return np.concatenate([np.zeros((min(n, r0 + tile_rows) - r0, m), bool) if p is None
+                           else p for r0, p in zip(range(0, n, tile_rows), parts,
+                                                   strict=True)])
+
+
+def _exact_tiles(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
     """Exact logsumexp over every term into ``out`` (n, m), shifted per entry by the
     ``auto`` result.
 

@@ -69,6 +69,24 @@ def error_bound(A: np.ndarray, B: np.ndarray, dtype: np.dtype) -> float:
     return 4 * u * (k + finite_max(A) + finite_max(B))
 
 
+def exact_tier_errors(C: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:
+    """Per entry, ``|C - ref|`` over ``method="exact"``'s exact-tier bound (documented in
+    ``logmatmulexp``): ``2^-53 (2|C| + 5 log2 K + K/512 + 100) + u |C|`` with ``u`` of C's
+    dtype, plus ``2^-53 |ref|`` for ``ref``'s own rounding to float64. At most 1 where the
+    bound holds; equal infinities and NaN-vs-NaN count as 0, other mismatches inf."""
+    u = float(np.finfo(np.asarray(C).dtype).eps) / 2
+    C = np.asarray(C, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    size = np.where(np.isfinite(ref), np.abs(ref), 0.0)
+    bound = 2.0**-53 * (3 * size + 5 * math.log2(max(k, 1)) + k / 512 + 100) + u * size
+    same = (C == ref) | (np.isnan(C) & np.isnan(ref))
+    with np.errstate(invalid="ignore"):
+        ratio = np.abs(C - ref) / bound
+    ratio[same] = 0.0
+    ratio[np.isnan(ratio)] = np.inf
+    return ratio
+
+
 def max_abs_error(C: np.ndarray, ref: np.ndarray) -> float:
     """Largest |C - ref|; equal infinities and NaN-vs-NaN count as 0, other mismatches inf."""
     C = np.atleast_1d(np.asarray(C, dtype=np.float64))

@@ -10,9 +10,9 @@ import pytest
 
 import logmm
 from logmm import adversarial
-from logmm.logmatmul import _blocked_product, _exact_entries
+from logmm.logmatmul import _blocked_product, _exact_entries, _exact_product
 
-from exact_reference import error_bound, exact_logmatmul, max_abs_error
+from exact_reference import error_bound, exact_logmatmul, exact_tier_errors, max_abs_error
 
 FAMILY_SHAPE = (9, 40, 7)
 
@@ -100,6 +100,70 @@ def test_large_k_against_exact_reference() -> None:
     for method in ("auto", "exact"):
         C = logmm.logmatmulexp(A, B, method=method)
         assert max_abs_error(C, ref) <= error_bound(A, B, np.float64)
+
+
+# ---- method="exact": the exact-tier bound, certified or per entry --------------------------
+
+def _exact_with_count(A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, int]:
+    """``method="exact"``'s values and how many entries it evaluated term by term."""
+    out = np.empty((A.shape[0], B.shape[1]), dtype=A.dtype)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        per_entry = _exact_product(A, B, out)
+    np.testing.assert_array_equal(out, logmm.logmatmulexp(A, B, method="exact"))
+    return out, per_entry
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("family", sorted(adversarial.FAMILIES))
+def test_exact_method_within_exact_tier_bound(family: str, dtype: type) -> None:
+    """Every family, entry by entry, within the tighter bound ``exact`` promises; the
+    adversarial ones (maxima misaligned) fail the certificate and go per entry."""
+    A, B = adversarial.FAMILIES[family](9, 40, 7, dtype=dtype, seed=11)
+    C, per_entry = _exact_with_count(A, B)
+    assert exact_tier_errors(C, exact_logmatmul(A, B), 40).max() <= 1
+    if family in ("banded", "scale_drift", "huge_magnitudes"):
+        assert per_entry > 0
+    if family == "log_probabilities":
+        assert per_entry == 0                           # all certified: no exp per term
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_exact_certificate_at_its_worst_case(dtype: type) -> None:
+    """The certificate's edge: the row maximum of A and column maximum of B on different
+    k, the other terms negligible, so S is about the aligned term: e^-13.5 > 2^-20 is
+    certified, e^-14.5 goes per entry. Then K = 1500 terms that all count (94 blocks of
+    16, a 7-level tree) with S just above 2^-20. All within the exact-tier bound."""
+    rng = np.random.default_rng(7)
+    k = 1500
+    A = np.full((4, k), -40.0)
+    B = np.full((k, 5), -40.0)
+    A[:, 0] = 0.0                                       # row maxima at k = 0
+    B[1, :] = 0.0                                       # column maxima at k = 1
+    B[0, :2] = -13.5                                    # S ~ e^-13.5 > 2^-20: certified
+    B[0, 2:] = -14.5                                    # S ~ e^-14.5 < 2^-20: per entry
+    A[:, 2:] = rng.uniform(-40.0, -30.0, size=(4, k - 2))
+    A, B = (A + 30.0).astype(dtype), (B - 50.0).astype(dtype)
+    C, per_entry = _exact_with_count(A, B)
+    assert per_entry == 4 * 3
+    assert exact_tier_errors(C, exact_logmatmul(A, B), k).max() <= 1
+    # every term counts: x_k y_k ~ e^-(14 + 7.3 +- 0.5), S ~ 1500 e^-21.3 ~ 2^-20.2 .. 2^-19
+    A[:, 2:] = rng.uniform(-7.5, -6.5, size=(4, k - 2)).astype(dtype) + dtype(30.0)
+    B[2:, :] = rng.uniform(-14.5, -13.5, size=(k - 2, 5)).astype(dtype) - dtype(50.0)
+    B[0, :] = -90.0
+    C, per_entry = _exact_with_count(A, B)
+    assert per_entry < C.size
+    assert exact_tier_errors(C, exact_logmatmul(A, B), k).max() <= 1
+
+
+def test_exact_method_dense_untrusted_block_goes_per_entry() -> None:
+    """Most entries beyond the certificate (banded, 60%): the tiled per-entry pass over
+    their rows and columns, values only where needed, within the exact-tier bound."""
+    A, B = adversarial.banded(120, 96, 100, fraction=0.6, seed=9)
+    C, per_entry = _exact_with_count(A, B)
+    assert per_entry >= 0.3 * C.size
+    sample = (slice(0, 120, 13), slice(0, 100, 11))    # the mpmath reference is slow
+    assert exact_tier_errors(C[sample], exact_logmatmul(A[sample[0]], B[:, sample[1]]),
+                             96).max() <= 1
 
 
 # ---- semantics -------------------------------------------------------------------------
@@ -420,3 +484,34 @@ def test_no_tier_returns_neg_inf_for_a_finite_value_near_the_range() -> None:
                 assert np.isfinite(C[i, j]) == np.isfinite(want), (A[i], B[:, j])
                 assert abs(C[i, j] - want) <= 1e-10 * max(1.0, abs(want))
     assert min(seen.values()) > 0, seen            # every tier was exercised
+
+
+def test_factor_certificate_changes_no_byte(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Skipping the scan of the sums when a factor's smallest entry proves them all above
+    the trust threshold returns the same bytes as scanning them, and still repairs what
+    needs repair (dead lines, NaN, a banded batch)."""
+    from logmm.logmatmul import _ShiftedFactor
+    rng = np.random.default_rng(5)
+    A = np.log(rng.dirichlet(np.ones(16), size=(3, 300)))
+    B = np.log(rng.dirichlet(np.ones(40), size=(3, 16)))     # (3, 16, 40): k << n
+    A[0, 5] = -np.inf                                         # a dead row
+    A[1, 7, 3] = np.nan
+    bA, bB = adversarial.banded(300, 16, 40, fraction=0.2, seed=2)
+    cases = [(A, B), (bA, bB), (A[0], B[0])]
+    used = []
+    real = _ShiftedFactor.vouches_for
+
+    def spy(self, tau, work):
+        answer = real(self, tau, work)
+        used.append(answer)
+        return answer
+
+    monkeypatch.setattr(_ShiftedFactor, "vouches_for", spy)
+    got = [logmm.logmatmulexp_report(a, b) for a, b in cases]
+    assert any(used)                                          # the certificate did vouch
+    monkeypatch.setattr(_ShiftedFactor, "vouches_for", lambda self, tau, work: False)
+    for (a, b), (C, report) in zip(cases, got, strict=True):
+        C_scan, report_scan = logmm.logmatmulexp_report(a, b)
+        assert C.tobytes() == C_scan.tobytes() and report == report_scan
+    assert got[1][1].repaired > 0
+    assert np.all(got[0][0][0, 5] == -np.inf) and np.all(np.isnan(got[0][0][1, 7]))
