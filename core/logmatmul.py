@@ -1275,8 +1275,9 @@ def _exact_certified(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> np.ndarra
     """The certified path of :func:`_exact_product`: fills ``out`` (n, m) and returns the
     mask of entries it cannot vouch for (None if there are none).
 
-    Row tiles of a size set by the shape alone (the same bytes on any thread count),
-    ``(nblocks, rows, m)`` float64 block sums per tile, at most ``_EXACT_TILE_ELEMENTS``.
+    Tiles of rows and columns of a size set by the shape alone (the same bytes on any
+    thread count): ``(nblocks, rows, cols)`` float64 block sums per tile, at most
+    ``_EXACT_TILE_ELEMENTS`` whatever n and m are. Row tiles run in parallel.
     """
     n, k = A.shape
     m = B.shape[1]
@@ -1284,43 +1285,45 @@ def _exact_certified(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> np.ndarra
     b = min(_EXACT_BLOCK, k)
     nblocks = -(-k // b)
     fb = _ShiftedFactor(B.astype(acc, copy=False), 0, "B")
-    EB = fb.E
     if nblocks * b != k:                 # zero factors: the padding adds exactly nothing
-        EB = np.concatenate([EB, np.zeros((nblocks * b - k, m), acc)], axis=0)
-    EB = EB.reshape(nblocks, b, m)
+        fb.E = np.concatenate([fb.E, np.zeros((nblocks * b - k, m), acc)], axis=0)
+    EB = fb.E.reshape(nblocks, b, m)
     floor = _EXACT_CERTIFIED_LOG_SUM
-    tile_rows = max(1, min(n, _EXACT_TILE_ELEMENTS // (nblocks * m)))
+    tile_cols = max(1, min(m, _EXACT_TILE_ELEMENTS // nblocks))
+    tile_rows = max(1, min(n, _EXACT_TILE_ELEMENTS // (nblocks * tile_cols)))
+    untrusted = np.zeros((n, m), dtype=bool)
 
-    def row_tile(r0: int) -> np.ndarray | None:
+    def row_tile(r0: int) -> bool:
         r1 = min(n, r0 + tile_rows)
         fa = _ShiftedFactor(A[r0:r1].astype(acc, copy=False), 1, "A")
         EA = fa.E
         if nblocks * b != k:
             EA = np.concatenate([EA, np.zeros((r1 - r0, nblocks * b - k), acc)], axis=1)
-        parts = np.matmul(EA.reshape(r1 - r0, nblocks, b).transpose(1, 0, 2), EB)
-        size = nblocks
-        while size > 1:                  # pairwise tree over the blocks, in place
-            half = (size + 1) // 2
-            parts[:size - half] += parts[half:size]
-            size = half
-        S = parts[0]
-        log_s = np.log(S)
-        untrusted = log_s < floor        # NaN compares False: NaN entries are final
-        C = np.add(fa.shift[:, None], fb.shift[None, :])
-        C += log_s
+        EA = EA.reshape(r1 - r0, nblocks, b).transpose(1, 0, 2)
+        dead = None
         if not (fa.live and fb.live):
-            dead_rows, dead_cols = ~np.isfinite(fa.max), ~np.isfinite(fb.max)
-            _restore_neg_inf(C, dead_rows, dead_cols)
-            untrusted &= ~(dead_rows[:, None] | dead_cols[None, :])
-        out[r0:r1] = C
-        return untrusted if untrusted.any() else None
+            dead = ~np.isfinite(fa.max), ~np.isfinite(fb.max)
+        for c0 in range(0, m, tile_cols):
+            c1 = min(m, c0 + tile_cols)
+            parts = np.matmul(EA, EB[:, :, c0:c1])
+            size = nblocks
+            while size > 1:              # pairwise tree over the blocks, in place
+                half = (size + 1) // 2
+                parts[:size - half] += parts[half:size]
+                size = half
+            log_s = np.log(parts[0], out=parts[0])
+            mask = untrusted[r0:r1, c0:c1]
+            np.less(log_s, floor, out=mask)   # NaN compares False: NaN entries are final
+            C = np.add(fa.shift[:, None], fb.shift[None, c0:c1])
+            C += log_s
+            if dead is not None:
+                _restore_neg_inf(C, dead[0], dead[1][c0:c1])
+                mask &= ~(dead[0][:, None] | dead[1][None, c0:c1])
+            out[r0:r1, c0:c1] = C
+        return bool(untrusted[r0:r1].any())
 
-    parts = _map_parallel(row_tile, range(0, n, tile_rows), n * k * m)
-    if all(p is None for p in parts):
-        return None
-    return np.concatenate([np.zeros((min(n, r0 + tile_rows) - r0, m), bool) if p is None
-                           else p for r0, p in zip(range(0, n, tile_rows), parts,
-                                                   strict=True)])
+    flagged = _map_parallel(row_tile, range(0, n, tile_rows), n * k * m)
+    return untrusted if any(flagged) else None
 
 
 def _exact_tiles(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
