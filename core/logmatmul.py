@@ -931,8 +931,9 @@ def _lean_product(A: np.ndarray, B: np.ndarray, C: np.ndarray,
 
     Fills ``C`` and returns the report, or returns None, leaving the product to
     :func:`_product_2d`, unless every row maximum of A and column maximum of B is finite
-    and at most a quarter of the dtype's range (so no +inf, no dead or all-NaN line, and
-    nothing to refuse: :func:`_product_2d` then refuses what must be refused). With
+    and within a quarter of the dtype's range in magnitude (so no +inf, no dead or
+    all-NaN line, nothing to refuse - :func:`_product_2d` then refuses what must be
+    refused - and no shift-back ``log S + ma + mb`` that overflows to -inf). With
     every maximum finite no floating-point exception can arise before the trust test,
     so this runs without ``np.errstate``; one NaN-ignoring minimum of the shifted sums
     decides whether any entry needs repair, and only then is the mask formed and the
@@ -943,7 +944,8 @@ def _lean_product(A: np.ndarray, B: np.ndarray, C: np.ndarray,
     limit = _posinf_limit(A.dtype)
     if ma.size + mb.size <= 32:     # Python beats four numpy reductions on a few values
         maxima = ma.tolist() + mb.tolist()
-        if not (math.isfinite(sum(maxima)) and max(maxima) <= limit):   # NaN, inf: False
+        if not (math.isfinite(sum(maxima)) and -limit <= min(maxima)
+                and max(maxima) <= limit):                              # NaN, inf: False
             return None
     elif not (_finite_at_most(ma, limit) and _finite_at_most(mb, limit)):
         return None
@@ -981,8 +983,8 @@ def _lean_product(A: np.ndarray, B: np.ndarray, C: np.ndarray,
 
 
 def _finite_at_most(x: np.ndarray, limit: float) -> bool:
-    """Every entry of the 1-D ``x`` finite and at most ``limit`` (NaN fails)."""
-    return bool(np.minimum.reduce(x) > -np.inf) and bool(np.maximum.reduce(x) <= limit)
+    """Every entry of the 1-D ``x`` within ``[-limit, limit]`` (NaN fails)."""
+    return bool(np.minimum.reduce(x) >= -limit) and bool(np.maximum.reduce(x) <= limit)
 
 
 def _product_2d(A: np.ndarray, B: np.ndarray, out: np.ndarray, method: str) -> ProductReport:

@@ -515,3 +515,28 @@ def test_factor_certificate_changes_no_byte(monkeypatch: pytest.MonkeyPatch) -> 
         assert C.tobytes() == C_scan.tobytes() and report == report_scan
     assert got[1][1].repaired > 0
     assert np.all(got[0][0][0, 5] == -np.inf) and np.all(np.isnan(got[0][0][1, 7]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("method", ["auto", "exact"])
+def test_a_result_below_the_range_is_minus_inf_without_a_warning(dtype: type,
+                                                                  method: str) -> None:
+    """Both maxima far below zero: the shift-back ``log S + ma + mb`` leaves the range.
+
+    The exact value is below ``-max`` there, so ``-inf`` is its correct rounding; the
+    other entries stay exact and no overflow warning escapes (2-D, batched, einsum).
+    """
+    big = float(np.finfo(dtype).max)
+    A = np.array([[-0.22 * big] * 4, [6.4, -0.1, 0.12, 0.13]], dtype=dtype)
+    B = np.zeros((4, 3), dtype=dtype)
+    B[:, 0] = B[:, 2] = -0.8 * big
+    ref = exact_logmatmul(A, B)
+    ref[ref < -big] = -np.inf                     # the correctly rounded result
+    assert np.isneginf(ref[0, 0]) and np.isfinite(ref[1, 0])
+    results = [logmm.logmatmulexp(A, B, method=method),
+               logmm.logmatmulexp(A[None], B[None], method=method)[0],
+               logmm.logeinsum("ij,jk->ik", A, B, method=method)]
+    for C in results:
+        assert C.dtype == dtype
+        assert np.array_equal(np.isneginf(C), np.isneginf(ref))
+        assert max_abs_error(C, ref) <= error_bound(A, B, np.dtype(dtype))
