@@ -30,7 +30,7 @@ if TYPE_CHECKING:       # what the lazy table below gives, spelled out for type 
     from .gaussian import diag_gaussian_logpdf, softplus
     from .grad import logeinsum_vjp, logmatmulexp_vjp
     from .kron import Identity, block_project, kron_matvec
-    from .logmatmul import ProductReport, logmatmulexp, logmatmulexp_report
+    from .logmatmul import ProductReport, logmatmulexp, logmatmulexp_report, set_compiled
 
 #: public name -> the submodule that defines it. Imported on first use, so that
 #: ``import logmm.cli.main`` (every ``logmm`` command line) loads neither numpy nor the
@@ -46,6 +46,7 @@ _LAZY = {
     "logeinsum_vjp": "grad", "logmatmulexp_vjp": "grad",
     "Identity": "kron", "block_project": "kron", "kron_matvec": "kron",
     "ProductReport": "logmatmul", "logmatmulexp": "logmatmul", "logmatmulexp_report": "logmatmul",
+    "set_compiled": "logmatmul",
 }
 
 
@@ -85,5 +86,6 @@ __all__ = [
     "logmatmulexp",
     "logmatmulexp_report",
     "logmatmulexp_vjp",
+    "set_compiled",
     "softplus",
 ]
