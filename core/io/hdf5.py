@@ -36,6 +36,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import weakref
 from collections.abc import Iterator
@@ -412,8 +413,6 @@ class HDF5Writer(ArrayWriter):
         """
         import h5py
 
-        from .resume import ResumeRecord
-
         fresh = temporary_path(path, "new")
         try:
             with h5py.File(path, "r") as old, h5py.File(fresh, "w", rdcc_nbytes=0) as new:
@@ -430,7 +429,7 @@ class HDF5Writer(ArrayWriter):
                     mask, data = source.id.read_direct_chunk(offset)
                     copy.id.write_direct_chunk(offset, data, mask)
 
-                starts = _recorded_chunks(ResumeRecord.load(record), chunks[0], self.shape,
+                starts = _recorded_chunks(_record_blocks(record), chunks[0], self.shape,
                                           self.row_offset)
                 if starts is None:
                     source.id.chunk_iter(lambda info: one(info.chunk_offset))
@@ -583,21 +582,39 @@ class HDF5Writer(ArrayWriter):
         super().abort()
 
 
-def _recorded_chunks(record: Any, step: int, shape: tuple[int, ...],
-                     row_offset: int) -> list[int] | None:
+def _record_blocks(path: Path) -> tuple[dict[str, Any], set[int]] | None:
+    """``(plan, stored block indices)`` of the resume record at ``path``, as
+    :meth:`logmm.io.resume.ResumeRecord.load` reads it (a header line, then one index per
+    line; a last line without its newline does not count); None when unreadable. Read
+    here because that module imports this one."""
+    try:
+        head, newline, rest = path.read_text(encoding="utf-8").partition("\n")
+        data = json.loads(head)
+        if data.get("version") == 1:                # one document, rewritten whole
+            return data["plan"], {int(i) for i in data["done"]}
+        if data.get("version") == 2 and newline:
+            return data["plan"], {int(line) for line in rest.split("\n")[:-1]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return None
+
+
+def _recorded_chunks(record: tuple[dict[str, Any], set[int]] | None, step: int,
+                     shape: tuple[int, ...], row_offset: int) -> list[int] | None:
     """The first rows of the storage chunks (``step`` rows each) that the blocks a resume
-    ``record`` counts as stored overlap, or None when it does not say which rows those
-    blocks are."""
+    ``record`` (:func:`_record_blocks`) counts as stored overlap, or None when it does not
+    say which rows those blocks are."""
     if record is None or not shape:
         return None
+    plan, done = record
     try:
-        n, rows = int(record.plan["n"]), int(record.plan["block_rows"])
+        n, rows = int(plan["n"]), int(plan["block_rows"])
     except (KeyError, TypeError, ValueError):
         return None
     if n < row_offset + shape[0] or (row_offset == 0 and n != shape[0]):
         return None                     # the blocks' rows are not the output's rows
     starts: set[int] = set()
-    for index in record.done:
+    for index in done:
         r0 = max(0, index * rows - row_offset)
         r1 = min(shape[0], min(n, (index + 1) * rows) - row_offset)
         starts.update(range(r0 - r0 % step, r1, step))
