@@ -90,7 +90,6 @@ _SERIAL_BLAS_MIN_WORK = 1 << 18
 _SERIAL_BLAS_MIN_VECTOR_WORK = 9216
 _BATCHED_MAX_WORK = 1 << 25         # n*k*m per batch element up to which batches run as one
 _REPAIR_CHUNK_ELEMENTS = 1 << 18    # per-entry repair: entries x K per chunk
-_FACTOR_CHUNK_ELEMENTS = 1 << 16    # B's shift and exp on the threads: elements per chunk
 _BLOCKED_TIER_ELEMENTS = 1 << 20    # blocked tier: blocks x rows x cols per group
 _REBALANCE_TILE_ENTRIES = 1 << 14   # rebalanced tier: output entries per tile
 _REBALANCE_TILE_COLS = 128          # rebalanced tier: at most this many columns per tile
@@ -672,9 +671,7 @@ class _ShiftedFactor:
 
     __slots__ = ("E", "live", "max", "shift", "smallest")
 
-    def __init__(self, X: np.ndarray, axis: int, name: str, work: int = 0) -> None:
-        """``work``: the product's n*k*m; large enough, a 2-D ``X`` with ``axis=0`` (B)
-        gets its shift and exp on row chunks shared by the threads (see _fill_rows)."""
+    def __init__(self, X: np.ndarray, axis: int, name: str) -> None:
         self.max = _line_max(X, axis)
         # The +inf refusal on one NaN-ignoring scalar (NaN only if every line is all NaN).
         if self.max.size and not np.fmax.reduce(self.max, axis=None) <= _posinf_limit(X.dtype):
@@ -684,32 +681,11 @@ class _ShiftedFactor:
         self.live = bool(self.max.size == 0 or np.minimum.reduce(self.max, axis=None) > -np.inf)
         self.shift = self.max if self.live else finite_or_zero(self.max.copy())
         self.smallest: float | None = None     # see vouches_for
-        if (axis == 0 and X.ndim == 2 and work >= _PARALLEL_MIN_WORK
-                and X.size >= 2 * _FACTOR_CHUNK_ELEMENTS):
-            self.E = np.empty(X.shape, dtype=X.dtype)
-            self._fill_rows(X, work)
-            return
         along = (slice(None),) * (X.ndim + axis if axis < 0 else axis) + (np.newaxis,)
         self.E = np.subtract(X, self.shift[along])
         if X.size >= _CLAMP_MIN_ELEMENTS:       # clamped_exp, inlined
             np.maximum(self.E, _exp_floor(X.dtype), out=self.E)
         np.exp(self.E, out=self.E)
-
-    def _fill_rows(self, X: np.ndarray, work: int) -> None:
-        """``E = exp(max(X - shift, floor))`` for a (k, m) ``X`` shifted by column, in
-        row chunks on the threads: B's exp was the one serial pass of a large product
-        (measured 512^3 float64: ~4 ms of ~30). Elementwise, so the bytes are those of
-        one pass, and the chunks are set by the shape alone."""
-        rows = max(1, min(X.shape[0], _FACTOR_CHUNK_ELEMENTS // max(1, X.shape[1])))
-        floor = _exp_floor(X.dtype)
-
-        def chunk(r0: int) -> None:
-            E = self.E[r0:r0 + rows]
-            np.subtract(X[r0:r0 + rows], self.shift, out=E)
-            np.maximum(E, floor, out=E)
-            np.exp(E, out=E)
-
-        _map_parallel(chunk, range(0, X.shape[0], rows), work)
 
     def vouches_for(self, tau: float, work: int) -> bool:
         """Whether ``E``'s smallest entry alone shows every shifted sum with a live
@@ -1004,7 +980,7 @@ def _product_2d(A: np.ndarray, B: np.ndarray, out: np.ndarray, method: str) -> P
         report.exact = n * m
         return report
 
-    fb = _ShiftedFactor(B, 0, "B", work=n * k * m)
+    fb = _ShiftedFactor(B, 0, "B")
     if method == "auto":        # once for all tiles, when cheaper than scanning C
         fb.vouches_for(_trust_threshold(out.dtype, k), n * m)
     # Row tiles of a size set by the shape alone, shared by the threads, each one
