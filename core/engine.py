@@ -43,7 +43,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from .errors import LogmmError, RunInterrupted, UsageError
+from .errors import AlreadyComplete, LogmmError, RunInterrupted, UsageError
 from .inspect import refuse_or_skip_existing
 from .io.addresses import ArrayAddress
 from .io.resume import OutputLock, ResumeRecord, record_path
@@ -632,6 +632,20 @@ def _write_whole(out: ArrayAddress, result: np.ndarray, attrs: dict[str, Any],
 # ----------------------------------------------------------------------------- the output
 
 
+def _sweep_finished_run(out: ArrayAddress) -> None:
+    """Remove the resume record a run killed between its commit's rename and its clean-up
+    left beside a complete output (its lock file goes with the lock's release), so that
+    the ``--resume`` that finds the output complete leaves nothing behind; a live run
+    holding the lock keeps its files."""
+    try:
+        with OutputLock(out):
+            record_path(out).unlink(missing_ok=True)
+    except LogmmError:
+        pass            # another run holds the lock: the files are its own
+    except OSError:
+        pass            # unremovable (read-only directory): harmless, as before
+
+
 def open_output(job: Job) -> OpenOutput:
     """Lock the job's output, find what an interrupted run left, and open the writer.
 
@@ -666,7 +680,11 @@ def open_output(job: Job) -> OpenOutput:
                           shard=options.shard)
     if resume and not opts.overwrite and output_exists(out):
         assert fingerprint is not None
-        refuse_or_skip_existing(out, digest(fingerprint))
+        try:
+            refuse_or_skip_existing(out, digest(fingerprint))
+        except AlreadyComplete:
+            _sweep_finished_run(out)
+            raise
     stack.enter_context(OutputLock(out))
     if out.format == "zarr" and (shared := shard_status(out)) is not None and not shared.merged:
         raise LogmmError(f"{partial_path(out.path)} is the shared store of --shard runs "

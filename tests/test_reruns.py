@@ -5,10 +5,15 @@ else that exists stays refused. Every case runs the real command line."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from logmm.io.addresses import parse_address
+from logmm.io.resume import lock_path, record_path
 
 from cli_run import listing, one_error_line, run_logmm
 from conftest import save_array
@@ -100,3 +105,20 @@ def test_rerun_without_resume_is_still_output_exists(inputs: Path):
     assert run_logmm(*args, "-q").returncode == 0
     message = one_error_line(run_logmm(*args), codes=(1,))
     assert message == f"output exists: {inputs}/c.npy (use --overwrite to replace it)"
+
+
+@pytest.mark.parametrize("out", ["c.h5", "c.zarr", "c.h5:/g/c"])
+def test_a_rerun_sweeps_what_a_run_killed_after_its_commit_left(inputs: Path, out: str):
+    """Killed between the commit's rename and its clean-up, a run leaves its resume record
+    and lock file beside a complete output; ``--resume`` says "already complete" and
+    removes them (the lock's holder is dead)."""
+    args = ["multiply", inputs / "a.npy", inputs / "b.npy", "-o", f"{inputs}/{out}"]
+    assert run_logmm(*args, "-q").returncode == 0
+    address = parse_address(f"{inputs}/{out}")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    record_path(address).write_text('{"left": "by a killed run"}')
+    lock_path(address).write_text(dead)
+    proc = run_logmm(*args, "--resume")
+    assert proc.returncode == 0 and "already complete" in proc.stderr, proc.stderr
+    assert not [p for p in listing(inputs) if "logmm-" in p], listing(inputs)
