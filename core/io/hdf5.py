@@ -18,10 +18,18 @@
   first, linked the copy in the same flush that wrote it: HDF5 writes metadata in address
   order and the superblock (with the end of file) last, so a kill in between left the
   file's existing group naming objects past its end ("addr overflow"; 6 of 51 kill
-  points). Now the flush of the copy writes new objects only, and the link's flush
-  rewrites one existing group to name objects already inside the file. Killed before
-  that flush, the side file is there and ``--resume`` copies again (killed in the instant
-  between removing it and that flush, ``--resume`` computes afresh).
+  points). Now the flush of the copy writes new objects only. Killed before the link,
+  the side file is there and ``--resume`` copies again (killed in the instant between
+  removing it and the link's journal, ``--resume`` computes afresh).
+- Every change to the existing file's structure (the hidden dataset's creation, its
+  deletion, the ``--overwrite`` delete with the link or move, the close after them) goes
+  through a redo journal (:mod:`~logmm.io.hdf5_journal`; the file is reopened through
+  it for those steps, and plainly for the blocks): a flush that rewrites an existing
+  group in place (a link, above all one that splits the group's full symbol-table node:
+  a 9th link) tore that group when killed inside it (4-5 of ~51 exact-write kill points;
+  1-3 of ~50 with ``--overwrite``; 4 of 53 in an uncompressed addition's creation). A
+  kill while the journal is applied leaves it beside the file; the next logmm run that
+  opens the file (``--resume``) applies it first, and ``logmm info`` reports it.
 - A resumed chunked partial file (a side file, or a compressed or ``--chunk-rows``
   output file) is first rewritten from its recorded blocks' chunks
   (:meth:`HDF5Writer._salvage`): past HDF5's first metadata block, a kill inside a flush
