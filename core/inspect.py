@@ -25,6 +25,7 @@ from .io.addresses import EXTENSIONS, ArrayAddress, parse_address
 from .io.base import jsonable, missing_message, one_line
 from .io.compression import describe_hdf5_filters, describe_zarr_codecs
 from .io.hdf5 import dataset_names, hdf5_open_error, missing_virtual_sources
+from .io.hdf5_journal import interrupted_change
 from .io.layout import (
     parse_partial_dataset,
     parse_side_file,
@@ -227,6 +228,9 @@ def inspect_file(address: str | Path | ArrayAddress) -> FileInfo:
     if not os.access(path, os.R_OK):
         raise LogmmError(f"permission denied: {path}")
 
+    interrupted = interrupted_change(path) if addr.format == "hdf5" else None
+    if interrupted is not None:     # the file may be torn until the journal is applied
+        raise LogmmError(interrupted)
     inspect = {"npy": _inspect_npy, "hdf5": _inspect_hdf5, "zarr": _inspect_zarr,
                "npz": _inspect_npz}[addr.format]
     arrays, notes = inspect(addr, temporary)

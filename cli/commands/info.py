@@ -114,6 +114,10 @@ def _temporary_note(temp: TemporaryInfo) -> str:
                  "rerun the same command with --resume to finish it, or delete it")
         return (f"{name}{size} beside it is the partial output of an unfinished logmm run"
                 f"{done}; {state}")
+    if temp.kind == "journal":      # torn (a complete one stops `info` before this)
+        return (f"{name}{size} beside it is the unfinished journal of a killed logmm run, "
+                "never applied (the file is as before it); the next logmm run writing "
+                "into the file deletes it")
     state = (f"pid {temp.pid} is still running" if temp.process_running else
              f"pid {temp.pid} has exited; delete it")
     return f"{name}{size} beside it is a temporary file of a logmm run; {state}"

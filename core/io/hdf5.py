@@ -18,10 +18,18 @@
   first, linked the copy in the same flush that wrote it: HDF5 writes metadata in address
   order and the superblock (with the end of file) last, so a kill in between left the
   file's existing group naming objects past its end ("addr overflow"; 6 of 51 kill
-  points). Now the flush of the copy writes new objects only, and the link's flush
-  rewrites one existing group to name objects already inside the file. Killed before
-  that flush, the side file is there and ``--resume`` copies again (killed in the instant
-  between removing it and that flush, ``--resume`` computes afresh).
+  points). Now the flush of the copy writes new objects only. Killed before the link,
+  the side file is there and ``--resume`` copies again (killed in the instant between
+  removing it and the link's journal, ``--resume`` computes afresh).
+- Every change to the existing file's structure (the hidden dataset's creation, its
+  deletion, the ``--overwrite`` delete with the link or move, the close after them) goes
+  through a redo journal (:mod:`~logmm.io.hdf5_journal`; the file is reopened through
+  it for those steps, and plainly for the blocks): a flush that rewrites an existing
+  group in place (a link, above all one that splits the group's full symbol-table node:
+  a 9th link) tore that group when killed inside it (4-5 of ~51 exact-write kill points;
+  1-3 of ~50 with ``--overwrite``; 4 of 53 in an uncompressed addition's creation). A
+  kill while the journal is applied leaves it beside the file; the next logmm run that
+  opens the file (``--resume``) applies it first, and ``logmm info`` reports it.
 - A resumed chunked partial file (a side file, or a compressed or ``--chunk-rows``
   output file) is first rewritten from its recorded blocks' chunks
   (:meth:`HDF5Writer._salvage`): past HDF5's first metadata block, a kill inside a flush
@@ -67,6 +75,7 @@ from .base import (
     replace_path,
 )
 from .compression import ensure_hdf5_filters, hdf5_filter_kwargs
+from .hdf5_journal import JournaledFile, interrupted_change, replay_journal
 from .layout import (
     dataset_unit,
     lock_file,
@@ -200,11 +209,15 @@ class HDF5Reader(ArrayReader):
 
         path = address.path
         self._closed = False
+        replay_journal(path)    # a killed run's change to the file, finished (as a writer would)
         try:
             self._file = h5py.File(path, "r")
         except OSError as exc:
             raise hdf5_open_error(path, exc) from None
         try:
+            interrupted = interrupted_change(path)     # it could not be applied: read-only
+            if interrupted is not None:
+                raise LogmmError(interrupted)
             name = address.dataset
             if name is None:
                 name = only_array(address, dataset_names(self._file), "/")
@@ -263,6 +276,7 @@ class HDF5Writer(ArrayWriter):
                  **options: Any) -> None:
         """Takes the parameters of :class:`~logmm.io.base.ArrayWriter`."""
         self._file: Any = None
+        self._journaled: JournaledFile | None = None    # the container's file object
         self._side: Any = None          # the side file (a compressed dataset added to a file)
         self._ds: Any = None
         self._shared_readers: list[Any] = []
@@ -313,11 +327,13 @@ class HDF5Writer(ArrayWriter):
                 dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
                 dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
                 dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)   # every block is written
-            self._ds = f.create_dataset(partial_dataset(self.address.dataset_name),
-                                        shape=self.shape, dtype=self.dtype, chunks=chunks,
-                                        dcpl=dcpl, **filters)
-            self._ds.attrs["complete"] = False      # `logmm info` lists it as incomplete
-            f.flush()
+            with self._journal():
+                self._ds = self._file.create_dataset(
+                    partial_dataset(self.address.dataset_name), shape=self.shape,
+                    dtype=self.dtype, chunks=chunks, dcpl=dcpl, **filters)
+                self._ds.attrs["complete"] = False  # `logmm info` lists it as incomplete
+                self._file.flush()
+            self._switch(journaled=False)       # blocks: straight to the file
             return
         # No chunk cache: blocks are whole chunks, so caching gains nothing, and a dirty
         # cached chunk that cannot be flushed (disk full) makes HDF5 fail the close and
@@ -336,6 +352,7 @@ class HDF5Writer(ArrayWriter):
 
         readers = release_hdf5_readers(self.path)
         try:
+            replay_journal(self.path)       # an interrupted change, finished first
             f = h5py.File(self.path, "r+", rdcc_nbytes=0)
         except OSError as exc:
             for reader in readers:
@@ -369,8 +386,62 @@ class HDF5Writer(ArrayWriter):
         killed commit copied in part or whole) and flush."""
         hidden = partial_dataset(self.address.dataset_name)
         if hidden in self._file:
-            del self._file[hidden]
-            self._file.flush()
+            with self._journal():
+                del self._file[hidden]
+                self._file.flush()
+
+    def _journal(self) -> Any:
+        """Around a change to the container's structure: the container is reopened
+        through a :class:`~logmm.io.hdf5_journal.JournaledFile` (if it is not already),
+        and the change's writes go through its redo journal (see the module notes)."""
+        if self._journaled is None:
+            self._switch(journaled=True)
+        assert self._journaled is not None
+        return self._journaled.journal()
+
+    def _switch(self, *, journaled: bool) -> None:
+        """Close the container's handle and open it again, through a journaled file
+        object or plainly (h5py's own driver: blocks of data are written faster, and
+        this process's other opens of the file share it); readers sharing the handle,
+        and the hidden dataset being written, follow."""
+        import h5py
+
+        old, self._file = self._file, None
+        name = self._ds.name if self._ds is not None and self._side is None else None
+        self._close_container(old)
+        try:
+            if journaled:
+                wrapper = JournaledFile(self.path)
+                try:
+                    f = h5py.File(wrapper, "r+", rdcc_nbytes=0)
+                except BaseException:
+                    wrapper.close()
+                    raise
+                self._journaled = wrapper
+            else:
+                f = h5py.File(self.path, "r+", rdcc_nbytes=0)
+        except OSError as exc:
+            raise _container_unwritable(self.path, exc) from None
+        self._file = f
+        for reader in self._shared_readers:
+            reader.rebind(f)
+        if name is not None:
+            self._ds = f[name]
+
+    def _close_container(self, f: Any) -> None:
+        """Close the container's handle ``f`` (its last writes journaled when it is
+        opened through the journal)."""
+        journaled, self._journaled = self._journaled, None
+        try:
+            if f is not None:
+                if journaled is not None:
+                    with journaled.journal():   # the close's last writes (superblock)
+                        f.close()
+                else:
+                    f.close()
+        finally:
+            if journaled is not None:
+                journaled.close()
 
     def _output_exists(self) -> bool:
         if not self.in_container:
@@ -476,6 +547,8 @@ class HDF5Writer(ArrayWriter):
             self._file.flush()
 
     def _store_attrs(self, attrs: dict[str, Any]) -> None:
+        if self.in_container and self._side is None and self._journaled is None:
+            return      # the container's structure changes only in _publish's journal
         for key, value in attrs.items():
             if value is not None:  # HDF5 has no null attribute
                 self._ds.attrs[key] = value
@@ -486,24 +559,28 @@ class HDF5Writer(ArrayWriter):
             return
         import h5py
 
+        self._switch(journaled=True)        # the copy and the link share one handle
         f, final = self._file, self.address.dataset_name
         link = self._copy_in(attrs) if self._side is not None else None
-        if final in f:                      # --overwrite (checked by commit)
-            if not isinstance(f[final], h5py.Dataset):
-                raise OutputExistsError(f"{self.address} became a group while logmm ran; "
-                                        "a group is never replaced")
-            del f[final]
-        if link is None:
-            f.move(partial_dataset(final), final)
-        else:
-            parent, name, node = link
-            parent[name] = node             # the file's one change to what it held
-            # before the flush that publishes it: a kill between the two leaves the file
-            # as flushed after the copy, which --resume computes afresh, rather than a
-            # finished dataset beside a side file nothing would remove
-            self._close_side()
-            remove_path(side_file(self.path, self.address.dataset))
-        f.flush()
+        with self._journal():               # the delete and the link: one journaled flush
+            if link is None:                # the attributes stored by commit, here
+                self._store_attrs(attrs)
+            if final in f:                  # --overwrite (checked by commit)
+                if not isinstance(f[final], h5py.Dataset):
+                    raise OutputExistsError(f"{self.address} became a group while logmm "
+                                            "ran; a group is never replaced")
+                del f[final]
+            if link is None:
+                f.move(partial_dataset(final), final)
+            else:
+                parent, name, node = link
+                parent[name] = node         # the file's one change to what it held
+                # before the flush that publishes it: a kill between the two leaves the
+                # file as flushed after the copy, which --resume computes afresh, rather
+                # than a finished dataset beside a side file nothing would remove
+                self._close_side()
+                remove_path(side_file(self.path, self.address.dataset))
+            f.flush()
         self._close()
 
     def _copy_in(self, attrs: dict[str, Any]) -> tuple[Any, str, Any]:
@@ -555,8 +632,7 @@ class HDF5Writer(ArrayWriter):
         f, self._file = self._file, None
         try:
             self._close_side()
-            if f is not None:
-                f.close()
+            self._close_container(f)
         finally:
             readers, self._shared_readers = self._shared_readers, []
             for reader in readers:

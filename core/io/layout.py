@@ -34,6 +34,7 @@ __all__ = [
     "MARKER_DIR",
     "WorkFile",
     "dataset_unit",
+    "journal_file",
     "lock_file",
     "marker_path",
     "parse_marker",
@@ -59,8 +60,8 @@ _PREFIX = ".logmm-"
 #: directory inside a Zarr array (beside its chunks) holding one marker per finished shard
 MARKER_DIR = ".logmm-shards"
 
-# ".NAME.logmm-KIND" (KIND: partial, partial.json, lock, or TAG-PID)
-_WORK_RE = re.compile(r"^\.(?P<name>.+?)\.logmm-(?P<kind>partial\.json|partial|lock|"
+# ".NAME.logmm-KIND" (KIND: partial, partial.json, lock, journal, or TAG-PID)
+_WORK_RE = re.compile(r"^\.(?P<name>.+?)\.logmm-(?P<kind>partial\.json|partial|lock|journal|"
                       r"(?P<tag>[a-z]+)-(?P<pid>\d+))$", re.DOTALL)
 # an address naming a work file that holds data, optionally followed by ":DATASET"
 _WORK_ADDRESS_RE = re.compile(
@@ -70,7 +71,8 @@ _WORK_ADDRESS_RE = re.compile(
 )
 _PARTIAL_DATASET_RE = re.compile(r"^\.(?P<name>.+)\.logmm-partial$", re.DOTALL)
 _MARKER_RE = re.compile(r"^(\d+)-of-(\d+)\.json$")
-_KIND_NAMES = {"partial.json": "record", "partial": "partial", "lock": "lock"}
+_KIND_NAMES = {"partial.json": "record", "partial": "partial", "lock": "lock",
+               "journal": "journal"}
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -157,6 +159,13 @@ def record_file(unit: str | Path) -> Path:
     """The resume record of ``unit``: ``dir/.NAME.logmm-partial.json``."""
     partial = partial_path(unit)
     return partial.with_name(partial.name + ".json")
+
+
+def journal_file(path: str | Path) -> Path:
+    """The redo journal of a change to the existing HDF5 file ``path``:
+    ``dir/.NAME.logmm-journal`` (see :mod:`logmm.io.hdf5_journal`)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}{_PREFIX}journal")
 
 
 def lock_file(unit: str | Path) -> Path:

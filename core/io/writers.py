@@ -54,6 +54,7 @@ from .addresses import INPUT_ONLY_FORMATS, ArrayAddress, parse_address
 from .base import ArrayWriter, DetachedWriter, default_chunk_rows, os_error_reason, write_failure
 from .compression import COMPRESSIONS, check_compression
 from .hdf5 import HDF5Writer, writes_into
+from .hdf5_journal import replay_journal
 from .layout import partial_dataset, partial_path, sidecar_path, temporary_path
 from .npy import NpyWriter, sidecar_exists
 from .zarr import ZarrWriter
@@ -171,6 +172,8 @@ def check_output(address: str | Path | ArrayAddress, *, overwrite: bool = False,
     if not os.access(parent, os.W_OK | os.X_OK):
         raise LogmmError(f"cannot write in {parent}: {_unwritable_reason(parent)}")
     sources = [parse_address(given) for given in inputs]
+    if addr.format == "hdf5":
+        replay_journal(path)    # an interrupted change to the file's structure, finished
     if container_output(addr):
         _CONTAINERS[addr.format].check_container(addr, compression)
         if not os.access(path, os.W_OK):
