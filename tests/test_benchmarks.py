@@ -8,18 +8,29 @@ import math
 import re
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_logmatmul.py"
 
 
+def load_benchmark(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """``benchmarks/NAME.py`` as a module, imported as when run as a script (its folder on
+    ``sys.path``, itself in ``sys.modules`` for its dataclasses)."""
+    script = BENCH.parent / f"{name}.py"
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    spec = importlib.util.spec_from_file_location(name, script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_bench_logmatmul_quick_prints_tables(capsys: pytest.CaptureFixture[str],
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(BENCH.parent))      # as when run as a script
-    spec = importlib.util.spec_from_file_location("bench_logmatmul", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("bench_logmatmul", monkeypatch)
     assert module.main(["--quick", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert out.count("## ") == 6
@@ -38,11 +49,7 @@ def test_bench_plots_quick_draws_figures_from_measurements(tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]
                                                            ) -> None:
     pytest.importorskip("matplotlib", reason="matplotlib (test extra) is not installed")
-    script = BENCH.parent / "bench_plots.py"
-    monkeypatch.syspath_prepend(str(BENCH.parent))
-    spec = importlib.util.spec_from_file_location("bench_plots", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("bench_plots", monkeypatch)
     assert module.main(["--quick", "--out", str(tmp_path)]) == 0
     capsys.readouterr()
     for name in ("time_vs_size.png", "accuracy.png", "memory_vs_size.png"):
@@ -71,11 +78,7 @@ def torch_imports() -> bool:
 
 def test_bench_grad_quick_prints_table(capsys: pytest.CaptureFixture[str],
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    path = BENCH.parent / "bench_grad.py"
-    monkeypatch.syspath_prepend(str(path.parent))
-    spec = importlib.util.spec_from_file_location("bench_grad", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("bench_grad", monkeypatch)
     assert module.main(["--n", "48", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     methods = [m for m in module.METHODS if "torch" not in m or torch_imports()]
@@ -88,12 +91,7 @@ def test_bench_grad_quick_prints_table(capsys: pytest.CaptureFixture[str],
 
 def test_bench_latency_quick_prints_the_target_table(capsys: pytest.CaptureFixture[str],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    script = BENCH.parent / "bench_latency.py"
-    monkeypatch.syspath_prepend(str(BENCH.parent))
-    spec = importlib.util.spec_from_file_location("bench_latency", script)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bench_latency", module)     # for its dataclass
-    spec.loader.exec_module(module)
+    module = load_benchmark("bench_latency", monkeypatch)
     assert module.main(["--quick", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if re.search(r"\s(yes|NO)$", line)]
@@ -111,12 +109,7 @@ def test_bench_latency_plot_draws_the_size_sweep(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("matplotlib", reason="matplotlib (test extra) is not installed")
-    script = BENCH.parent / "bench_latency.py"
-    monkeypatch.syspath_prepend(str(BENCH.parent))
-    spec = importlib.util.spec_from_file_location("bench_latency", script)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bench_latency", module)
-    spec.loader.exec_module(module)
+    module = load_benchmark("bench_latency", monkeypatch)
     png = tmp_path / "latency.png"
     assert module.main(["--quick", "--repeats", "1", "--plot", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -128,11 +121,7 @@ def test_bench_latency_plot_draws_the_size_sweep(tmp_path: Path,
 def test_bench_dask_api_quick_prints_the_ratio_table(capsys: pytest.CaptureFixture[str],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("distributed", reason="dask (logmm[dask]) is not installed")
-    script = BENCH.parent / "bench_dask_api.py"
-    monkeypatch.syspath_prepend(str(BENCH.parent))
-    spec = importlib.util.spec_from_file_location("bench_dask_api", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("bench_dask_api", monkeypatch)
     assert module.main(["--quick", "--rows", "9000", "--k", "32"]) == 0
     out = capsys.readouterr().out
     # the graph gave multiply's bytes on both schedulers, and each run has its ratio
@@ -143,11 +132,7 @@ def test_bench_dask_api_quick_prints_the_ratio_table(capsys: pytest.CaptureFixtu
 
 def test_bench_scaling_quick_prints_throughput_and_client_bytes(
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    script = BENCH.parent / "bench_scaling.py"
-    monkeypatch.syspath_prepend(str(BENCH.parent))
-    spec = importlib.util.spec_from_file_location("bench_scaling", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("bench_scaling", monkeypatch)
     assert module.main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert "results identical across ways and formats: True" in out
