@@ -670,8 +670,11 @@ _SETTLE_SECONDS = 0.2
 
 
 def remove_path(path: Path, *, settle: bool = False) -> None:
-    """Remove a file or directory tree if present; with ``settle``, check again after
-    :data:`_SETTLE_SECONDS` and remove what late writes recreated."""
+    """Remove a file or directory tree if present; with ``settle``, when there was one,
+    check again after :data:`_SETTLE_SECONDS` and remove what late writes recreated
+    (nothing to remove: nothing was being written, so no wait)."""
+    if not os.path.lexists(path):
+        return
     for attempt in range(50):
         try:
             if path.is_dir() and not path.is_symlink():
