@@ -237,7 +237,7 @@ class ZarrWriter(ArrayWriter):
         return (self._arr, self.row_offset) if self._arr is not None else None
 
     def _store_attrs(self, attrs: dict[str, Any]) -> None:
-        self._arr.attrs.update(attrs)
+        self._arr.update_attributes(attrs)      # one metadata write, not one per key
 
     def _publish(self, attrs: dict[str, Any]) -> None:
         if not self.in_container:
