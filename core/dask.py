@@ -50,6 +50,7 @@ from .io.addresses import ArrayAddress, parse_address
 from .io.readers import open_array
 from .logmatmul import METHODS, result_dtype
 from .logmatmul import logmatmulexp as _logmatmulexp
+from .resources import one_thread_per_task
 from .typing import KronSemiring, Method, Reduce
 
 __all__ = ["block_project", "diag_gaussian_logpdf", "from_address", "kron_matvec",
@@ -136,11 +137,13 @@ def logmatmulexp(A: Any, B: Any, *, method: Method = "auto",
     return da.Array(graph, name, chunks=(A.chunks[0], B.chunks[1]), meta=meta)
 
 
+@one_thread_per_task             # dask's threads or workers are the parallelism
 def _tile(a: np.ndarray, b: np.ndarray, *, method: Method, out_dtype: np.dtype) -> np.ndarray:
     """One (i, j) tile with the whole contraction axis: the kernel itself."""
     return _logmatmulexp(a, b, method=method, dtype=out_dtype)
 
 
+@one_thread_per_task
 def _partial(a: np.ndarray, b: np.ndarray, *, method: Method, out_dtype: np.dtype) -> np.ndarray:
     """The partial product of one k chunk, as an (r, q, 1) block of the partials array."""
     return _logmatmulexp(a, b, method=method, dtype=out_dtype)[..., np.newaxis]

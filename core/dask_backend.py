@@ -109,9 +109,10 @@ class TaskError:
 
 def _apply(task: Callable[[Any], Any], block: Any) -> Any:
     from .errors import LogmmError
+    from .resources import one_thread_per_task
 
     try:
-        return task(block)
+        return one_thread_per_task(task)(block)     # the workers' threads are the parallelism
     except LogmmError as exc:
         return TaskError(exc)
 

@@ -17,7 +17,10 @@ parameters, so tests point them at fixture directories.
 
 The thread count in force (:func:`thread_limit`) is the detected one unless
 :func:`use_threads` (``--threads``, ``threads=``) sets another; the kernels run at most
-that many compute threads, and BLAS is held to it as well.
+that many compute threads, and BLAS is held to it as well. A dask task runs its kernel on
+its own thread alone (:func:`one_thread_per_task`): the cluster's worker threads are the
+parallelism, and a kernel that also started a thread per core in every task would
+oversubscribe the node and pay a thread pool's start-up per task.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from typing import Any, TypeVar, cast
 from .errors import UsageError
 
 __all__ = ["Limit", "accepts_threads", "detect_memory", "detect_threads", "format_size",
-           "thread_limit", "use_threads"]
+           "one_thread_per_task", "thread_limit", "use_threads"]
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
@@ -216,10 +219,15 @@ def _detected_threads() -> int:
 
 _lock = threading.Lock()
 _threads: int | None = None
+_this_thread = threading.local()     # ``.threads``: the limit of a dask task's thread
 
 
 def thread_limit() -> int:
-    """Threads in force: set by :func:`use_threads`, else detected."""
+    """Threads in force: this thread's (a dask task's), else set by :func:`use_threads`,
+    else detected."""
+    local: int | None = getattr(_this_thread, "threads", None)
+    if local is not None:
+        return local
     return _threads if _threads is not None else _detected_threads()
 
 
@@ -246,6 +254,21 @@ def use_threads(threads: int | None) -> Iterator[int]:
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def one_thread_per_task(fn: _F) -> _F:
+    """Run ``fn`` (a dask task's function) with one compute thread, on the calling thread
+    only (other threads keep their limit). The results are the same bytes: the kernels'
+    row split does not follow the thread count (:mod:`logmm.logmatmul`)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        before = getattr(_this_thread, "threads", None)
+        _this_thread.threads = 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _this_thread.threads = before
+    return cast(_F, wrapper)
 
 
 def accepts_threads(fn: _F) -> _F:
