@@ -437,40 +437,46 @@ def _run_rows(job: Job, output: OpenOutput) -> Any:
 #: pieces a dask task cuts its block into, so that it writes one piece while it computes
 #: the next (what the local pipeline's writer thread overlaps): a single-threaded worker
 #: otherwise spent half of each Zarr block waiting for the write (zstd and the chunk
-#: files; profiled on bench_scaling's blocks of 8192 x 256)
+#: files; profiled on bench_scaling's blocks of 8192 x 256), and an HDF5 task its wait
+#: for the file's cluster lock
 TASK_PIECES = 4
 
 
 def _compute_writing(block: Block, data: Any, out: np.ndarray, job_compute: Compute,
                      writer: Any, chunk_rows: int) -> list[Any]:
     """Compute ``block`` into ``out`` and write it through ``writer`` (a dask task's),
-    piece by piece (whole output chunks, :data:`TASK_PIECES`) with each piece's write
-    overlapping the next one's compute; return the pieces' partial summaries. The
-    pieces are the block's rows cut again, which gives the same bytes (the kernels' rows
-    are independent); data that cannot be cut by rows (not an array) is one piece, as are
-    writes that must run on the task's thread (HDF5 under its cluster lock)."""
+    piece by piece (whole output chunks, :data:`TASK_PIECES`): the next piece is computed
+    on a second thread while this one writes the last, so the writes (and the cluster
+    lock of an HDF5 output, which is taken on the task's own thread) overlap the
+    compute. Returns the pieces' partial summaries. The pieces are the block's rows cut
+    again, which gives the same bytes (the kernels' rows are independent); data that
+    cannot be cut by rows (not an array) is one piece."""
     from concurrent.futures import ThreadPoolExecutor
+
+    from .resources import one_thread_per_task
 
     i, r0, r1 = block
     step = -(-(r1 - r0) // TASK_PIECES)
     step = max(1, chunk_rows) * max(1, -(-step // max(1, chunk_rows)))   # whole chunks
-    if step >= r1 - r0 or not (data is None or isinstance(data, np.ndarray)) \
-            or not writer.overlaps_writes:
+    if step >= r1 - r0 or not (data is None or isinstance(data, np.ndarray)):
         part = job_compute(block, data, out, _no_advance)
         writer.write_rows(r0, out)
         return [part]
-    pieces, writes = [], []
-    with ThreadPoolExecutor(1) as pool:
-        try:
-            for a in range(r0, r1, step):
-                b = min(r1, a + step)
-                piece = out[a - r0:b - r0]
-                pieces.append(job_compute((i, a, b), None if data is None
-                                          else data[a - r0:b - r0], piece, _no_advance))
-                writes.append(pool.submit(writer.write_rows, a, piece))
-        finally:
-            for write in writes:
-                write.result()            # the block is stored when the task returns
+    bounds = [(a, min(r1, a + step)) for a in range(r0, r1, step)]
+
+    @one_thread_per_task                  # on the second thread too: one kernel thread
+    def compute(a: int, b: int) -> Any:
+        return job_compute((i, a, b), None if data is None else data[a - r0:b - r0],
+                           out[a - r0:b - r0], _no_advance)
+
+    pieces: list[Any] = []
+    with ThreadPoolExecutor(1, thread_name_prefix="logmm-piece") as pool:
+        ahead = pool.submit(compute, *bounds[0])
+        for n, (a, b) in enumerate(bounds):
+            pieces.append(ahead.result())
+            if n + 1 < len(bounds):
+                ahead = pool.submit(compute, *bounds[n + 1])
+            writer.write_rows(a, out[a - r0:b - r0])  # stored when the task returns
     return pieces
 
 

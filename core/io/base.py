@@ -513,8 +513,6 @@ class DetachedWriter:
                  target: Any = None) -> None:
         self.address, self.shape, self.target = address, shape, target
         self.writes_in_task = target is not None
-        #: writes may run on another thread of the task (not under a cluster lock)
-        self.overlaps_writes = self.writes_in_task and not getattr(target[0], "locked", False)
 
     def region_view(self, row: int, col: int, shape: tuple[int, int]) -> None:
         """None: another process has no view of the output to compute into."""

@@ -25,10 +25,8 @@ __all__ = ["LockedHDF5Rows"]
 
 class LockedHDF5Rows:
     """``obj[rows, cols] = block`` into dataset ``dataset`` of the HDF5 file ``path``,
-    under the cluster lock of that file; picklable (path and names only)."""
-
-    #: writes take a cluster lock: they run on the task's own thread
-    locked = True
+    under the cluster lock of that file; picklable (path and names only). Write from a
+    dask task's own thread: the lock finds its worker (and scheduler) there."""
 
     def __init__(self, path: Path, dataset: str) -> None:
         self.path, self.dataset = Path(path), dataset
