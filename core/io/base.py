@@ -513,6 +513,8 @@ class DetachedWriter:
                  target: Any = None) -> None:
         self.address, self.shape, self.target = address, shape, target
         self.writes_in_task = target is not None
+        #: pieces the target has a task write its block in (None: logmm.engine.TASK_PIECES)
+        self.pieces: int | None = getattr(target[0], "pieces", None) if target else None
 
     def region_view(self, row: int, col: int, shape: tuple[int, int]) -> None:
         """None: another process has no view of the output to compute into."""

@@ -28,6 +28,9 @@ class LockedHDF5Rows:
     under the cluster lock of that file; picklable (path and names only). Write from a
     dask task's own thread: the lock finds its worker (and scheduler) there."""
 
+    #: a task writes its block in one piece: each write takes the lock and reopens the file
+    pieces = 1
+
     def __init__(self, path: Path, dataset: str) -> None:
         self.path, self.dataset = Path(path), dataset
 
