@@ -57,6 +57,14 @@ _INSTALL_HINT = install_hint("dask")
 _IN_FLIGHT_PER_WORKER = 2
 #: a worker process's own memory (interpreter, numpy, h5py, zarr, dask) beside its budget
 _INTERPRETER = 256 << 20
+#: dask's nannies start workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (this config key),
+#: which also fixes glibc's mmap threshold at 128 KiB: every block's arrays are then
+#: mapped and unmapped afresh, and their pages faulted in again. On logmm's own
+#: LocalCluster the variable is left unset (glibc's adaptive thresholds): bench_scaling's
+#: Zarr run took 7.7 s of CPU with it and 5.6 s without (one local process: 5.7 s), and
+#: one 8192 x 256 x 256 block's kernel 76 ms against 58 ms. A variable set in the
+#: environment is kept. docs/scaling.md says how to do the same on another cluster.
+_TRIM_KEY = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 
 
 def import_distributed() -> Any:
@@ -188,11 +196,14 @@ def _connect(distributed: Any, address: str | None, memory: int | None) -> Itera
     if memory:
         limit = memory + _INTERPRETER      # the budget is for blocks; the worker needs more
         workers = max(1, min(cores, detect_memory().value // limit))
-    with distributed.LocalCluster(n_workers=workers, threads_per_worker=1,
-                                  memory_limit=limit or "auto", dashboard_address=None,
-                                  scheduler_kwargs={"dashboard_address": ":0"},  # no port clash
-                                  silence_logs=50) as cluster, \
-            distributed.Client(cluster) as client:
+    import dask
+
+    with dask.config.set({_TRIM_KEY: None}):       # see LOCAL_MALLOC_TRIM
+        cluster = distributed.LocalCluster(
+            n_workers=workers, threads_per_worker=1, memory_limit=limit or "auto",
+            dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"},  # no clash
+            silence_logs=50)
+    with cluster, distributed.Client(cluster) as client:
         yield client
 
 
