@@ -8,9 +8,12 @@ checked), interleaved and shuffled (benchmarks/timing.py), medians:
   scheduler: one process, read-ahead / compute / write-behind threads);
 - ``dask-threads``: ``logmm.dask.logmatmulexp(from_address(A), from_address(B))
   .to_zarr(...)`` on dask's threaded scheduler (one thread per core);
-- ``dask-2procs``: the same graph on a ``distributed.LocalCluster`` of 2 single-threaded
-  worker processes (start-up timed separately and excluded), each worker writing its own
-  Zarr chunks.
+- ``dask-2procs``: the same graph on the ``distributed.LocalCluster`` ``--scheduler dask``
+  starts (one single-threaded worker process per core, dask's default worker environment
+  less ``MALLOC_TRIM_THRESHOLD_``: see :mod:`logmm.dask_backend`; start-up timed
+  separately and excluded), each worker writing its own Zarr chunks;
+- ``multiply-dask``: ``multiply(..., scheduler=client)`` on that cluster (the CLI's
+  ``--scheduler dask`` path), the figure ``dask-2procs`` is compared with.
 
     python benchmarks/bench_dask_api.py            # A 262144 x 256 (512 MiB), 5 repeats
     python benchmarks/bench_dask_api.py --quick    # A 16384 x 256 (32 MiB), 1 repeat
@@ -24,6 +27,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -92,34 +96,35 @@ def main(argv: list[str] | None = None) -> int:
                 graph_to_zarr(directory / "dask-threads.zarr")
 
         runs = {"multiply": cli, "dask-threads": threads}
-        cluster = client = None
+        client = None
         startup = float("nan")
-        if distributed is not None:
-            t0 = time.perf_counter()
-            cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1,
-                                               processes=True, dashboard_address=None,
-                                               silence_logs=40,
-                                               scheduler_kwargs={"dashboard_address": ":0"})
-            client = distributed.Client(cluster, set_as_default=False)
-            startup = time.perf_counter() - t0
+        with ExitStack() as stack:
+            if distributed is not None:
+                from logmm.dask_backend import connect
 
-            def procs() -> None:
-                with dask.config.set(scheduler=client):
-                    graph_to_zarr(directory / "dask-2procs.zarr")
+                t0 = time.perf_counter()
+                client = stack.enter_context(connect("dask", None, None))
+                startup = time.perf_counter() - t0
 
-            runs["dask-2procs"] = procs
-        try:
+                def procs() -> None:
+                    with dask.config.set(scheduler=client):
+                        graph_to_zarr(directory / "dask-2procs.zarr")
+
+                def cli_dask() -> None:
+                    multiply(a, b, directory / "multiply-dask.zarr", block_rows=BLOCK,
+                             overwrite=True, scheduler=client)
+
+                runs["dask-2procs"] = procs
+                runs["multiply-dask"] = cli_dask
             medians = timed(runs, repeats)
-        finally:
-            if client is not None:
-                client.close()
-                cluster.close()
         with open_array(f"{directory}/multiply.zarr:data") as reader:
             reference = reader.read_all().tobytes()
         same = {}
         for name in runs:
             if name != "multiply":
-                with open_array(directory / f"{name}.zarr") as reader:
+                where = f"{directory}/{name}.zarr" + (":data" if name.startswith("multiply")
+                                                      else "")
+                with open_array(where) as reader:
                     same[name] = reader.read_all().tobytes() == reference
 
     load = os.getloadavg()[0]
@@ -128,9 +133,13 @@ def main(argv: list[str] | None = None) -> int:
           f"load average {load:.1f}, {repeats} repeats")
     print(f"bytes identical to multiply: {same}; LocalCluster start-up {startup:.2f} s "
           "(excluded)\n")
-    print(f"{'run':<16}{'seconds':>10}{'MiB/s in':>12}{'vs multiply':>13}")
+    print(f"{'run':<16}{'seconds':>10}{'MiB/s in':>12}{'vs multiply':>13}"
+          f"{'vs multiply-dask':>18}")
+    on_cluster = medians.get("multiply-dask")
     for name, sec in medians.items():
-        print(f"{name:<16}{sec:>10.3f}{in_mib / sec:>12.1f}{medians['multiply'] / sec:>12.2f}x")
+        vs_dask = f"{on_cluster / sec:>17.2f}x" if on_cluster else ""
+        print(f"{name:<16}{sec:>10.3f}{in_mib / sec:>12.1f}{medians['multiply'] / sec:>12.2f}x"
+              f"{vs_dask}")
     return 0 if all(same.values()) else 1
 
 

@@ -10,15 +10,19 @@ lock), each of these ways, interleaved and shuffled (benchmarks/timing.py):
 - ``local-2``: one process, the read-ahead / compute / write-behind pipeline,
   ``--threads 2``;
 - ``local-1``: the same with ``--threads 1`` (the per-core rate);
-- ``dask-2``: a LocalCluster of 2 single-threaded worker processes (processes=True; its
-  start-up is timed separately and excluded: a cluster is started once per pipeline).
+- ``dask-2``: the LocalCluster ``--scheduler dask`` starts, one single-threaded worker
+  process per core (2 here; its start-up is timed separately and excluded: a cluster is
+  started once per pipeline). ``--dask-defaults`` uses a LocalCluster with dask's own
+  worker environment instead, as a cluster of the user's own would have it (it sets
+  ``MALLOC_TRIM_THRESHOLD_``, see :mod:`logmm.dask_backend`).
 
 For the dask runs it also counts the result bytes that reach the calling process
 (``dask.sizeof`` of what each task returns) and the bytes the workers sent
 (``transfer_outgoing_bytes_total``), as % of nbytes(C).
 
 Then, for the estimate, one block's parts are timed alone: reading it from HDF5 on disk
-(its pages evicted from the page cache first, this file only), the kernel on one thread,
+(its pages evicted from the page cache first, this file only), the kernel on one thread
+(``--threads 1``: one compute thread, one BLAS thread),
 writing the result block to HDF5 and fsync-ing it. The whole-run timings above read
 and write through the page cache (the machine has room for the files).
 
@@ -35,14 +39,15 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import h5py
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from logmm.logmatmul import logmatmulexp_report
 from logmm.multiply import multiply
+from logmm.resources import use_threads
 
 from timing import timed
 
@@ -87,7 +92,7 @@ def block_parts(directory: Path, a: str, b: str, repeats: int) -> dict[str, floa
             t0 = time.perf_counter()
             f["a"][BLOCK * (i % 2):BLOCK * (i % 2 + 1)]
             reads.append(time.perf_counter() - t0)
-        with threadpool_limits(1):
+        with use_threads(1):
             t0 = time.perf_counter()
             C, _ = logmatmulexp_report(A, B)
             kernels.append(time.perf_counter() - t0)
@@ -134,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fs-gbps", type=float, default=10.0,
                         help="aggregate filesystem bandwidth each way assumed for the "
                              "estimate, GB/s (default 10)")
+    parser.add_argument("--dask-defaults", action="store_true",
+                        help="dask-2 on a LocalCluster with dask's default worker environment")
     args = parser.parse_args(argv)
     global K, M
     K = M = args.k
@@ -145,8 +152,6 @@ def main(argv: list[str] | None = None) -> int:
         distributed = None
         print("dask is not installed (pip install 'logmm[dask]'): the dask-2 runs are "
               "skipped\n")
-    from logmm.resources import use_threads
-
     with tempfile.TemporaryDirectory(prefix="logmm-bench-scaling-") as tmp:
         directory = Path(tmp)
         a, b = write_inputs(directory, rows)
@@ -154,14 +159,20 @@ def main(argv: list[str] | None = None) -> int:
         c_bytes = rows * M * 8
         t0 = time.perf_counter()
         ways: dict[str, dict] = {"local-2": {"threads": 2}, "local-1": {"threads": 1}}
-        cluster = client = None
-        if distributed is not None:
-            cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1,
-                                               processes=True, dashboard_address=None,
-                                               silence_logs=40,
-                                               scheduler_kwargs={"dashboard_address": ":0"})
-            client = distributed.Client(cluster)
+        stack = ExitStack()
+        client = None
+        if distributed is not None and args.dask_defaults:
+            cluster = stack.enter_context(distributed.LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                silence_logs=40, scheduler_kwargs={"dashboard_address": ":0"}))
+            client = stack.enter_context(distributed.Client(cluster))
+        elif distributed is not None:
+            from logmm.dask_backend import connect
+
+            client = stack.enter_context(connect("dask", None, None))
+        if client is not None:
             ways["dask-2"] = {"scheduler": client}
+            workers = len(client.nthreads())
         startup = time.perf_counter() - t0
         counts = {"results": 0, "runs": 0, "sent": 0}
 
@@ -191,9 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                                     100 * counts["sent"] / counts["runs"] / c_bytes)
         finally:
             undo()
-            if client is not None:
-                client.close()
-                cluster.close()
+            stack.close()
         reference = _read(directory / "c-local-1.h5").tobytes()
         same = all(_read(directory / f"c-{way}.{ext}").tobytes() == reference
                    for way in ways for ext in ("zarr", "h5"))
@@ -202,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0]
     print(f"## logmm multiply, A {rows}x{K} float64 HDF5 ({in_mib:.0f} MiB) times B {K}x{M}, "
           f"blocks of {BLOCK} rows, {os.cpu_count()} cores, load average {load:.1f}")
+    if "dask-2" in ways:
+        print("dask-2: " + ("a LocalCluster with dask's default worker environment"
+                            if args.dask_defaults else "the LocalCluster --scheduler dask starts")
+              + f", {workers} single-threaded workers")
     print(f"results identical across ways and formats: {same}; dask LocalCluster start-up "
           f"{startup:.2f} s (excluded)\n")
     print(f"{'output':<8}{'run':<10}{'seconds':>10}{'MiB/s in':>12}{'vs local-2':>12}"
