@@ -1,0 +1,75 @@
+"""What logmm's dask tasks and its own ``LocalCluster`` give the workers (docs/scaling.md,
+"Workers on your own cluster"): a task's kernel runs on the task's thread alone, and the
+workers of the cluster ``--scheduler dask`` starts run without dask's
+``MALLOC_TRIM_THRESHOLD_`` unless the environment sets it."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from logmm.dask_backend import TaskError, _apply, connect
+from logmm.errors import InputError
+from logmm.resources import one_thread_per_task, thread_limit, use_threads
+
+pytest.importorskip("distributed")
+
+TRIM = "MALLOC_TRIM_THRESHOLD_"
+
+
+def _limits() -> tuple[int, int]:
+    """This thread's limit inside a task, and another thread's meanwhile."""
+    seen: list[int] = []
+    other = threading.Thread(target=lambda: seen.append(thread_limit()))
+    other.start()
+    other.join()
+    return thread_limit(), seen[0]
+
+
+def _kernel_threads(_: object) -> int:
+    return thread_limit()
+
+
+def _bad_data(_: object) -> None:
+    raise InputError("bad block")
+
+
+def test_one_thread_per_task_holds_the_calling_thread_only() -> None:
+    with use_threads(3):
+        inside, elsewhere = one_thread_per_task(_limits)()
+        assert (inside, elsewhere) == (1, 3)
+        assert thread_limit() == 3                     # restored after the call
+        nested = one_thread_per_task(lambda: one_thread_per_task(thread_limit)()
+                                     + thread_limit())
+        assert nested() == 2 and thread_limit() == 3
+
+
+def test_one_thread_per_task_gives_the_same_bytes() -> None:
+    from logmm.logmatmul import logmatmulexp
+
+    rng = np.random.default_rng(7)
+    A, B = rng.normal(size=(3000, 200)) * 30, rng.normal(size=(200, 90)) * 30
+    with use_threads(2):
+        assert one_thread_per_task(logmatmulexp)(A, B).tobytes() == logmatmulexp(A, B).tobytes()
+
+
+def test_local_cluster_workers_run_untrimmed_single_threaded_tasks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(TRIM, raising=False)    # an earlier cluster in this process sets it
+    with connect("dask", None, 256 << 20) as client:
+        assert set(client.run(os.environ.get, TRIM).values()) == {None}
+        assert set(client.nthreads().values()) == {1}
+        # a task's kernel sees one thread, and bad data comes back as data, not raised
+        assert client.submit(_apply, _kernel_threads, None, pure=False).result() == 1
+        error = client.submit(_apply, _bad_data, None, pure=False).result()
+        assert isinstance(error, TaskError) and str(error.error) == "bad block"
+
+
+def test_local_cluster_keeps_a_trim_threshold_the_environment_sets(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TRIM, "131072")
+    with connect("dask", None, 256 << 20) as client:
+        assert set(client.run(os.environ.get, TRIM).values()) == {"131072"}
