@@ -206,7 +206,7 @@ def _connect(distributed: Any, address: str | None, memory: int | None) -> Itera
         workers = max(1, min(cores, detect_memory().value // limit))
     import dask
 
-    with dask.config.set({_TRIM_KEY: None}):       # see LOCAL_MALLOC_TRIM
+    with dask.config.set({_TRIM_KEY: None}):       # see _TRIM_KEY
         cluster = distributed.LocalCluster(
             n_workers=workers, threads_per_worker=1, memory_limit=limit or "auto",
             dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"},  # no clash

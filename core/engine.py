@@ -450,9 +450,9 @@ def _compute_writing(block: Block, data: Any, out: np.ndarray, job_compute: Comp
     piece by piece (whole output chunks; :data:`TASK_PIECES`, or the writer's ``pieces``):
     the next piece is computed on a second thread while this one writes the last, so the
     writes (taken on the task's own thread, as an HDF5 output's cluster lock must be)
-    overlap the compute. Returns the pieces' partial summaries. The pieces are the block's rows cut
-    again, which gives the same bytes (the kernels' rows are independent); data that
-    cannot be cut by rows (not an array) is one piece."""
+    overlap the compute. Returns the pieces' partial summaries. The pieces are the
+    block's rows cut again, which gives the same bytes (the kernels' rows are
+    independent); data that cannot be cut by rows (not an array) is one piece."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .resources import one_thread_per_task
