@@ -51,6 +51,7 @@ from .io.writers import ArrayWriter, create_writer, output_exists, partial_path
 from .shards import (
     PlannedRun,
     Shard,
+    check_shard_output,
     digest,
     open_shard_output,
     parse_shard,
@@ -364,6 +365,8 @@ def run(job: Job[R]) -> R:
     """
     with job:
         if not _local(job.options):
+            if job.gather is None:      # refused, or nothing to do: start no cluster
+                _refuse_or_skip(job)
             _connect(job)
         if job.gather is not None:
             return _run_gathering(job)
@@ -654,6 +657,36 @@ def _sweep_finished_run(out: ArrayAddress) -> None:
         pass            # unremovable (read-only directory): harmless, as before
 
 
+def _refuse_or_skip(job: Job) -> None:
+    """What the job's existing output decides before any work (:func:`open_output`
+    first, and :func:`run` before a dask cluster starts): with ``resume``, a complete
+    output made by the same inputs and options is nothing to do, any other existing one is
+    refused unless ``overwrite``; a ``shard`` needs an output that shards.
+
+    Raises
+    ------
+    logmm.errors.AlreadyComplete, OutputExistsError, UsageError
+        See :func:`open_output`.
+    """
+    out, options, opts = job.output, job.options, job.output_options
+    assert out is not None
+    fingerprint = _fingerprint(job)
+    resume = options.resume and fingerprint is not None
+    if options.shard is not None:
+        _refuse_zarr_v2_shards(job)
+        assert fingerprint is not None
+        check_shard_output(out, digest(fingerprint), options.shard, resume=resume,
+                           overwrite=opts.overwrite, refuse_existing=refuse_or_skip_existing)
+        return
+    if resume and not opts.overwrite and output_exists(out):
+        assert fingerprint is not None
+        try:
+            refuse_or_skip_existing(out, digest(fingerprint))
+        except AlreadyComplete:
+            _sweep_finished_run(out)
+            raise
+
+
 def open_output(job: Job) -> OpenOutput:
     """Lock the job's output, find what an interrupted run left, and open the writer.
 
@@ -672,8 +705,8 @@ def open_output(job: Job) -> OpenOutput:
     assert out is not None and job.shape is not None and job.dtype is not None
     fingerprint = _fingerprint(job)
     resume = options.resume and fingerprint is not None
+    _refuse_or_skip(job)
     if options.shard is not None:
-        _refuse_zarr_v2_shards(job)
         assert fingerprint is not None and job.load_plan is not None
         shard_writer, shard_record, shard_plan, shard_blocks = open_shard_output(
             stack, out, job.shape, job.dtype, fingerprint=fingerprint, resume=resume,
@@ -686,13 +719,6 @@ def open_output(job: Job) -> OpenOutput:
                           pending=pending, resumed_blocks=len(shard_blocks) - len(pending),
                           total_rows=sum(r1 - r0 for _, r0, r1 in shard_blocks),
                           shard=options.shard)
-    if resume and not opts.overwrite and output_exists(out):
-        assert fingerprint is not None
-        try:
-            refuse_or_skip_existing(out, digest(fingerprint))
-        except AlreadyComplete:
-            _sweep_finished_run(out)
-            raise
     stack.enter_context(OutputLock(out))
     if out.format == "zarr" and (shared := shard_status(out)) is not None and not shared.merged:
         raise LogmmError(f"{partial_path(out.path)} is the shared store of --shard runs "

@@ -68,6 +68,7 @@ __all__ = [
     "Shard",
     "ShardState",
     "ShardStatus",
+    "check_shard_output",
     "describe_plan",
     "digest",
     "merge",
@@ -214,6 +215,26 @@ def describe_plan(signal: PlannedRun, count: int | None,
 # ----------------------------------------------------------------------------- opening
 
 
+def check_shard_output(out: ArrayAddress, fingerprint: str, shard: Shard, *, resume: bool,
+                       overwrite: bool,
+                       refuse_existing: Callable[[ArrayAddress, str, str], None]) -> None:
+    """The checks :func:`open_shard_output` makes before any work (also run before a dask
+    cluster starts): a format that shards, not inside a container, and under ``resume``
+    a finished shard (or store) met by ``refuse_existing`` (``fingerprint``: the run's
+    :func:`digest`)."""
+    if out.format not in ("zarr", "hdf5"):
+        raise UsageError(f"--shard needs a .zarr or .h5 output, not {out.path.name}: shards "
+                         "share one Zarr store, or write HDF5 files that 'logmm merge' joins")
+    _refuse_container(out)
+    if resume and not overwrite:        # a rerun of a finished shard (or whole store)
+        unit = shard_path(out.path, shard)
+        shard_file = out.__class__(unit, out.format).with_dataset(out.dataset)
+        if out.format == "zarr" and os.path.lexists(out.path):
+            refuse_existing(out, fingerprint, f"{out} (all {shard.count} shards)")
+        elif out.format == "hdf5" and os.path.lexists(unit):
+            refuse_existing(shard_file, fingerprint, f"shard {shard} of {out}")
+
+
 def open_shard_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...],
                       dtype: np.dtype, *, fingerprint: dict[str, Any], resume: bool,
                       make_plan: Callable[[], Any], load_plan: Callable[[dict[str, Any]], Any],
@@ -226,18 +247,10 @@ def open_shard_output(stack: ExitStack, out: ArrayAddress, shape: tuple[int, ...
     place in the whole output. ``refuse_existing(output, fingerprint digest, name)``
     meets a finished shard (or store) under ``resume``
     (:func:`logmm.inspect.refuse_or_skip_existing`)."""
-    if out.format not in ("zarr", "hdf5"):
-        raise UsageError(f"--shard needs a .zarr or .h5 output, not {out.path.name}: shards "
-                         "share one Zarr store, or write HDF5 files that 'logmm merge' joins")
-    _refuse_container(out)
-    unit = shard_path(out.path, shard)
     whole = digest(fingerprint)
-    if resume and not overwrite:        # a rerun of a finished shard (or whole store)
-        shard_file = out.__class__(unit, out.format).with_dataset(out.dataset)
-        if out.format == "zarr" and os.path.lexists(out.path):
-            refuse_existing(out, whole, f"{out} (all {shard.count} shards)")
-        elif out.format == "hdf5" and os.path.lexists(unit):
-            refuse_existing(shard_file, whole, f"shard {shard} of {out}")
+    check_shard_output(out, whole, shard, resume=resume, overwrite=overwrite,
+                       refuse_existing=refuse_existing)
+    unit = shard_path(out.path, shard)
     stack.enter_context(OutputLock(unit))
     record_fp = dict(fingerprint, shard=str(shard))
     record = ResumeRecord.load(record_path(unit)) if resume else None

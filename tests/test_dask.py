@@ -10,11 +10,13 @@ import pytest
 from click.testing import CliRunner
 
 from logmm.cli.main import cli
-from logmm.errors import LogmmError, UsageError
+from logmm.errors import AlreadyComplete, LogmmError, OutputExistsError, UsageError
 from logmm.io.readers import open_array
 from logmm.loglik import loglik
 from logmm.multiply import multiply
 from logmm.project import project
+
+from cli_run import inject, one_error_line, run_logmm
 
 distributed = pytest.importorskip("distributed")
 
@@ -168,3 +170,57 @@ def test_loglik_total_on_dask_equals_local(tmp_path: Path, data, client) -> None
     mu = np.load(data["mu"])
     exact = np.sum(-0.5 * ((x - mu) / 1.5) ** 2 - np.log(1.5) - 0.5 * np.log(2 * np.pi))
     assert abs(local.total - exact) <= 1e-10 * abs(exact)
+
+
+# ----------------------------------------------------------------------------- no cluster
+
+#: run before the command line: a LocalCluster the run starts ends it with this line
+NO_CLUSTER = ("import distributed\n"
+              "def _no_cluster(*args, **kwargs):\n"
+              "    raise SystemExit('logmm: error: the run started a LocalCluster')\n"
+              "distributed.LocalCluster = _no_cluster\n")
+
+
+def test_cli_refused_or_finished_dask_run_starts_no_cluster(tmp_path: Path, data) -> None:
+    """``--scheduler dask`` on an existing output (refused) or a ``--resume`` of a complete
+    one (nothing to do) decides before a cluster starts: same lines and exit codes as the
+    local scheduler, and the cluster class is never called."""
+    out = tmp_path / "c.h5"
+    args = ["multiply", data["a"], data["b"], "-o", out, "--block-rows", "40"]
+    dask = ["--scheduler", "dask"]
+    started = inject(*args, *dask, patch=NO_CLUSTER)
+    assert one_error_line(started) == "the run started a LocalCluster"    # the spy works
+    assert run_logmm(*args).returncode == 0
+    for extra in ([], ["--resume", "--dtype", "float32"]):          # refused, same line
+        local = run_logmm(*args, *extra)
+        on_dask = inject(*args, *extra, *dask, patch=NO_CLUSTER)
+        assert one_error_line(on_dask, codes=(1,)) == one_error_line(local, codes=(1,))
+        assert one_error_line(local).startswith(f"output exists: {out} (")
+    finished = inject(*args, "--resume", *dask, patch=NO_CLUSTER)
+    assert finished.returncode == 0 and finished.stdout == ""
+    assert finished.stderr.splitlines() == [f"logmm: {out}:/data is already complete (same "
+                                            "inputs and options): nothing to do"]
+
+
+@pytest.mark.parametrize("shard", [None, "1/2"])
+def test_api_finished_dask_run_starts_no_cluster(tmp_path: Path, data, monkeypatch,
+                                                 shard: str | None) -> None:
+    started: list[object] = []
+
+    def spy(*args, **kwargs):
+        started.append(kwargs)
+        raise AssertionError("the run started a LocalCluster")
+
+    out = tmp_path / "c.zarr"
+    for index in ("0/2", "1/2") if shard else (None,):
+        multiply(data["a"], data["b"], out, block_rows=40, shard=index)
+    monkeypatch.setattr(distributed, "LocalCluster", spy)
+    with pytest.raises(AlreadyComplete):
+        multiply(data["a"], data["b"], out, block_rows=40, shard=shard, resume=True,
+                 scheduler="dask")
+    with pytest.raises(OutputExistsError):
+        multiply(data["a"], data["b"], out, block_rows=40, shard=shard, resume=True,
+                 dtype="float32", scheduler="dask")
+    assert started == []
+    with pytest.raises(AssertionError, match="LocalCluster"):     # the spy sees a cluster
+        multiply(data["a"], data["b"], tmp_path / "d.zarr", scheduler="dask")

@@ -88,15 +88,21 @@ class SlowBlocks(distributed.WorkerPlugin):
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def by_value():
+    """This module's worker plugins (SlowBlocks, ...) travel to workers by value."""
     import cloudpickle
 
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])   # SlowBlocks, to workers
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield
+    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.fixture(scope="module")
+def cluster(by_value):
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None, silence_logs=50,
                                   scheduler_kwargs={"dashboard_address": ":0"}) as cluster:
         yield cluster
-    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture(scope="module")
@@ -589,6 +595,70 @@ def test_transient_errors_are_retried(tmp_path: Path, many_blocks, client) -> No
         client.unregister_worker_plugin(FailOnce.name)
     assert len(list((tmp_path / "attempts").iterdir())) == 30     # every block failed once
     assert same_bits(read(tmp_path / "dask.zarr"), read(many_blocks["local"]))
+
+
+class HoldLockOnce(distributed.WorkerPlugin):
+    """The first HDF5 write of the run (one across the workers: a marker file) takes the
+    file's cluster lock, writes its worker's pid to ``holder`` and sleeps holding it."""
+
+    name = "logmm-hold-lock-once"
+
+    def __init__(self, holder: str) -> None:
+        self.holder = holder
+
+    def setup(self, worker) -> None:
+        from logmm.io.hdf5_locked import LockedHDF5Rows
+
+        original = getattr(LockedHDF5Rows.__setitem__, "original", LockedHDF5Rows.__setitem__)
+        holder = Path(self.holder)
+
+        def hold_once(rows, key, block) -> None:
+            try:
+                (holder.parent / "taken").touch(exist_ok=False)
+            except FileExistsError:
+                return original(rows, key, block)
+            with distributed.Lock(rows.lock_name):
+                holder.write_text(str(os.getpid()))
+                time.sleep(120)
+
+        hold_once.original = original
+        LockedHDF5Rows.__setitem__ = hold_once
+
+
+def test_killed_lock_holder_stalls_hdf5_writes_seconds_not_lease_default(
+        tmp_path: Path, many_blocks, by_value) -> None:
+    """On logmm's own LocalCluster a worker killed while it holds an HDF5 output's lock
+    holds up the other workers' writes for about the lowered lease timeout (5 s, checked
+    every 1 s; dask's 30 s and 10 s stalled them ~37 s), and the output is the local one."""
+    from logmm import dask_backend
+    from logmm.resources import use_threads
+
+    holder = tmp_path / "holder" / "pid"
+    holder.parent.mkdir()
+    a, b = many_blocks["args"][1:3]
+    out = tmp_path / "dask.h5"
+    killed: list[float] = []
+
+    def kill_the_holder() -> None:
+        deadline = time.monotonic() + 60
+        while not holder.exists() or not holder.read_text():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+        os.kill(int(holder.read_text()), signal.SIGKILL)
+        killed.append(time.monotonic())
+
+    with use_threads(2), dask_backend.connect("dask", None, 64 * MiB) as client:
+        assert len(client.nthreads()) == 2
+        client.register_plugin(HoldLockOnce(str(holder)))
+        threading.Thread(target=kill_the_holder, daemon=True).start()
+        multiply(a, b, out, block_rows=40, scheduler=client)
+        finished = time.monotonic()
+    assert killed, "no task held the lock"
+    stalled = finished - killed[0]
+    print(f"the run finished {stalled:.1f} s after the lock holder was killed")
+    assert stalled < 15                     # the lease's default alone is 30 s
+    assert same_bits(read(out), read(many_blocks["local"]))
 
 
 # ----------------------------------------------------------------------------- 4. joining

@@ -5,9 +5,11 @@ the hidden partial file under a cluster-wide :class:`distributed.Lock` named aft
 file: open ``r+``, write, close (the data are on disk when the lock is released), while
 the process that runs the job holds the file closed (:meth:`ArrayWriter.lent
 <logmm.io.base.ArrayWriter.lent>`). Only the task's block index and summary travel back.
+A worker that dies holding the lock keeps it until its lease times out (5 s on logmm's own
+LocalCluster, dask's 30 s elsewhere unless configured: see docs/scaling.md).
 
 Measured against per-task part files joined by a virtual dataset (docs/scaling.md,
-"HDF5 outputs on dask"): the lock costs a scheduler round trip and an open/close per
+"Measured on this machine"): the lock costs a scheduler round trip and an open/close per
 block and serialises the writes, which the filesystem serialises anyway; part files
 would leave a virtual dataset over many files where the user asked for one file, or a
 copy of all of C by this process to join them.
