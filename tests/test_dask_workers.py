@@ -5,8 +5,13 @@ workers of the cluster ``--scheduler dask`` starts run without dask's
 
 from __future__ import annotations
 
+import ast
 import os
+import re
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import cloudpickle
 import numpy as np
@@ -77,3 +82,50 @@ def test_local_cluster_keeps_a_trim_threshold_the_environment_sets(
     monkeypatch.setenv(TRIM, "131072")
     with connect("dask", None, 256 << 20) as client:
         assert set(client.run(os.environ.get, TRIM).values()) == {"131072"}
+
+
+_USER_CLUSTER = """
+import os
+import dask, distributed
+
+def locks():
+    return (dask.config.get("distributed.scheduler.locks.lease-timeout"),
+            dask.config.get("distributed.scheduler.locks.lease-validation-interval"))
+
+if __name__ == "__main__":
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None,
+                                  silence_logs=50) as cluster, distributed.Client(cluster) as c:
+        print(repr((set(c.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()),
+                    set(c.run(locks).values()), locks())))
+"""
+
+
+def _user_cluster(tmp_path: Path, **env: str) -> tuple[set, set, tuple]:
+    """What a plain ``distributed.LocalCluster`` (a cluster of the user's own, not
+    logmm's) gives its workers and scheduler under ``env``."""
+    script = tmp_path / "cluster.py"
+    script.write_text(_USER_CLUSTER)
+    clean = {k: v for k, v in os.environ.items()
+             if k != TRIM and not k.startswith("DASK_")}
+    done = subprocess.run([sys.executable, str(script)], env={**clean, **env}, check=True,
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    return ast.literal_eval(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_documented_dask_config_file_reaches_workers_and_scheduler(tmp_path: Path) -> None:
+    """docs/scaling.md's ``logmm.yaml``: no trim variable in the workers, the lock leases
+    in the workers' and the scheduler's configuration; without it, dask's defaults."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "scaling.md").read_text("utf-8")
+    yaml_text = re.search(r"```yaml\n(distributed:\n.*?)```", doc, re.S)
+    assert yaml_text is not None and "MALLOC_TRIM_THRESHOLD_: null" in yaml_text.group(1)
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "logmm.yaml").write_text(yaml_text.group(1))
+    assert _user_cluster(tmp_path) == ({"65536"}, {("30s", "10s")}, ("30s", "10s"))
+    assert _user_cluster(tmp_path, DASK_CONFIG=str(config)) == (
+        {None}, {("5s", "1s")}, ("5s", "1s"))
+    # the lock keys as environment variables, as the doc says; the trim key cannot be
+    env = {"DASK_DISTRIBUTED__SCHEDULER__LOCKS__LEASE_TIMEOUT": "5s",
+           "DASK_DISTRIBUTED__SCHEDULER__LOCKS__LEASE_VALIDATION_INTERVAL": "1s",
+           "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_": "None"}
+    assert _user_cluster(tmp_path, **env) == ({"65536"}, {("5s", "1s")}, ("5s", "1s"))
