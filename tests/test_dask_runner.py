@@ -226,6 +226,7 @@ def test_panel_tasks_killed_client_then_resume(tmp_path: Path, wide, client, clu
     done = ResumeRecord.load(record_file).done
     for i in done:                         # a block is marked once all its panels are
         assert len(list((chunks / str(i)).iterdir())) == panels, (i, done)
+    slow_blocks(0)                         # the resumed run's ~24 tasks at full speed
     resumed = run_logmm(*args, "-o", out, "--resume", "--dask-address",
                         cluster.scheduler_address)
     assert resumed.returncode == 0, resumed.stderr
@@ -416,9 +417,11 @@ def test_output_of_40_mib_sends_nothing_back(tmp_path: Path, monkeypatch, client
 # ----------------------------------------------------------------------------- 3. kills
 
 
-@pytest.fixture
-def many_blocks(tmp_path: Path) -> dict[str, str]:
-    """A (1200 × 32) and B (32 × 24) in 30 blocks of 40 rows, and the local result."""
+@pytest.fixture(scope="module")
+def many_blocks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A (1200 × 32) and B (32 × 24) in 30 blocks of 40 rows, and the local result: read
+    only, so made once for the module's 6 tests (a CLI run each, ~0.9 s)."""
+    tmp_path = tmp_path_factory.mktemp("many_blocks")
     rng = np.random.default_rng(3)
     a = write_h5(tmp_path / "a.h5", "a", rng.normal(size=(1200, 32)) * 20, chunk_rows=40)
     np.save(tmp_path / "b.npy", rng.normal(size=(32, 24)) * 20)
