@@ -4,7 +4,8 @@ the client for a Zarr output, lost workers or a lost client lose nothing ``--res
 cannot finish, workers that join mid-run get tasks, and plans give every worker thread
 several blocks.
 
-One ``LocalCluster(n_workers=2, threads_per_worker=1, processes=True)`` serves the module;
+One ``LocalCluster(n_workers=2, threads_per_worker=1, processes=True)`` serves the module
+(conftest's ``process_cluster``, shared with test_dask_api.py);
 tests that slow its tasks register :class:`SlowBlocks` (a worker plugin, so workers that a
 nanny restarts or that join later are slowed too) and remove it afterwards.
 """
@@ -88,14 +89,11 @@ class SlowBlocks(distributed.WorkerPlugin):
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(process_cluster):
     import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])   # SlowBlocks, to workers
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, silence_logs=50,
-                                  scheduler_kwargs={"dashboard_address": ":0"}) as cluster:
-        yield cluster
+    yield process_cluster
     cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
