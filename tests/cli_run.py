@@ -103,15 +103,18 @@ def kill_at_seeded_point(proc: subprocess.Popen, rng, record: Path, blocks: int,
     return point, alive
 
 
-def slow_flush(seconds: float) -> str:
-    """A prelude (Python source) that makes every stored block take ``seconds`` longer, so
-    that a run lasts long enough for others to meet it."""
+def slow_flush(seconds: float, blocks: int | None = None) -> str:
+    """A prelude (Python source) that makes every stored block (or only the first
+    ``blocks``) take ``seconds`` longer, so that a run lasts long enough for others to
+    meet it."""
     return f"""
-import time
+import itertools, time
 from logmm.io import writers
 _flush = writers.ArrayWriter.flush
+_count, _limit = itertools.count(), {blocks!r}
 def _slow(self):
-    time.sleep({seconds})
+    if _limit is None or next(_count) < _limit:
+        time.sleep({seconds})
     _flush(self)
 writers.ArrayWriter.flush = _slow
 """

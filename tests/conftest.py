@@ -46,3 +46,16 @@ def save_array(address: str | Path, arr: np.ndarray, *, chunk_rows: int | None =
 def save() -> Callable[..., str]:
     """The :func:`save_array` helper, as a fixture."""
     return save_array
+
+
+@pytest.fixture(scope="session")
+def process_cluster():
+    """A ``distributed.LocalCluster`` of 2 single-threaded worker *processes*, started once
+    for the session (~2 s a start): test_dask_api.py and test_dask_runner.py share it. A
+    test that changes it (scales it, kills or slows workers) puts it back to 2 plain
+    workers before it ends; a test that needs a fresh cluster starts its own."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, silence_logs=50,
+                                  scheduler_kwargs={"dashboard_address": ":0"}) as cluster:
+        yield cluster

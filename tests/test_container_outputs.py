@@ -45,6 +45,10 @@ BLOCK_ROWS = 32
 ROWS = 40 * BLOCK_ROWS
 # 0.1 s per stored block (40 blocks): long enough for other runs to try meanwhile
 SLOW_FLUSH = slow_flush(0.1)
+# a run stopped (SIGSTOP) after its first stored block needs no slow blocks once it is
+# continued: 0.5 s before each of its first 3 leaves >= 1 s to stop it in, and it then
+# ends ~2.5 s sooner than under SLOW_FLUSH
+SLOW_START = slow_flush(0.5, blocks=3)
 
 
 def read(address: str | Path) -> np.ndarray:
@@ -147,7 +151,7 @@ def test_kill_9_while_adding_a_dataset_many_seeds(tmp_path: Path, expected: tupl
 def paused_after_first_block(args: list, record: Path) -> subprocess.Popen:
     """Start ``logmm ARGS`` and stop it (SIGSTOP) once it has stored one block: it holds
     its locks and open files, mid-write, for as long as the test needs."""
-    proc = start_logmm(*args, prelude=SLOW_FLUSH)
+    proc = start_logmm(*args, prelude=SLOW_START)
     assert kill_after_blocks(proc, record, 1), "the run ended too soon"
     proc.send_signal(signal.SIGSTOP)
     return proc
@@ -531,27 +535,38 @@ def superblock_writes(trace: Path) -> list[int]:
     return [i + 1 for i, line in enumerate(calls) if re.search(r", 0\) = \d+$", line.rstrip())]
 
 
+class WriteCounts(dict):
+    """``(writes, link)`` of a (phase, layout), traced on first use: the default tests
+    need 6 of the 9 (each traced run ~1.5 s)."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        super().__init__()
+        self.tmp_path_factory = tmp_path_factory
+
+    def __missing__(self, key: tuple[str, str]) -> tuple[int, int | None]:
+        phase, layout = key
+        assert layout in (LAYOUTS if phase == "commit" else COMPRESSED), key
+        d = self.tmp_path_factory.mktemp("count")
+        container = make_container(d, "h5")
+        name, args = layout_args(container, layout)
+        done = run_traced(args, TARGETS[phase](container, name), log=d / "trace",
+                          threads=phase != "commit")
+        assert done.returncode == 0, done.stderr
+        writes = (d / "trace").read_text().count("pwrite64(")
+        # the superblock: at open, at the switch to the journaled handle, ending the
+        # copy's flush; then the link's journal is applied
+        link = superblock_writes(d / "trace")[2] + 1 if layout in COMPRESSED else None
+        self[key] = (writes, None if phase == "side file" else link)
+        return self[key]
+
+
 @pytest.fixture(scope="module")
-def write_counts(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def write_counts(tmp_path_factory: pytest.TempPathFactory) -> WriteCounts:
     """``(writes, link)`` of each (phase, layout) in an uninterrupted run: how many pwrite64
     calls it makes (the commit: in the main thread, which creates, copies and links), and
     the first write applying the journal of the commit's link, after the superblock write
     ending the copy's flush (compressed layouts; else None; for the side file, None)."""
-    counts = {}
-    for phase, target in TARGETS.items():
-        for layout in LAYOUTS if phase == "commit" else COMPRESSED:
-            d = tmp_path_factory.mktemp("count")
-            container = make_container(d, "h5")
-            name, args = layout_args(container, layout)
-            done = run_traced(args, target(container, name), log=d / "trace",
-                              threads=phase != "commit")
-            assert done.returncode == 0, done.stderr
-            writes = (d / "trace").read_text().count("pwrite64(")
-            # the superblock: at open, at the switch to the journaled handle, ending the
-            # copy's flush; then the link's journal is applied
-            link = superblock_writes(d / "trace")[2] + 1 if layout in COMPRESSED else None
-            counts[phase, layout] = (writes, None if phase == "side file" else link)
-    return counts
+    return WriteCounts(tmp_path_factory)
 
 
 def kill_at_write(d: Path, expected: tuple, phase: str, layout: str, n: int,
@@ -616,8 +631,11 @@ def link_points(write_counts: dict, layout: str) -> list[int]:
     return [link, (link + writes) // 2]
 
 
+# seed 0 kills each (phase, layout) at one point by default; seed 1 adds a second point
+# under -m slow, where test_kill_9_at_every_write_of_the_commit and
+# test_kill_9_at_many_writes_of_the_side_file sweep (nearly) every point
 @needs_strace
-@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
 @pytest.mark.parametrize(("phase", "layout"), [
     ("commit", "new group"), ("commit", "overwrite"), ("commit", "plain new group"),
     ("side file", "new group"), ("side file", "overwrite")])

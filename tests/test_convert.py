@@ -239,20 +239,19 @@ def test_cli_subprocess(tmp_path: Path) -> None:
 
 
 def test_zarr_format_2_copy_is_readable_as_zarr_2(tmp_path: Path) -> None:
-    from cli_run import run_logmm
-
+    # in-process, as the module's other CLI tests (4 interpreters cost ~3.5 s)
     values = np.random.default_rng(3).standard_normal((30, 4))
     np.save(tmp_path / "a.npy", values)
     for i, compression in enumerate([[], ["--compression", "gzip"], ["--compression", "none"]]):
         out = tmp_path / f"v2-{i}.zarr"
-        proc = run_logmm("convert", tmp_path / "a.npy", out, "--zarr-format", "2", "-q",
-                         *compression)
-        assert proc.returncode == 0, proc.stderr
+        res = _run("convert", tmp_path / "a.npy", out, "--zarr-format", "2", "-q",
+                   *compression)
+        assert res.exit_code == 0, (res.output, res.exception)
         meta = json.loads((out / "data" / ".zarray").read_text())
         assert meta["zarr_format"] == 2 and not (out / "zarr.json").exists()
         arr = zarr.open_array(str(out), path="data", mode="r", zarr_format=2)
         assert arr[...].tobytes() == values.tobytes()
         assert arr.attrs["complete"] is True
     default = tmp_path / "v3.zarr"
-    assert run_logmm("convert", tmp_path / "a.npy", default, "-q").returncode == 0
+    assert _run("convert", tmp_path / "a.npy", default, "-q").exit_code == 0
     assert json.loads((default / "zarr.json").read_text())["zarr_format"] == 3

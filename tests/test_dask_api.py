@@ -384,16 +384,14 @@ def test_diag_gaussian_logpdf_refusals() -> None:
 
 # ------------------------------------------------------------- a cluster of processes
 
-def test_local_cluster_from_address_product_to_zarr(stored, tmp_path) -> None:
+def test_local_cluster_from_address_product_to_zarr(stored, tmp_path, process_cluster) -> None:
     distributed = pytest.importorskip("distributed")
     import zarr
 
     A_d = ld.from_address(stored["a"], chunks=(24, 16))
     B_d = ld.from_address(stored["b"], chunks=(16, 10))
     C = ld.logmatmulexp(A_d, B_d)
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                  dashboard_address=None, silence_logs=40) as cluster, \
-            distributed.Client(cluster):
+    with distributed.Client(process_cluster):        # 2 worker processes (conftest)
         C.to_zarr(str(tmp_path / "c.zarr"))
     got = zarr.open_array(str(tmp_path / "c.zarr"), mode="r")
     assert got.chunks == (24, 10)

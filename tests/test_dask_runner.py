@@ -4,7 +4,8 @@ the client for a Zarr output, lost workers or a lost client lose nothing ``--res
 cannot finish, workers that join mid-run get tasks, and plans give every worker thread
 several blocks.
 
-One ``LocalCluster(n_workers=2, threads_per_worker=1, processes=True)`` serves the module;
+One ``LocalCluster(n_workers=2, threads_per_worker=1, processes=True)`` serves the module
+(conftest's ``process_cluster``, shared with test_dask_api.py);
 tests that slow its tasks register :class:`SlowBlocks` (a worker plugin, so workers that a
 nanny restarts or that join later are slowed too) and remove it afterwards.
 """
@@ -98,11 +99,8 @@ def by_value():
 
 
 @pytest.fixture(scope="module")
-def cluster(by_value):
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, silence_logs=50,
-                                  scheduler_kwargs={"dashboard_address": ":0"}) as cluster:
-        yield cluster
+def cluster(process_cluster, by_value):
+    yield process_cluster
 
 
 @pytest.fixture(scope="module")
@@ -232,6 +230,7 @@ def test_panel_tasks_killed_client_then_resume(tmp_path: Path, wide, client, clu
     done = ResumeRecord.load(record_file).done
     for i in done:                         # a block is marked once all its panels are
         assert len(list((chunks / str(i)).iterdir())) == panels, (i, done)
+    slow_blocks(0)                         # the resumed run's ~24 tasks at full speed
     resumed = run_logmm(*args, "-o", out, "--resume", "--dask-address",
                         cluster.scheduler_address)
     assert resumed.returncode == 0, resumed.stderr
@@ -422,9 +421,11 @@ def test_output_of_40_mib_sends_nothing_back(tmp_path: Path, monkeypatch, client
 # ----------------------------------------------------------------------------- 3. kills
 
 
-@pytest.fixture
-def many_blocks(tmp_path: Path) -> dict[str, str]:
-    """A (1200 × 32) and B (32 × 24) in 30 blocks of 40 rows, and the local result."""
+@pytest.fixture(scope="module")
+def many_blocks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A (1200 × 32) and B (32 × 24) in 30 blocks of 40 rows, and the local result: read
+    only, so made once for the module's 6 tests (a CLI run each, ~0.9 s)."""
+    tmp_path = tmp_path_factory.mktemp("many_blocks")
     rng = np.random.default_rng(3)
     a = write_h5(tmp_path / "a.h5", "a", rng.normal(size=(1200, 32)) * 20, chunk_rows=40)
     np.save(tmp_path / "b.npy", rng.normal(size=(32, 24)) * 20)

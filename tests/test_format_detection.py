@@ -25,8 +25,10 @@ def result(path: Path) -> bytes:
         return reader.read_all().tobytes()
 
 
-@pytest.fixture
-def reference(tmp_path: Path) -> bytes:
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The product of A and B read from a file named .h5 (one CLI run for the module)."""
+    tmp_path = tmp_path_factory.mktemp("reference")
     with h5py.File(tmp_path / "known.h5", "w") as f:
         f["x/a"], f["x/b"] = A, B
     proc = run_logmm("multiply", f"{tmp_path}/known.h5:/x/a", f"{tmp_path}/known.h5:/x/b",

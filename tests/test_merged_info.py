@@ -9,6 +9,7 @@ complete (LOGMM column, ``--json``), must say so on stderr, and ``info --check``
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,18 +20,29 @@ from cli_run import one_error_line, run_logmm
 SHARD1 = "c.shard-0001-of-0003.h5"
 
 
-@pytest.fixture()
-def merged(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def merged_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The inputs, 3 shard files and their merge (4 CLI runs, ~2 s), made once."""
+    d = tmp_path_factory.mktemp("merged")
     rng = np.random.default_rng(18)
-    np.save(tmp_path / "a.npy", rng.normal(size=(200, 6)))
-    np.save(tmp_path / "b.npy", rng.normal(size=(6, 4)))
-    out = tmp_path / "c.h5"
+    np.save(d / "a.npy", rng.normal(size=(200, 6)))
+    np.save(d / "b.npy", rng.normal(size=(6, 4)))
+    out = d / "c.h5"
     for i in range(3):
-        done = run_logmm("multiply", tmp_path / "a.npy", tmp_path / "b.npy", "-o", out,
+        done = run_logmm("multiply", d / "a.npy", d / "b.npy", "-o", out,
                          "--block-rows", "50", "--shard", f"{i}/3", "-q")
         assert done.returncode == 0, done.stderr
     assert run_logmm("merge", out, "-q").returncode == 0
-    return out
+    return d
+
+
+@pytest.fixture()
+def merged(merged_once: Path, tmp_path: Path) -> Path:
+    """A copy in ``tmp_path`` (the merge names its shard files relative to itself), for
+    a test to take shard files away from."""
+    for path in merged_once.iterdir():
+        shutil.copy2(path, tmp_path / path.name)
+    return tmp_path / "c.h5"
 
 
 def _logmm_column(stdout: str) -> str:
