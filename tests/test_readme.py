@@ -38,6 +38,9 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 DOCS = ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md"))]
 RUN = {"sh", "python"}
 SHOWN = {"text", "console"}
+#: configuration files, each read by its own test (docs/scaling.md's dask config: by
+#: test_dask_workers.test_the_documented_dask_config_file_reaches_workers_and_scheduler)
+CONFIG = {"yaml"}
 #: first words of sh lines that are shown but not run
 NOT_RUN = {"make", "pip", "source"}
 FENCE = re.compile(r"^( *)```(.*)$")
@@ -146,7 +149,8 @@ def _run_python(block: Block, doc: str, namespace: dict) -> None:
 
 @pytest.mark.parametrize("doc", DOCS)
 def test_every_block_is_tagged(doc: str) -> None:
-    untagged = [(b.line, b.tag) for b in fenced_blocks(_read(doc)) if b.tag not in RUN | SHOWN]
+    untagged = [(b.line, b.tag) for b in fenced_blocks(_read(doc))
+                if b.tag not in RUN | SHOWN | CONFIG]
     assert not untagged, (f"{doc}: blocks at lines {untagged} need a tag: sh or python "
                           "(run by this test) or text or console (illustrations)")
 
