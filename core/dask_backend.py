@@ -12,8 +12,11 @@ for bit the local one).
   output's partial file is written by the tasks too, one at a time under a cluster lock
   (:mod:`logmm.io.hdf5_locked`; HDF5 allows one writing process per file), while this
   process keeps it closed. An output added to an existing HDF5 file, and ``.npy``, are
-  written here, from the values the tasks return. A task writes its block in pieces, a
-  piece's write overlapping the next one's compute (:func:`logmm.engine._compute_writing`).
+  written here, from the values the tasks return. A Zarr task writes its block in
+  pieces, a piece's write overlapping the next one's compute
+  (:func:`logmm.engine._compute_writing`).
+- **One kernel thread per task**: the workers' threads are the parallelism
+  (:func:`logmm.resources.one_thread_per_task`). The task is pickled once per run.
 - **Column panels are tasks**: a plan with column panels runs as one task per (block,
   panel) into a Zarr store chunked by panel; K-chunks are folded in k order inside it.
 - **Inputs travel as addresses**: a reader pickles to its (absolute) address and a worker
@@ -35,8 +38,9 @@ for bit the local one).
 Without an address, a ``LocalCluster`` sized to this machine runs the tasks: one
 single-threaded worker process per core (fewer if that many budgets would not fit in
 available memory), each with ``memory_limit`` the ``--memory`` budget plus 256 MiB for
-the worker process itself. dask and distributed are imported only here: ``pip install
-'logmm[dask]'``.
+the worker process itself, without dask's ``MALLOC_TRIM_THRESHOLD_`` (:data:`_TRIM_KEY`)
+and with short lock leases (:data:`_LOCK_LEASES`). dask and distributed are imported
+only here: ``pip install 'logmm[dask]'``.
 """
 
 from __future__ import annotations
