@@ -132,19 +132,16 @@ class TaskError:
         self.error = error
 
 
-def _apply(task: Callable[[Any], Any] | bytes, block: Any) -> Any:
-    """``task(block)`` on this thread alone; ``task`` may come pickled (see
-    :func:`run_dask`). Bad data comes back as a :class:`TaskError`."""
+def _apply(task: bytes, block: Any) -> Any:
+    """``task(block)`` on this thread alone, ``task`` as :func:`run_dask` pickled it once
+    for the run. Bad data comes back as a :class:`TaskError`."""
+    import cloudpickle
+
     from .errors import LogmmError
     from .resources import one_thread_per_task
 
     try:
-        if isinstance(task, bytes):
-            import cloudpickle
-
-            run: Callable[[Any], Any] = cloudpickle.loads(task)
-        else:
-            run = task
+        run: Callable[[Any], Any] = cloudpickle.loads(task)
         return one_thread_per_task(run)(block)      # the workers' threads are the parallelism
     except LogmmError as exc:
         return TaskError(exc)

@@ -69,11 +69,10 @@ def test_local_cluster_workers_run_untrimmed_single_threaded_tasks(
         assert set(client.run(os.environ.get, TRIM).values()) == {None}
         assert set(client.nthreads().values()) == {1}
         # a task's kernel sees one thread, and bad data comes back as data, not raised
-        assert client.submit(_apply, _kernel_threads, None, pure=False).result() == 1
-        # as run_dask sends it: pickled once, unpickled by the task
+        # the task as run_dask sends it: pickled once, unpickled by _apply
         pickled = cloudpickle.dumps(_kernel_threads)
         assert client.submit(_apply, pickled, None, pure=False).result() == 1
-        error = client.submit(_apply, _bad_data, None, pure=False).result()
+        error = client.submit(_apply, cloudpickle.dumps(_bad_data), None, pure=False).result()
         assert isinstance(error, TaskError) and str(error.error) == "bad block"
 
 
