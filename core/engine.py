@@ -659,7 +659,8 @@ def _sweep_finished_run(out: ArrayAddress) -> None:
 
 def _refuse_or_skip(job: Job) -> None:
     """What the job's existing output decides before any work (:func:`open_output`
-    first, and :func:`run` before a dask cluster starts): with ``resume``, a complete
+    first, or :func:`open_shard_output` for a shard, and :func:`run` before a dask
+    cluster starts): with ``resume``, a complete
     output made by the same inputs and options is nothing to do, any other existing one is
     refused unless ``overwrite``; a ``shard`` needs an output that shards.
 
@@ -705,8 +706,8 @@ def open_output(job: Job) -> OpenOutput:
     assert out is not None and job.shape is not None and job.dtype is not None
     fingerprint = _fingerprint(job)
     resume = options.resume and fingerprint is not None
-    _refuse_or_skip(job)
-    if options.shard is not None:
+    if options.shard is not None:           # open_shard_output makes the shard checks
+        _refuse_zarr_v2_shards(job)
         assert fingerprint is not None and job.load_plan is not None
         shard_writer, shard_record, shard_plan, shard_blocks = open_shard_output(
             stack, out, job.shape, job.dtype, fingerprint=fingerprint, resume=resume,
@@ -719,6 +720,7 @@ def open_output(job: Job) -> OpenOutput:
                           pending=pending, resumed_blocks=len(shard_blocks) - len(pending),
                           total_rows=sum(r1 - r0 for _, r0, r1 in shard_blocks),
                           shard=options.shard)
+    _refuse_or_skip(job)
     stack.enter_context(OutputLock(out))
     if out.format == "zarr" and (shared := shard_status(out)) is not None and not shared.merged:
         raise LogmmError(f"{partial_path(out.path)} is the shared store of --shard runs "
